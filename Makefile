@@ -1,0 +1,47 @@
+# overlayd: the two commands a newcomer needs are `make demo` and `make test`.
+GO       ?= go
+BIN      := bin
+PKGS     := ./...
+# The integration tests build emulated hosts in network namespaces: they need
+# root, and skip with a reason without it.
+TESTFLAGS ?= -count=1 -timeout 20m
+
+.PHONY: all build demo test test-unit vet lint fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/overlayd ./cmd/overlayd
+	$(GO) build -o $(BIN)/overlayd-lab ./cmd/overlayd-lab
+
+# Emulated hosts in network namespaces, an embedded etcd, overlayd on each
+# host, container-to-container ping and a TCP transfer, a short report.
+demo: build
+	$(BIN)/overlayd-lab demo --overlayd $(BIN)/overlayd
+
+# Everything: vet, unit tests, fuzz seed corpora, integration tests (root).
+test: vet
+	$(GO) test $(TESTFLAGS) $(PKGS)
+
+# Unit tests only: no root needed.
+test-unit:
+	$(GO) test -count=1 -short $(PKGS)
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+	$(GO) vet $(PKGS)
+
+lint: vet
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 $(PKGS)
+
+# A short run of every fuzz target (the committed corpora also run in `make test`).
+FUZZTIME ?= 20s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,76 @@
+package tunnel
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+)
+
+// Config is what the daemon needs to run; cmd/overlayd fills it from flags
+// and FLANNELD_* environment variables.
+type Config struct {
+	EtcdEndpoints []string
+	EtcdPrefix    string
+	EtcdCAFile    string
+	EtcdCertFile  string
+	EtcdKeyFile   string
+	EtcdUsername  string
+	EtcdPassword  string
+
+	Iface    string // interface name or IPv4 address; empty: the default route's
+	PublicIP string // written into the lease; empty: the interface's address
+
+	SubnetFile  string
+	RenewMargin time.Duration
+	LeaseTTL    time.Duration
+
+	HealthzIP   string
+	HealthzPort int // 0: no health server
+
+	TunName       string
+	Queues        int
+	ControlSocket string // status socket; empty: none
+	ReleaseOnExit bool   // delete our lease on a clean exit (flanneld keeps it)
+
+	Logger *slog.Logger
+}
+
+// Validate checks the fields that do not need the system, naming the flag
+// and the fix.
+func (c *Config) Validate() error {
+	var errs []error
+	if len(c.EtcdEndpoints) == 0 {
+		errs = append(errs, errors.New("--etcd-endpoints: empty; give the etcd client URLs, e.g. http://127.0.0.1:2379"))
+	}
+	if c.EtcdPrefix == "" || c.EtcdPrefix[0] != '/' {
+		errs = append(errs, fmt.Errorf("--etcd-prefix %q: must be an absolute key path such as /coreos.com/network", c.EtcdPrefix))
+	}
+	if c.PublicIP != "" {
+		if a, err := netip.ParseAddr(c.PublicIP); err != nil || !a.Is4() {
+			errs = append(errs, fmt.Errorf("--public-ip %q: not an IPv4 address", c.PublicIP))
+		}
+	}
+	if c.SubnetFile == "" {
+		errs = append(errs, errors.New("--subnet-file: empty; the default is /run/flannel/subnet.env"))
+	}
+	if m := c.RenewMargin; m < time.Minute || m > 1439*time.Minute {
+		errs = append(errs, fmt.Errorf("--subnet-lease-renew-margin %d: must be between 1 and 1439 minutes", int(m/time.Minute)))
+	}
+	if c.HealthzPort < 0 || c.HealthzPort > 65535 {
+		errs = append(errs, fmt.Errorf("--healthz-port %d: must be 0 (off) to 65535", c.HealthzPort))
+	}
+	if c.HealthzPort != 0 {
+		if _, err := netip.ParseAddr(c.HealthzIP); err != nil {
+			errs = append(errs, fmt.Errorf("--healthz-ip %q: not an IP address", c.HealthzIP))
+		}
+	}
+	if c.TunName == "" || len(c.TunName) > 15 {
+		errs = append(errs, fmt.Errorf("--tun-name %q: must be 1 to 15 characters (an interface name)", c.TunName))
+	}
+	if c.Queues < 1 || c.Queues > 256 {
+		errs = append(errs, fmt.Errorf("--queues %d: must be between 1 and 256", c.Queues))
+	}
+	return errors.Join(errs...)
+}

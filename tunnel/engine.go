@@ -1,0 +1,301 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/overlayd/overlayd/subnet"
+	"github.com/overlayd/overlayd/subnet/etcd"
+	"github.com/overlayd/overlayd/tunnel/tun"
+	"github.com/overlayd/overlayd/tunnel/udp"
+)
+
+// Engine is one running overlayd: its lease, its devices and its workers.
+type Engine struct {
+	cfg      Config
+	log      *slog.Logger
+	underlay Underlay
+	publicIP netip.Addr
+	network  *subnet.Config
+	backend  backend
+	lease    subnet.Lease
+	tunMTU   int
+
+	peers atomic.Pointer[subnet.Table]
+	stats Stats
+	ready atomic.Bool
+
+	firstPeers     chan struct{}
+	firstPeersOnce sync.Once
+}
+
+// Run brings overlayd up as flanneld would (lease, subnet file, TUN, route)
+// and forwards until ctx is done. A lost etcd connection never stops
+// forwarding: the control plane retries beside the data path.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	e := &Engine{cfg: cfg, log: cfg.Logger, firstPeers: make(chan struct{})}
+	if e.log == nil {
+		e.log = slog.Default()
+	}
+	e.peers.Store(subnet.NewTable(nil))
+	return e.run(ctx)
+}
+
+func (e *Engine) run(ctx context.Context) error {
+	var err error
+	if e.underlay, err = ResolveUnderlay(e.cfg.Iface); err != nil {
+		return err
+	}
+	e.publicIP = e.underlay.Addr
+	if e.cfg.PublicIP != "" {
+		e.publicIP = netip.MustParseAddr(e.cfg.PublicIP) // checked by Validate
+	}
+	if on, err := ipForwarding(); err == nil && !on {
+		e.log.Warn("IPv4 forwarding is off in this network namespace: packets between the TUN and the bridge will be dropped; enable it with sysctl -w net.ipv4.ip_forward=1")
+	}
+
+	reg, err := etcd.New(etcd.Options{
+		Endpoints: e.cfg.EtcdEndpoints,
+		Prefix:    e.cfg.EtcdPrefix,
+		CAFile:    e.cfg.EtcdCAFile,
+		CertFile:  e.cfg.EtcdCertFile,
+		KeyFile:   e.cfg.EtcdKeyFile,
+		Username:  e.cfg.EtcdUsername,
+		Password:  e.cfg.EtcdPassword,
+	})
+	if err != nil {
+		return err
+	}
+	defer reg.Close()
+
+	if e.network, err = waitForNetworkConfig(ctx, reg, e.cfg.EtcdPrefix, e.log); err != nil {
+		return err
+	}
+	if e.backend, err = newBackend(e.network); err != nil {
+		return err
+	}
+
+	prev, err := subnet.ReadSubnetFile(e.cfg.SubnetFile)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		e.log.Warn("ignoring unreadable subnet file", "path", e.cfg.SubnetFile, "error", err)
+	}
+	mgr := subnet.NewManager(reg, e.network, subnet.ManagerOptions{
+		PublicIP:       e.publicIP,
+		BackendType:    e.backend.Type(),
+		BackendData:    e.backend.LeaseData(),
+		PreviousSubnet: prev,
+		TTL:            e.cfg.LeaseTTL,
+		RenewMargin:    e.cfg.RenewMargin,
+		Logger:         e.log,
+	})
+	if e.lease, err = acquireLease(ctx, mgr, e.log); err != nil {
+		return err
+	}
+
+	mtuBase := e.underlay.MTU
+	if e.network.Backend.MTU > 0 {
+		mtuBase = e.network.Backend.MTU
+	}
+	e.tunMTU = mtuBase - e.backend.Overhead()
+	e.log.Info("lease acquired",
+		"subnet", e.lease.Subnet, "network", e.network.Network, "backend", e.backend.Type(),
+		"iface", e.underlay.Name, "iface_addr", e.underlay.Addr, "public_ip", e.publicIP,
+		"mtu", e.tunMTU, "port", e.backend.Port())
+
+	workers, err := e.openDataPath()
+	if err != nil {
+		return err
+	}
+	defer closeWorkers(workers)
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	for _, w := range workers {
+		wg.Add(2)
+		go func() { defer wg.Done(); cancelOnError(cancel, w.routineTUNToUnderlay()) }()
+		go func() { defer wg.Done(); cancelOnError(cancel, w.routineUnderlayToTUN()) }()
+	}
+	wg.Add(2)
+	go func() { defer wg.Done(); logUnlessCanceled(e.log, "lease keeper", mgr.Run(ctx)) }()
+	go func() { defer wg.Done(); logUnlessCanceled(e.log, "peer watch", mgr.WatchPeers(ctx, e.setPeers)) }()
+
+	servers, err := e.startServers()
+	if err != nil {
+		cancel(err)
+	}
+	defer servers.close()
+
+	select {
+	case <-e.firstPeers:
+	case <-ctx.Done():
+	}
+	if ctx.Err() == nil {
+		if err := subnet.WriteSubnetFile(e.cfg.SubnetFile, e.network.Network, e.lease.Subnet, e.tunMTU, false); err != nil {
+			cancel(fmt.Errorf("write subnet file: %w", err))
+		} else {
+			e.ready.Store(true)
+			notifySystemd("READY=1")
+			e.log.Info("ready", "subnet_file", e.cfg.SubnetFile, "peers", e.peers.Load().Len())
+		}
+	}
+
+	<-ctx.Done()
+	e.ready.Store(false)
+	closeWorkers(workers) // unblocks the routines
+	wg.Wait()
+	if e.cfg.ReleaseOnExit {
+		rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := mgr.Release(rctx); err != nil {
+			e.log.Warn("could not release lease", "subnet", e.lease.Subnet, "error", err)
+		} else {
+			e.log.Info("lease released", "subnet", e.lease.Subnet)
+		}
+		rcancel()
+	}
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// openDataPath creates the TUN queues and one underlay socket per queue.
+func (e *Engine) openDataPath() ([]*worker, error) {
+	devs, err := tun.Create(e.cfg.TunName, e.cfg.Queues)
+	if err != nil {
+		return nil, fmt.Errorf("create TUN %s: %w", e.cfg.TunName, err)
+	}
+	workers := make([]*worker, 0, len(devs))
+	for i, dev := range devs {
+		workers = append(workers, &worker{id: i, tun: dev})
+	}
+	if err := configureTUN(e.cfg.TunName, e.tunMTU, e.lease.Subnet, e.network.Network); err != nil {
+		closeWorkers(workers)
+		return nil, err
+	}
+	laddr := netip.AddrPortFrom(e.underlay.Addr, uint16(e.backend.Port()))
+	for _, w := range workers {
+		conn, err := udp.Listen(laddr, udp.Options{ReusePort: len(workers) > 1})
+		if err != nil {
+			closeWorkers(workers)
+			return nil, fmt.Errorf("listen on %s: %w", laddr, err)
+		}
+		w.conn = conn
+		w.hdr = e.backend.Header()
+		w.peers = &e.peers
+		w.local = e.lease.Subnet
+		w.tunAddr = e.lease.Subnet.Addr()
+		w.mtu = e.tunMTU
+		w.stats = &e.stats
+		w.log = e.log
+	}
+	return workers, nil
+}
+
+func closeWorkers(workers []*worker) {
+	for _, w := range workers {
+		if w.tun != nil {
+			w.tun.Close()
+		}
+		if w.conn != nil {
+			w.conn.Close()
+		}
+	}
+}
+
+// setPeers rebuilds the peer table from the registry's view and swaps it in
+// whole; the data path sees either the old table or the new one.
+func (e *Engine) setPeers(leases []subnet.Lease) {
+	peers := make([]subnet.Peer, 0, len(leases))
+	for _, l := range leases {
+		p, ok := e.backend.Peer(l)
+		if !ok {
+			e.log.Debug("ignoring lease of another backend", "subnet", l.Subnet, "backend", l.Attrs.BackendType)
+			continue
+		}
+		peers = append(peers, p)
+	}
+	next := subnet.NewTable(peers)
+	prev := e.peers.Swap(next)
+	logPeerChanges(e.log, prev, next)
+	e.firstPeersOnce.Do(func() { close(e.firstPeers) })
+}
+
+func logPeerChanges(log *slog.Logger, prev, next *subnet.Table) {
+	old := make(map[netip.Prefix]netip.AddrPort, prev.Len())
+	for _, p := range prev.Peers() {
+		old[p.Subnet] = p.Underlay
+	}
+	for _, p := range next.Peers() {
+		if u, ok := old[p.Subnet]; !ok || u != p.Underlay {
+			log.Info("peer added", "subnet", p.Subnet, "public_ip", p.Underlay.Addr())
+		}
+		delete(old, p.Subnet)
+	}
+	for s, u := range old {
+		log.Info("peer removed", "subnet", s, "public_ip", u.Addr())
+	}
+}
+
+// waitForNetworkConfig reads <prefix>/config, waiting while it is absent or
+// etcd is unreachable (as flanneld does); a malformed config is an error.
+func waitForNetworkConfig(ctx context.Context, reg *etcd.Registry, prefix string, log *slog.Logger) (*subnet.Config, error) {
+	b := newBackoff(time.Second, 30*time.Second)
+	for {
+		cfg, err := reg.GetConfig(ctx)
+		switch {
+		case err == nil:
+			return cfg, nil
+		case errors.Is(err, subnet.ErrConfigNotFound):
+			log.Warn("network config not found in etcd; waiting for it", "key", prefix+"/config",
+				"fix", fmt.Sprintf(`overlayd config put --etcd-prefix %s '{"Network":"100.96.0.0/16","Backend":{"Type":"udp"}}'`, prefix))
+		case errors.Is(err, subnet.ErrInvalidConfig):
+			return nil, err
+		default:
+			log.Warn("etcd unreachable; retrying", "error", err, "retry_in", b.peek())
+		}
+		if err := b.wait(ctx); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// acquireLease retries transient registry failures with backoff.
+func acquireLease(ctx context.Context, mgr *subnet.Manager, log *slog.Logger) (subnet.Lease, error) {
+	b := newBackoff(time.Second, 30*time.Second)
+	for {
+		l, err := mgr.Acquire(ctx)
+		if err == nil {
+			return l, nil
+		}
+		if errors.Is(err, subnet.ErrNoFreeSubnet) {
+			return subnet.Lease{}, err
+		}
+		log.Warn("could not acquire a subnet lease; retrying", "error", err, "retry_in", b.peek())
+		if err := b.wait(ctx); err != nil {
+			return subnet.Lease{}, err
+		}
+	}
+}
+
+func cancelOnError(cancel context.CancelCauseFunc, err error) {
+	if err != nil {
+		cancel(err)
+	}
+}
+
+func logUnlessCanceled(log *slog.Logger, what string, err error) {
+	if err != nil && !errors.Is(err, context.Canceled) {
+		log.Error(what+" stopped", "error", err)
+	}
+}

@@ -1,0 +1,170 @@
+package tunnel
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// Status is what `overlayd status` shows: this host's lease, its peers and
+// the forwarder's counters.
+type Status struct {
+	Ready    bool          `json:"ready"`
+	Backend  string        `json:"backend"`
+	Network  string        `json:"network"`
+	Subnet   string        `json:"subnet"`
+	PublicIP string        `json:"public_ip"`
+	Iface    string        `json:"iface"`
+	TUN      string        `json:"tun"`
+	MTU      int           `json:"mtu"`
+	Port     int           `json:"port"`
+	Queues   int           `json:"queues"`
+	Peers    []PeerStatus  `json:"peers"`
+	Stats    StatsSnapshot `json:"stats"`
+}
+
+// PeerStatus is one row of the peer table.
+type PeerStatus struct {
+	Subnet   string `json:"subnet"`
+	Underlay string `json:"underlay"`
+	Backend  string `json:"backend"`
+}
+
+func (e *Engine) status() Status {
+	s := Status{
+		Ready:    e.ready.Load(),
+		Backend:  e.backend.Type(),
+		Network:  e.network.Network.String(),
+		Subnet:   e.lease.Subnet.String(),
+		PublicIP: e.publicIP.String(),
+		Iface:    e.underlay.Name,
+		TUN:      e.cfg.TunName,
+		MTU:      e.tunMTU,
+		Port:     e.backend.Port(),
+		Queues:   e.cfg.Queues,
+		Peers:    []PeerStatus{},
+		Stats:    e.stats.Snapshot(),
+	}
+	for _, p := range e.peers.Load().Peers() {
+		bt := p.Lease.Attrs.BackendType
+		if bt == "" {
+			bt = "udp"
+		}
+		s.Peers = append(s.Peers, PeerStatus{Subnet: p.Subnet.String(), Underlay: p.Underlay.String(), Backend: bt})
+	}
+	return s
+}
+
+// handler serves /status (JSON), /metrics (Prometheus text), /healthz and
+// /readyz (flanneld's semantics: 200 once the subnet file is written).
+func (e *Engine) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(e.status())
+	})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		writeMetrics(w, e.status())
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !e.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	return mux
+}
+
+type servers []*http.Server
+
+func (s servers) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for _, srv := range s {
+		srv.Shutdown(ctx)
+	}
+}
+
+// startServers opens the control socket and the health port, if asked.
+func (e *Engine) startServers() (servers, error) {
+	var out servers
+	h := e.handler()
+	if path := e.cfg.ControlSocket; path != "" {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return out, fmt.Errorf("--control-socket %s: %w", path, err)
+		}
+		// A socket file left by a previous run would make Listen fail.
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return out, fmt.Errorf("--control-socket %s: %w", path, err)
+		}
+		ln, err := net.Listen("unix", path)
+		if err != nil {
+			return out, fmt.Errorf("--control-socket %s: %w", path, err)
+		}
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(ln)
+		out = append(out, srv)
+	}
+	if e.cfg.HealthzPort != 0 {
+		addr := net.JoinHostPort(e.cfg.HealthzIP, strconv.Itoa(e.cfg.HealthzPort))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return out, fmt.Errorf("--healthz-ip/--healthz-port %s: %w", addr, err)
+		}
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(ln)
+		out = append(out, srv)
+	}
+	return out, nil
+}
+
+// QueryStatus asks a running overlayd for its status over its control socket.
+func QueryStatus(ctx context.Context, socket string) (Status, error) {
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+	}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://overlayd/status", nil)
+	if err != nil {
+		return Status{}, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return Status{}, fmt.Errorf("control socket %s: %w (is overlayd running? see --control-socket)", socket, err)
+	}
+	defer resp.Body.Close()
+	var s Status
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		return Status{}, fmt.Errorf("control socket %s: decode status: %w", socket, err)
+	}
+	return s, nil
+}
+
+// PeerSubnets lists the peer subnets of s, for tests and tools.
+func (s Status) PeerSubnets() []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(s.Peers))
+	for _, p := range s.Peers {
+		if pfx, err := netip.ParsePrefix(p.Subnet); err == nil {
+			out = append(out, pfx)
+		}
+	}
+	return out
+}
