@@ -1,0 +1,92 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/overlayd/overlayd/perf/netns"
+)
+
+// Process is a program this package started inside a namespace. It is
+// stopped by its own pid only: nothing else is ever signalled.
+type Process struct {
+	cmd     *exec.Cmd
+	logPath string
+	done    chan struct{}
+	exited  atomic.Bool
+	err     error
+}
+
+// StartProcess runs argv inside ns with stdout and stderr appended to logPath.
+func StartProcess(ctx context.Context, ns *netns.NS, logPath string, argv ...string) (*Process, error) {
+	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	// Not tied to ctx: a process outlives the call that started it and is
+	// stopped by Stop, with SIGTERM first so it can clean up.
+	cmd := ns.Command(context.WithoutCancel(ctx), argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		return nil, err
+	}
+	p := &Process{cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		log.Close()
+		p.exited.Store(true)
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// Pid is the process id.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Exited reports whether the process has ended.
+func (p *Process) Exited() bool { return p.exited.Load() }
+
+// Done is closed when the process ends.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Stop sends SIGTERM, waits up to 10 s, then SIGKILLs. A process that exits
+// on SIGTERM is a clean stop, whatever its exit status says of the signal.
+func (p *Process) Stop() error {
+	if p.Exited() {
+		return nil
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("pid %d: %w", p.Pid(), err)
+	}
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("pid %d did not stop on SIGTERM within 10s; killed", p.Pid())
+	}
+}
+
+// Tail returns the last n bytes of the process's log.
+func (p *Process) Tail(n int64) string {
+	f, err := os.Open(p.logPath)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > n {
+		f.Seek(st.Size()-n, 0)
+	}
+	b := make([]byte, n)
+	m, _ := f.Read(b)
+	return string(b[:m])
+}

@@ -1,0 +1,147 @@
+package traffic
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/overlayd/overlayd/perf/netns"
+)
+
+// echoID numbers echo requests so that concurrent Pings, which all see every
+// ICMP message of their namespace, pick out their own answers.
+var echoID = func() *atomic.Uint32 {
+	var n atomic.Uint32
+	n.Store(rand.Uint32())
+	return &n
+}()
+
+// Ping sends one ICMP echo request from inside ns to dst, size bytes long
+// counting the 20-byte IPv4 header and the 8-byte ICMP header, and waits up
+// to timeout (until ctx is done if timeout is not positive) for what comes
+// back; see [PingResult]. With df the packet carries Don't Fragment and the
+// local kernel refuses to fragment it (IP_PMTUDISC_DO); without, it may be
+// fragmented anywhere. Silence is not an error: it returns a zero PingResult.
+//
+// The request goes out of a raw ICMP socket opened inside ns. The answer is
+// recognised by id and sequence number, for ICMP errors in the quoted
+// original header, so concurrent Pings in one namespace do not mix.
+func Ping(ctx context.Context, ns *netns.NS, dst netip.Addr, size int, df bool, timeout time.Duration) (PingResult, error) {
+	dst = dst.Unmap()
+	switch {
+	case ns == nil:
+		return PingResult{}, errors.New("ping: no namespace")
+	case !dst.Is4():
+		return PingResult{}, fmt.Errorf("ping %s: only IPv4 is supported", dst)
+	case size < MinPingSize || size > MaxPingSize:
+		return PingResult{}, fmt.Errorf("ping %s: size %d out of range [%d, %d]", dst, size, MinPingSize, MaxPingSize)
+	}
+
+	var conn *net.IPConn
+	if err := ns.Do(func() error {
+		var err error
+		conn, err = net.ListenIP("ip4:icmp", nil)
+		return err
+	}); err != nil {
+		return PingResult{}, fmt.Errorf("ping %s: open raw ICMP socket in %s: %w", dst, ns.Name, err)
+	}
+	defer conn.Close()
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return PingResult{}, fmt.Errorf("ping %s: %w", dst, err)
+	}
+	if err := configure(rc, df); err != nil {
+		return PingResult{}, fmt.Errorf("ping %s: %w", dst, err)
+	}
+
+	echo := make([]byte, size-ipv4HeaderLen)
+	n := echoID.Add(1)
+	buildEcho(echo, uint16(n), uint16(n>>16))
+
+	if timeout > 0 {
+		if err := conn.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+			return PingResult{}, fmt.Errorf("ping %s: %w", dst, err)
+		}
+	}
+	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	start := time.Now()
+	if _, err := conn.WriteToIP(echo, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
+		if errors.Is(err, unix.EMSGSIZE) {
+			return PingResult{LocalTooBig: true, LocalMTU: routeMTU(rc, dst)}, nil
+		}
+		return PingResult{}, fmt.Errorf("ping %s from %s: %w", dst, ns.Name, err)
+	}
+
+	buf := make([]byte, MaxPingSize)
+	for {
+		n, addr, err := conn.ReadFromIP(buf)
+		if err != nil {
+			if ctxErr := ctx.Err(); ctxErr != nil {
+				return PingResult{}, fmt.Errorf("ping %s: %w", dst, ctxErr)
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return PingResult{}, nil
+			}
+			return PingResult{}, fmt.Errorf("ping %s: read: %w", dst, err)
+		}
+		from, _ := netip.AddrFromSlice(addr.IP)
+		r, ok, err := match(buf[:n], from.Unmap(), echo, dst)
+		if err != nil {
+			return PingResult{}, fmt.Errorf("ping %s: %w", dst, err)
+		}
+		if ok {
+			r.RTT = time.Since(start)
+			return r, nil
+		}
+	}
+}
+
+// configure sets the Don't Fragment policy and keeps everything but echo
+// replies and errors off the socket, which otherwise sees all ICMP of its
+// namespace (including echo requests to local addresses).
+func configure(rc syscall.RawConn, df bool) error {
+	pmtu := unix.IP_PMTUDISC_DONT
+	if df {
+		pmtu = unix.IP_PMTUDISC_DO
+	}
+	// ICMP_FILTER is a mask of the types to drop.
+	const keep = 1<<icmpEchoReply | 1<<icmpDestUnreach | 1<<icmpTimeExceeded | 1<<icmpParamProblem
+	var sockErr error
+	err := rc.Control(func(fd uintptr) {
+		if err := unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, pmtu); err != nil {
+			sockErr = fmt.Errorf("set IP_MTU_DISCOVER: %w", err)
+			return
+		}
+		if err := unix.SetsockoptInt(int(fd), unix.SOL_RAW, unix.ICMP_FILTER, int(^uint32(keep))); err != nil {
+			sockErr = fmt.Errorf("set ICMP_FILTER: %w", err)
+		}
+	})
+	return errors.Join(err, sockErr)
+}
+
+// routeMTU is the MTU the kernel holds for the route to dst, learnt path MTU
+// included, or 0 if it will not say. IP_MTU needs a connected socket, so it
+// connects the socket, which is about to be closed anyway.
+func routeMTU(rc syscall.RawConn, dst netip.Addr) int {
+	mtu := 0
+	rc.Control(func(fd uintptr) {
+		if unix.Connect(int(fd), &unix.SockaddrInet4{Addr: dst.As4()}) != nil {
+			return
+		}
+		if v, err := unix.GetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU); err == nil {
+			mtu = v
+		}
+	})
+	return mtu
+}

@@ -1,0 +1,318 @@
+package tun
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// nativeBatchSize is how many packets a native Device is designed to move
+// per call. Without IFF_VNET_HDR each packet still costs one read(2) or
+// write(2); the batch saves the netpoller round trips between them.
+const nativeBatchSize = 64
+
+const tunPath = "/dev/net/tun"
+
+var _ Device = (*nativeDevice)(nil)
+
+// Create opens the TUN interface name through /dev/net/tun, creating it if
+// absent, and returns one Device per queue. The interface is opened with
+// IFF_TUN|IFF_NO_PI, plus IFF_MULTI_QUEUE when queues > 1; an existing
+// interface must have been created with the same flags. A name such as
+// "tun%d" lets the kernel choose; Name reports its choice.
+//
+// The queues' file descriptors are nonblocking and driven by Go's
+// netpoller, so a blocked Read holds no thread. The interface is left down
+// and unconfigured: the caller sets its MTU, addresses and routes.
+//
+// The Devices belong to the network namespace of the calling thread.
+func Create(name string, queues int) ([]Device, error) {
+	if queues < 1 {
+		return nil, fmt.Errorf("tun: create %q: %d queues, want at least 1", name, queues)
+	}
+	flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	if queues > 1 {
+		flags |= unix.IFF_MULTI_QUEUE
+	}
+	devs := make([]Device, 0, queues)
+	for i := range queues {
+		d, err := openQueue(name, flags)
+		if err != nil {
+			for _, d := range devs {
+				d.Close()
+			}
+			return nil, fmt.Errorf("tun: create %q queue %d: %w", name, i, err)
+		}
+		// Attach the later queues to the interface the first one
+		// created, not to a new one from the same pattern.
+		name = d.name
+		devs = append(devs, d)
+	}
+	return devs, nil
+}
+
+func openQueue(name string, flags uint16) (*nativeDevice, error) {
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return nil, fmt.Errorf("interface name: %w", err)
+	}
+	ifr.SetUint16(flags)
+
+	fd, err := unix.Open(tunPath, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", tunPath, err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("TUNSETIFF: %w", err)
+	}
+	// Nonblocking before os.NewFile, which then registers the descriptor
+	// with the netpoller.
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("set nonblocking: %w", err)
+	}
+	// MTU needs an ioctl on a socket of the interface's network
+	// namespace, which is the calling thread's only now.
+	ctl, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+
+	d := &nativeDevice{
+		name: ifr.Name(),
+		file: os.NewFile(uintptr(fd), tunPath),
+		ctl:  ctl,
+	}
+	d.rc, err = d.file.SyscallConn()
+	if err != nil {
+		d.file.Close()
+		unix.Close(ctl)
+		return nil, fmt.Errorf("raw conn: %w", err)
+	}
+	// Bound once here: a method value or closure made per call would
+	// allocate on every Read and Write.
+	d.readFn = d.read.do
+	d.writeFn = d.write.do
+	return d, nil
+}
+
+// nativeDevice is one queue of a TUN interface opened through /dev/net/tun.
+type nativeDevice struct {
+	name   string // as created; Name asks the kernel for the current one
+	file   *os.File
+	rc     syscall.RawConn
+	closed atomic.Bool
+
+	ctlMu sync.Mutex
+	ctl   int // AF_INET socket for SIOCGIFMTU; -1 once closed
+
+	readMu sync.Mutex
+	read   readOp
+	readFn func(fd uintptr) bool
+
+	writeMu sync.Mutex
+	write   writeOp
+	writeFn func(fd uintptr) bool
+}
+
+// readOp is the state of one Read, kept in the device so that its RawConn
+// callback can be bound once.
+type readOp struct {
+	bufs   [][]byte
+	sizes  []int
+	offset int
+	n      int   // packets read so far
+	err    error // read(2) error that ended the batch
+}
+
+// do drains the queue into op.bufs. It returns false, asking the netpoller
+// to wait, only while nothing has been read.
+func (op *readOp) do(fd uintptr) bool {
+	for op.n < len(op.bufs) {
+		n, err := unix.Read(int(fd), op.bufs[op.n][op.offset:])
+		switch err {
+		case nil:
+			op.sizes[op.n] = n
+			op.n++
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return op.n > 0
+		default:
+			op.err = err
+			return true
+		}
+	}
+	return true
+}
+
+func (d *nativeDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	d.readMu.Lock()
+	defer d.readMu.Unlock()
+
+	d.read = readOp{bufs: bufs, sizes: sizes, offset: offset}
+	err := d.rc.Read(d.readFn)
+	n, opErr := d.read.n, d.read.err
+	d.read = readOp{} // keep none of the caller's buffers alive
+
+	if err != nil { // only possible before the first packet
+		return 0, d.fail("read", err)
+	}
+	if opErr != nil {
+		return n, d.fail("read", opErr)
+	}
+	return n, nil
+}
+
+// writeOp is the state of one Write; see readOp.
+type writeOp struct {
+	bufs    [][]byte
+	offset  int
+	next    int   // index of the next packet to write
+	n       int   // packets accepted
+	dropped int   // packets refused
+	first   error // why the first refused packet was refused
+	fatal   error // error that ended the batch
+}
+
+// do writes op.bufs from op.next on. It returns false, asking the netpoller
+// to wait, when the queue is full.
+func (op *writeOp) do(fd uintptr) bool {
+	for op.next < len(op.bufs) {
+		_, err := unix.Write(int(fd), op.bufs[op.next][op.offset:])
+		switch err {
+		case nil:
+			op.n++
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		case unix.EBADF, unix.EBADFD:
+			op.fatal = err
+			return true
+		default:
+			if op.dropped == 0 {
+				op.first = err
+			}
+			op.dropped++
+		}
+		op.next++
+	}
+	return true
+}
+
+func (d *nativeDevice) Write(bufs [][]byte, offset int) (int, error) {
+	d.writeMu.Lock()
+	defer d.writeMu.Unlock()
+
+	d.write = writeOp{bufs: bufs, offset: offset}
+	err := d.rc.Write(d.writeFn)
+	op := d.write
+	d.write = writeOp{}
+
+	switch {
+	case err != nil:
+		return op.n, d.fail("write", err)
+	case op.fatal != nil:
+		return op.n, d.fail("write", op.fatal)
+	case op.dropped > 0:
+		return op.n, &WriteError{Dropped: op.dropped, Err: op.first}
+	}
+	return op.n, nil
+}
+
+// fail maps the errors that mean the queue is gone to os.ErrClosed and
+// wraps the others.
+func (d *nativeDevice) fail(op string, err error) error {
+	if d.closed.Load() || errors.Is(err, os.ErrClosed) || isDetached(err) {
+		return os.ErrClosed
+	}
+	// When the interface is deleted, the netpoller sees an error event
+	// and reports the queue as "not pollable" without calling read(2);
+	// an ioctl gets the kernel's EBADFD.
+	if _, nerr := d.currentName(); isDetached(nerr) {
+		return os.ErrClosed
+	}
+	return fmt.Errorf("tun: %s %s: %w", op, d.name, err)
+}
+
+// isDetached reports whether err says that the queue no longer has an
+// interface: EBADFD once the interface was deleted.
+func isDetached(err error) bool {
+	return errors.Is(err, unix.EBADFD) || errors.Is(err, unix.EBADF)
+}
+
+func (d *nativeDevice) BatchSize() int { return nativeBatchSize }
+
+// Name asks the kernel for the interface's name, which follows renames, and
+// falls back to the name it was created with.
+func (d *nativeDevice) Name() string {
+	if name, err := d.currentName(); err == nil {
+		return name
+	}
+	return d.name
+}
+
+func (d *nativeDevice) currentName() (string, error) {
+	var name string
+	var ioctlErr error
+	err := d.rc.Control(func(fd uintptr) {
+		var ifr *unix.Ifreq
+		if ifr, ioctlErr = unix.NewIfreq(""); ioctlErr != nil {
+			return
+		}
+		if ioctlErr = unix.IoctlIfreq(int(fd), unix.TUNGETIFF, ifr); ioctlErr == nil {
+			name = ifr.Name()
+		}
+	})
+	if err != nil {
+		return "", err
+	}
+	return name, ioctlErr
+}
+
+func (d *nativeDevice) MTU() (int, error) {
+	name, err := d.currentName()
+	if err != nil {
+		return 0, d.fail("get MTU of", err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return 0, fmt.Errorf("tun: get MTU of %s: %w", name, err)
+	}
+
+	d.ctlMu.Lock()
+	defer d.ctlMu.Unlock()
+	if d.ctl < 0 {
+		return 0, os.ErrClosed
+	}
+	if err := unix.IoctlIfreq(d.ctl, unix.SIOCGIFMTU, ifr); err != nil {
+		return 0, fmt.Errorf("tun: get MTU of %s: %w", name, err)
+	}
+	return int(int32(ifr.Uint32())), nil
+}
+
+func (d *nativeDevice) Close() error {
+	if d.closed.Swap(true) {
+		return os.ErrClosed
+	}
+	// Closing the file wakes a Read parked in the netpoller; the
+	// descriptor itself is released once no call is using it.
+	err := d.file.Close()
+
+	d.ctlMu.Lock()
+	cerr := unix.Close(d.ctl)
+	d.ctl = -1
+	d.ctlMu.Unlock()
+
+	if err = errors.Join(err, cerr); err != nil {
+		return fmt.Errorf("tun: close %s: %w", d.name, err)
+	}
+	return nil
+}

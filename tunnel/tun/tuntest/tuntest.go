@@ -1,0 +1,129 @@
+// Package tuntest provides a channel-backed tun.Device, so that the engine
+// can be tested without root, a TUN interface or a kernel.
+package tuntest
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	"github.com/overlayd/overlayd/tunnel/tun"
+)
+
+// BatchSize is the batch size a ChannelDevice reports.
+const BatchSize = 64
+
+// queueLen is the capacity of the Inbound and Outbound channels.
+const queueLen = 1024
+
+var _ tun.Device = (*ChannelDevice)(nil)
+
+// ChannelDevice is a tun.Device whose "kernel" side is two channels.
+type ChannelDevice struct {
+	// Inbound carries packets into the device: what a test sends here,
+	// Read returns, in order. The device never closes it.
+	Inbound chan []byte
+	// Outbound carries the packets Write was given, each a copy the test
+	// owns. Write blocks while it is full.
+	Outbound chan []byte
+
+	name      string
+	mtu       int
+	closed    chan struct{}
+	closeOnce sync.Once
+}
+
+// NewChannelDevice returns an open ChannelDevice that reports the given
+// name and MTU. Its channels are buffered (1024 packets).
+func NewChannelDevice(name string, mtu int) *ChannelDevice {
+	return &ChannelDevice{
+		Inbound:  make(chan []byte, queueLen),
+		Outbound: make(chan []byte, queueLen),
+		name:     name,
+		mtu:      mtu,
+		closed:   make(chan struct{}),
+	}
+}
+
+// Read blocks for one packet from Inbound, then takes any others already
+// queued, up to len(bufs). A packet too large for its buffer is an
+// io.ErrShortBuffer error, returned after the packets before it.
+func (d *ChannelDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if d.isClosed() {
+		return 0, os.ErrClosed
+	}
+	if len(bufs) == 0 {
+		return 0, nil
+	}
+	var pkt []byte
+	select {
+	case <-d.closed:
+		return 0, os.ErrClosed
+	case pkt = <-d.Inbound:
+	}
+	n := 0
+	for {
+		dst := bufs[n][offset:]
+		if len(pkt) > len(dst) {
+			return n, fmt.Errorf("tuntest: %d-byte packet in %d-byte buffer: %w", len(pkt), len(dst), io.ErrShortBuffer)
+		}
+		sizes[n] = copy(dst, pkt)
+		n++
+		if n == len(bufs) {
+			return n, nil
+		}
+		select {
+		case pkt = <-d.Inbound:
+		default:
+			return n, nil
+		}
+	}
+}
+
+// Write sends a copy of each bufs[i][offset:] to Outbound.
+func (d *ChannelDevice) Write(bufs [][]byte, offset int) (int, error) {
+	for i, buf := range bufs {
+		if d.isClosed() {
+			return i, os.ErrClosed
+		}
+		pkt := append([]byte(nil), buf[offset:]...)
+		select {
+		case <-d.closed:
+			return i, os.ErrClosed
+		case d.Outbound <- pkt:
+		}
+	}
+	return len(bufs), nil
+}
+
+func (d *ChannelDevice) BatchSize() int { return BatchSize }
+
+func (d *ChannelDevice) MTU() (int, error) {
+	if d.isClosed() {
+		return 0, os.ErrClosed
+	}
+	return d.mtu, nil
+}
+
+func (d *ChannelDevice) Name() string { return d.name }
+
+// Close unblocks pending Reads and Writes. Packets left in the channels stay
+// there.
+func (d *ChannelDevice) Close() error {
+	err := os.ErrClosed
+	d.closeOnce.Do(func() {
+		close(d.closed)
+		err = nil
+	})
+	return err
+}
+
+func (d *ChannelDevice) isClosed() bool {
+	select {
+	case <-d.closed:
+		return true
+	default:
+		return false
+	}
+}
