@@ -23,6 +23,7 @@ package tunnel
 import (
 	"errors"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"sync/atomic"
@@ -84,7 +85,7 @@ func (w *worker) routineTUNToUnderlay() error {
 	for {
 		n, err := w.tun.Read(batch.Bufs, batch.Sizes, Headroom)
 		if err != nil {
-			if errors.Is(err, os.ErrClosed) {
+			if isClosed(err) {
 				return nil
 			}
 			if failures++; failures >= maxConsecutiveErrors {
@@ -138,7 +139,7 @@ func (w *worker) routineTUNToUnderlay() error {
 		if len(frames) > 0 {
 			sent, err := w.conn.WriteBatch(frames, dsts)
 			if err != nil {
-				if errors.Is(err, os.ErrClosed) {
+				if isClosed(err) {
 					return nil
 				}
 				limiter.warn(w.log, "underlay send failed", "error", err, "unsent", len(frames)-sent)
@@ -177,7 +178,7 @@ func (w *worker) routineUnderlayToTUN() error {
 	for {
 		n, err := w.conn.ReadBatch(views, batch.Sizes, batch.Addrs)
 		if err != nil {
-			if errors.Is(err, os.ErrClosed) {
+			if isClosed(err) {
 				return nil
 			}
 			if failures++; failures >= maxConsecutiveErrors {
@@ -223,7 +224,7 @@ func (w *worker) routineUnderlayToTUN() error {
 		if len(packets) > 0 {
 			written, err := w.tun.Write(packets, Headroom+hdrLen)
 			if err != nil {
-				if errors.Is(err, os.ErrClosed) {
+				if isClosed(err) {
 					return nil
 				}
 				limiter.warn(w.log, "TUN write failed", "error", err)
@@ -233,6 +234,12 @@ func (w *worker) routineUnderlayToTUN() error {
 		}
 		counts.flushRx(w.stats)
 	}
+}
+
+// isClosed reports an error that means the device or socket was closed:
+// the routine's normal end.
+func isClosed(err error) bool {
+	return errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed)
 }
 
 // logLimiter keeps a failing device from flooding the log: at most one

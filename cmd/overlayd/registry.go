@@ -36,11 +36,20 @@ func runConfig(ctx context.Context, args []string) error {
 	defer cancel()
 
 	if verb == "get" {
-		raw, err := reg.GetRawConfig(ctx)
+		cfg, err := reg.GetConfig(ctx)
 		if err != nil {
 			return err
 		}
-		fmt.Println(string(raw))
+		// The effective config: what was written, with flannel's defaults filled in.
+		fmt.Printf("Network    %s\nSubnetLen  %d\nSubnetMin  %s\nSubnetMax  %s\nBackend    %s (port %d",
+			cfg.Network, cfg.SubnetLen, cfg.SubnetMin, cfg.SubnetMax, cfg.Backend.Type, cfg.Backend.Port)
+		if cfg.Backend.Type == "vxlan" {
+			fmt.Printf(", VNI %d", cfg.Backend.VNI)
+		}
+		if cfg.Backend.MTU > 0 {
+			fmt.Printf(", MTU %d", cfg.Backend.MTU)
+		}
+		fmt.Println(")")
 		return nil
 	}
 	if fs.NArg() != 1 {

@@ -65,18 +65,17 @@ type Daemon struct {
 // Start builds the topology, starts etcd, writes the network config and
 // brings up overlayd on every host with a bridge and one container each.
 // On error everything started so far is torn down.
-func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
+func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if opts.NetworkConfig == "" {
 		opts.NetworkConfig = DefaultNetworkConfig
 	}
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
 	}
-	c = &Cluster{opts: opts}
+	c := &Cluster{opts: opts}
 	defer func() {
 		if err != nil {
 			c.Close()
-			c = nil
 		}
 	}()
 	if c.Topo, err = topo.New(ctx, topo.Options{Prefix: opts.Prefix, Hosts: opts.Hosts}); err != nil {
@@ -89,7 +88,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		return nil, err
 	}
 	for _, h := range c.Topo.Hosts {
-		d := &Daemon{Host: h, cluster: c, Dir: filepath.Join(opts.WorkDir, fmt.Sprintf("host%d", h.Index))}
+		d := &Daemon{Host: h, cluster: c, Dir: filepath.Join(opts.WorkDir, fmt.Sprintf("host%d", h.Index+1))}
 		d.SubnetFile = filepath.Join(d.Dir, "subnet.env")
 		d.ControlSocket = filepath.Join(d.Dir, "overlayd.sock")
 		if err = os.MkdirAll(d.Dir, 0o755); err != nil {
@@ -181,6 +180,9 @@ func (c *Cluster) Close() error {
 	return errors.Join(errs...)
 }
 
+// Name is the host's name in reports: host1 is 198.18.0.1.
+func (d *Daemon) Name() string { return fmt.Sprintf("host%d", d.Host.Index+1) }
+
 // Start runs overlayd on the daemon's host.
 func (d *Daemon) Start(ctx context.Context, extra ...string) error {
 	c := d.cluster
@@ -194,10 +196,10 @@ func (d *Daemon) Start(ctx context.Context, extra ...string) error {
 	argv = append(argv, extra...)
 	p, err := StartProcess(ctx, d.Host.NS, filepath.Join(d.Dir, "overlayd.log"), argv...)
 	if err != nil {
-		return fmt.Errorf("host %d: start overlayd: %w", d.Host.Index, err)
+		return fmt.Errorf("%s: start overlayd: %w", d.Name(), err)
 	}
 	d.Proc = p
-	c.opts.Logf("host %d: overlayd pid %d", d.Host.Index, p.Pid())
+	c.opts.Logf("%s: overlayd pid %d", d.Name(), p.Pid())
 	return nil
 }
 
@@ -232,7 +234,7 @@ func (d *Daemon) WaitReady(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("host %d: overlayd not ready: %w", d.Host.Index, err)
+		return fmt.Errorf("%s: overlayd not ready: %w", d.Name(), err)
 	}
 	return nil
 }
@@ -279,11 +281,11 @@ func (d *Daemon) addBridgeAndContainer() error {
 		mtu = d.Env.MTU
 	}
 	if err := d.Host.AddBridge("docker0", d.Env.Subnet, d.Env.MTU); err != nil {
-		return fmt.Errorf("host %d: bridge: %w", d.Host.Index, err)
+		return fmt.Errorf("%s: bridge: %w", d.Name(), err)
 	}
 	ct, err := d.Host.AddContainer(mtu)
 	if err != nil {
-		return fmt.Errorf("host %d: container: %w", d.Host.Index, err)
+		return fmt.Errorf("%s: container: %w", d.Name(), err)
 	}
 	d.Container = ct
 	return nil

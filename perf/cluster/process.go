@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -34,7 +36,7 @@ func StartProcess(ctx context.Context, ns *netns.NS, logPath string, argv ...str
 	cmd := ns.Command(context.WithoutCancel(ctx), argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := startFromSpawner(cmd); err != nil {
 		log.Close()
 		return nil, err
 	}
@@ -46,6 +48,37 @@ func StartProcess(ctx context.Context, ns *netns.NS, logPath string, argv ...str
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// spawnRequests feed the spawner thread.
+var (
+	spawnOnce     sync.Once
+	spawnRequests chan spawnRequest
+)
+
+type spawnRequest struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// startFromSpawner starts cmd from one OS thread that lives as long as this
+// program. Pdeathsig fires when the thread that forked the child exits, not
+// the process; Go ends any thread whose goroutine exits while locked to it
+// (as netns.Do does), so forking from an arbitrary thread would kill the
+// child at a random moment. A crash of this program still kills it.
+func startFromSpawner(cmd *exec.Cmd) error {
+	spawnOnce.Do(func() {
+		spawnRequests = make(chan spawnRequest)
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread stays for good
+			for req := range spawnRequests {
+				req.done <- req.cmd.Start()
+			}
+		}()
+	})
+	req := spawnRequest{cmd: cmd, done: make(chan error, 1)}
+	spawnRequests <- req
+	return <-req.done
 }
 
 // Pid is the process id.

@@ -68,13 +68,13 @@ func Run(ctx context.Context, opts Options, out io.Writer) (err error) {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "HOST\tUNDERLAY\tFLANNEL_SUBNET (docker0)\tFLANNEL_MTU\tCONTAINER")
 	for _, d := range c.Daemons {
-		fmt.Fprintf(tw, "host%d\t%s\t%s\t%d\t%s\n", d.Host.Index, d.Host.Underlay.Addr(), d.Env.Subnet, d.Env.MTU, d.Container.Addr.Addr())
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", d.Name(), d.Host.Underlay.Addr(), d.Env.Subnet, d.Env.MTU, d.Container.Addr.Addr())
 	}
 	tw.Flush()
 
 	for _, d := range c.Daemons {
 		if err := d.WaitPeers(ctx, 10*time.Second, d.OtherSubnets()); err != nil {
-			return fmt.Errorf("host%d peers: %w", d.Host.Index, err)
+			return fmt.Errorf("%s peers: %w", d.Name(), err)
 		}
 	}
 
@@ -90,12 +90,12 @@ func Run(ctx context.Context, opts Options, out io.Writer) (err error) {
 			switch {
 			case err != nil:
 				failed++
-				say("   host%d -> host%d (%s): error %v", a.Host.Index, b.Host.Index, dst, err)
+				say("   %s -> %s (%s): error %v", a.Name(), b.Name(), dst, err)
 			case !res.Reply:
 				failed++
-				say("   host%d -> host%d (%s): no reply", a.Host.Index, b.Host.Index, dst)
+				say("   %s -> %s (%s): no reply", a.Name(), b.Name(), dst)
 			default:
-				say("   host%d -> host%d (%s): reply in %s", a.Host.Index, b.Host.Index, dst, res.RTT.Round(time.Microsecond))
+				say("   %s -> %s (%s): reply in %s", a.Name(), b.Name(), dst, res.RTT.Round(time.Microsecond))
 			}
 		}
 	}
@@ -104,7 +104,7 @@ func Run(ctx context.Context, opts Options, out io.Writer) (err error) {
 	}
 
 	src, dst := c.Daemons[0], c.Daemons[len(c.Daemons)-1]
-	say("== TCP transfer of %d MiB, container on host%d -> container on host%d", opts.TransferBytes>>20, src.Host.Index, dst.Host.Index)
+	say("== TCP transfer of %d MiB, container on %s -> container on %s", opts.TransferBytes>>20, src.Name(), dst.Name())
 	tr, err := traffic.Transfer(ctx, src.Container.NS, dst.Container.NS, dst.Container.Addr.Addr(), 5201, opts.TransferBytes)
 	if err != nil {
 		return fmt.Errorf("transfer: %w", err)
@@ -127,7 +127,7 @@ func Run(ctx context.Context, opts Options, out io.Writer) (err error) {
 		for _, n := range s.Stats.Drops {
 			drops += n
 		}
-		fmt.Fprintf(tw, "host%d\t%d\t%d\t%d\t%d\t%d\t%d\n", d.Host.Index, len(s.Peers), s.Stats.TxPackets, s.Stats.RxPackets, s.Stats.TxBytes, s.Stats.RxBytes, drops)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\n", d.Name(), len(s.Peers), s.Stats.TxPackets, s.Stats.RxPackets, s.Stats.TxBytes, s.Stats.RxBytes, drops)
 	}
 	tw.Flush()
 	say("== demo passed: every container pair reachable, transfer intact")

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -25,6 +26,7 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	flag.Parse()
 	if os.Geteuid() == 0 && !testing.Short() {
 		dir, err := os.MkdirTemp("", "overlayd-e2e-bin-")
 		if err != nil {

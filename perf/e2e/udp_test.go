@@ -80,10 +80,10 @@ func TestUDPOverlay(t *testing.T) {
 		left := time.Now()
 		for _, o := range c.Daemons[:2] {
 			if err := o.WaitPeers(ctx, 10*time.Second, []netip.Prefix{other(c, o, d).Env.Subnet.Masked()}); err != nil {
-				t.Fatalf("host%d still lists the host that left: %v", o.Host.Index, err)
+				t.Fatalf("%s still lists the host that left: %v", o.Name(), err)
 			}
 		}
-		t.Logf("host%d left; both peers dropped it within %s", d.Host.Index, time.Since(left).Round(time.Millisecond))
+		t.Logf("%s left; both peers dropped it within %s", d.Name(), time.Since(left).Round(time.Millisecond))
 
 		if err := d.Start(ctx); err != nil {
 			t.Fatal(err)
@@ -93,7 +93,7 @@ func TestUDPOverlay(t *testing.T) {
 		}
 		joined := time.Now()
 		waitFullMesh(t, c)
-		t.Logf("host%d joined again with %s; every table had it within %s", d.Host.Index, d.Env.Subnet, time.Since(joined).Round(time.Millisecond))
+		t.Logf("%s joined again with %s; every table had it within %s", d.Name(), d.Env.Subnet, time.Since(joined).Round(time.Millisecond))
 		pingAllPairs(t, c)
 	})
 }
@@ -133,7 +133,7 @@ func waitFullMesh(t *testing.T, c *cluster.Cluster) {
 	t.Helper()
 	for _, d := range c.Daemons {
 		if err := d.WaitPeers(context.Background(), 10*time.Second, d.OtherSubnets()); err != nil {
-			t.Fatalf("host%d: %v", d.Host.Index, err)
+			t.Fatalf("%s: %v", d.Name(), err)
 		}
 	}
 }
@@ -156,7 +156,7 @@ func pingAllPairs(t *testing.T, c *cluster.Cluster) {
 				}
 			}
 			if err != nil || !last.Reply {
-				t.Errorf("container on host%d cannot reach %s on host%d: %+v %v", a.Host.Index, dst, b.Host.Index, last, err)
+				t.Errorf("container on %s cannot reach %s on %s: %+v %v", a.Name(), dst, b.Name(), last, err)
 			}
 		}
 	}

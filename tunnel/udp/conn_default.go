@@ -16,8 +16,8 @@ var (
 )
 
 // Listen opens a UDP socket bound to laddr, which must be IPv4. Off Linux
-// each datagram costs one system call, ReusePort and the offloads are
-// ignored, and buffer sizes go through the standard library.
+// each datagram costs one system call (BatchSize is 1), ReusePort and the
+// offloads are ignored, and buffer sizes go through the standard library.
 func Listen(laddr netip.AddrPort, opts Options) (Conn, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
@@ -31,7 +31,7 @@ func Listen(laddr netip.AddrPort, opts Options) (Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("udp: listen on %v: %w", laddr, err)
 	}
-	opts.ReusePort, opts.GSO, opts.GRO = false, false, false
+	opts.BatchSize, opts.ReusePort, opts.GSO, opts.GRO = 1, false, false, false
 	if opts.RecvBuffer > 0 {
 		pc.SetReadBuffer(opts.RecvBuffer)
 	}

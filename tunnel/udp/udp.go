@@ -115,12 +115,12 @@ type Configured interface {
 // the Conn remains usable.
 type WriteError struct {
 	Dropped int            // number of datagrams refused
-	Addr    netip.AddrPort // destination of the first of them
-	Err     error          // why the first of them was refused
+	Addr    netip.AddrPort // destination of one of them
+	Err     error          // why that one was refused
 }
 
 func (e *WriteError) Error() string {
-	return fmt.Sprintf("udp: write: %d datagrams refused, first to %v: %v", e.Dropped, e.Addr, e.Err)
+	return fmt.Sprintf("udp: write: %d datagrams refused, one to %v: %v", e.Dropped, e.Addr, e.Err)
 }
 
 func (e *WriteError) Unwrap() error { return e.Err }
