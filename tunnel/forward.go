@@ -64,18 +64,76 @@ type worker struct {
 	log     *slog.Logger
 }
 
+// txScratch is the outbound routine's per-batch state, allocated once.
+type txScratch struct {
+	batch   *ringbuf.Batch // packets read from the TUN, at offset Headroom
+	icmp    *ringbuf.Batch // ICMP errors to write back into the TUN
+	frames  [][]byte       // encapsulated datagrams, ready to send
+	dsts    []netip.AddrPort
+	replies [][]byte
+	counts  batchStats
+}
+
+func newTxScratch(batchSize int) *txScratch {
+	return &txScratch{
+		batch:   ringbuf.NewBatch(batchSize, Headroom+maxPacket),
+		icmp:    ringbuf.NewBatch(batchSize, icmpBufSize),
+		frames:  make([][]byte, 0, batchSize),
+		dsts:    make([]netip.AddrPort, 0, batchSize),
+		replies: make([][]byte, 0, batchSize),
+	}
+}
+
+// encapsulate turns the n packets read into tx.batch into datagrams for
+// their peers (tx.frames, tx.dsts) and ICMP errors for what cannot go
+// (tx.replies). It makes no system call and allocates nothing.
+func (w *worker) encapsulate(tx *txScratch, n int, table *subnet.Table) {
+	hdrLen := w.hdr.Len()
+	tx.frames, tx.dsts, tx.replies = tx.frames[:0], tx.dsts[:0], tx.replies[:0]
+	for i := 0; i < n; i++ {
+		pkt := tx.batch.Bufs[i][Headroom : Headroom+tx.batch.Sizes[i]]
+		dst, ok := encap.IPv4Dst(pkt)
+		if !ok {
+			tx.counts.drop(DropNotIPv4)
+			continue
+		}
+		peer, ok := table.Lookup(dst)
+		if !ok {
+			tx.counts.drop(DropNoRoute)
+			tx.reply(encap.NetUnreachable(tx.icmp.Bufs[len(tx.replies)], pkt, w.tunAddr))
+			continue
+		}
+		if len(pkt) > w.mtu {
+			tx.counts.drop(DropTooBig)
+			if encap.IPv4DF(pkt) {
+				tx.reply(encap.FragNeeded(tx.icmp.Bufs[len(tx.replies)], pkt, w.tunAddr, w.mtu))
+			}
+			continue
+		}
+		frame := tx.batch.Bufs[i][Headroom-hdrLen : Headroom+len(pkt)]
+		if err := w.hdr.Encap(frame, &peer.Encap); err != nil {
+			tx.counts.drop(DropNotIPv4)
+			continue
+		}
+		tx.frames = append(tx.frames, frame)
+		tx.dsts = append(tx.dsts, peer.Underlay)
+		tx.counts.packets++
+		tx.counts.bytes += uint64(len(pkt))
+	}
+}
+
+// reply keeps an ICMP error of length m built in the next icmp buffer.
+func (tx *txScratch) reply(m int) {
+	if m > 0 {
+		tx.replies = append(tx.replies, tx.icmp.Bufs[len(tx.replies)][:m])
+	}
+}
+
 // routineTUNToUnderlay reads the TUN and sends to peers until the TUN is
 // closed.
 func (w *worker) routineTUNToUnderlay() error {
-	batchSize := w.tun.BatchSize()
-	batch := ringbuf.NewBatch(batchSize, Headroom+maxPacket)
-	icmp := ringbuf.NewBatch(batchSize, icmpBufSize)
+	tx := newTxScratch(w.tun.BatchSize())
 	var (
-		frames   = make([][]byte, 0, batchSize)
-		dsts     = make([]netip.AddrPort, 0, batchSize)
-		replies  = make([][]byte, 0, batchSize)
-		hdrLen   = w.hdr.Len()
-		counts   batchStats
 		failures int
 		limiter  logLimiter
 	)
@@ -83,7 +141,7 @@ func (w *worker) routineTUNToUnderlay() error {
 	defer w.log.Debug("routine stopped", "routine", "tun-to-underlay", "worker", w.id)
 
 	for {
-		n, err := w.tun.Read(batch.Bufs, batch.Sizes, Headroom)
+		n, err := w.tun.Read(tx.batch.Bufs, tx.batch.Sizes, Headroom)
 		if err != nil {
 			if isClosed(err) {
 				return nil
@@ -99,84 +157,95 @@ func (w *worker) routineTUNToUnderlay() error {
 			failures = 0
 		}
 
-		table := w.peers.Load()
-		frames, dsts, replies = frames[:0], dsts[:0], replies[:0]
-		for i := 0; i < n; i++ {
-			pkt := batch.Bufs[i][Headroom : Headroom+batch.Sizes[i]]
-			dst, ok := encap.IPv4Dst(pkt)
-			if !ok {
-				counts.drop(DropNotIPv4)
-				continue
-			}
-			peer, ok := table.Lookup(dst)
-			if !ok {
-				counts.drop(DropNoRoute)
-				if m := encap.NetUnreachable(icmp.Bufs[len(replies)], pkt, w.tunAddr); m > 0 {
-					replies = append(replies, icmp.Bufs[len(replies)][:m])
-				}
-				continue
-			}
-			if len(pkt) > w.mtu {
-				counts.drop(DropTooBig)
-				if encap.IPv4DF(pkt) {
-					if m := encap.FragNeeded(icmp.Bufs[len(replies)], pkt, w.tunAddr, w.mtu); m > 0 {
-						replies = append(replies, icmp.Bufs[len(replies)][:m])
-					}
-				}
-				continue
-			}
-			frame := batch.Bufs[i][Headroom-hdrLen : Headroom+len(pkt)]
-			if err := w.hdr.Encap(frame, &peer.Encap); err != nil {
-				counts.drop(DropNotIPv4)
-				continue
-			}
-			frames = append(frames, frame)
-			dsts = append(dsts, peer.Underlay)
-			counts.packets++
-			counts.bytes += uint64(len(pkt))
-		}
-
-		if len(frames) > 0 {
-			sent, err := w.conn.WriteBatch(frames, dsts)
+		w.encapsulate(tx, n, w.peers.Load())
+		if len(tx.frames) > 0 {
+			sent, err := w.conn.WriteBatch(tx.frames, tx.dsts)
 			if err != nil {
 				if isClosed(err) {
 					return nil
 				}
-				limiter.warn(w.log, "underlay send failed", "error", err, "unsent", len(frames)-sent)
-				counts.drops[DropSendError] += uint64(len(frames) - sent)
-				counts.packets -= uint64(len(frames) - sent)
+				limiter.warn(w.log, "underlay send failed", "error", err, "unsent", len(tx.frames)-sent)
+				tx.counts.unsent(DropSendError, tx.frames[sent:], w.hdr.Len())
 			}
 		}
-		if len(replies) > 0 {
-			if _, err := w.tun.Write(replies, 0); err == nil {
-				counts.icmp += uint64(len(replies))
+		if len(tx.replies) > 0 {
+			if _, err := w.tun.Write(tx.replies, 0); err == nil {
+				tx.counts.icmp += uint64(len(tx.replies))
 			}
 		}
-		counts.flushTx(w.stats)
+		tx.counts.flushTx(w.stats)
+	}
+}
+
+// rxScratch is the inbound routine's per-batch state, allocated once.
+type rxScratch struct {
+	batch   *ringbuf.Batch // datagrams land at offset Headroom
+	views   [][]byte       // batch buffers past the headroom: what recvmmsg fills
+	packets [][]byte       // decapsulated packets, to write at Headroom+hdr.Len()
+	counts  batchStats
+}
+
+func newRxScratch(batchSize int) *rxScratch {
+	rx := &rxScratch{
+		batch:   ringbuf.NewBatch(batchSize, Headroom+maxPacket),
+		views:   make([][]byte, batchSize),
+		packets: make([][]byte, 0, batchSize),
+	}
+	for i := range rx.views {
+		rx.views[i] = rx.batch.Bufs[i][Headroom:]
+	}
+	return rx
+}
+
+// decapsulate checks the n datagrams received into rx and keeps the inner
+// packets that may enter the TUN in rx.packets: from a registered peer,
+// well-formed, from inside that peer's subnet, to inside ours. It makes no
+// system call and allocates nothing.
+func (w *worker) decapsulate(rx *rxScratch, n int, table *subnet.Table) {
+	hdrLen := w.hdr.Len()
+	rx.packets = rx.packets[:0]
+	for i := 0; i < n; i++ {
+		peer, ok := table.ByUnderlay(rx.batch.Addrs[i].Addr())
+		if !ok {
+			rx.counts.drop(DropUnknownPeer)
+			continue
+		}
+		inner, err := w.hdr.Decap(rx.views[i][:rx.batch.Sizes[i]])
+		if err != nil {
+			rx.counts.drop(DropMalformed)
+			continue
+		}
+		// Decap validated the IPv4 header, so the addresses are there.
+		src := netip.AddrFrom4([4]byte(inner[12:16]))
+		dst := netip.AddrFrom4([4]byte(inner[16:20]))
+		if !peer.Subnet.Contains(src) {
+			rx.counts.drop(DropSpoofed)
+			continue
+		}
+		if !w.local.Contains(dst) {
+			rx.counts.drop(DropNotLocal)
+			continue
+		}
+		rx.packets = append(rx.packets, rx.batch.Bufs[i][:Headroom+hdrLen+len(inner)])
+		rx.counts.packets++
+		rx.counts.bytes += uint64(len(inner))
 	}
 }
 
 // routineUnderlayToTUN receives from peers and writes to the TUN until the
 // socket is closed.
 func (w *worker) routineUnderlayToTUN() error {
-	batchSize := w.conn.BatchSize()
-	batch := ringbuf.NewBatch(batchSize, Headroom+maxPacket)
+	rx := newRxScratch(w.conn.BatchSize())
+	offset := Headroom + w.hdr.Len()
 	var (
-		views    = make([][]byte, batchSize) // the buffers past the headroom: where datagrams land
-		packets  = make([][]byte, 0, batchSize)
-		hdrLen   = w.hdr.Len()
-		counts   batchStats
 		failures int
 		limiter  logLimiter
 	)
-	for i := range views {
-		views[i] = batch.Bufs[i][Headroom:]
-	}
 	w.log.Debug("routine started", "routine", "underlay-to-tun", "worker", w.id)
 	defer w.log.Debug("routine stopped", "routine", "underlay-to-tun", "worker", w.id)
 
 	for {
-		n, err := w.conn.ReadBatch(views, batch.Sizes, batch.Addrs)
+		n, err := w.conn.ReadBatch(rx.views, rx.batch.Sizes, rx.batch.Addrs)
 		if err != nil {
 			if isClosed(err) {
 				return nil
@@ -192,47 +261,18 @@ func (w *worker) routineUnderlayToTUN() error {
 			failures = 0
 		}
 
-		table := w.peers.Load()
-		packets = packets[:0]
-		for i := 0; i < n; i++ {
-			peer, ok := table.ByUnderlay(batch.Addrs[i].Addr())
-			if !ok {
-				counts.drop(DropUnknownPeer)
-				continue
-			}
-			inner, err := w.hdr.Decap(views[i][:batch.Sizes[i]])
-			if err != nil {
-				counts.drop(DropMalformed)
-				continue
-			}
-			// Decap validated the IPv4 header, so the addresses are there.
-			src := netip.AddrFrom4([4]byte(inner[12:16]))
-			dst := netip.AddrFrom4([4]byte(inner[16:20]))
-			if !peer.Subnet.Contains(src) {
-				counts.drop(DropSpoofed)
-				continue
-			}
-			if !w.local.Contains(dst) {
-				counts.drop(DropNotLocal)
-				continue
-			}
-			packets = append(packets, batch.Bufs[i][:Headroom+hdrLen+len(inner)])
-			counts.packets++
-			counts.bytes += uint64(len(inner))
-		}
-
-		if len(packets) > 0 {
-			written, err := w.tun.Write(packets, Headroom+hdrLen)
+		w.decapsulate(rx, n, w.peers.Load())
+		if len(rx.packets) > 0 {
+			written, err := w.tun.Write(rx.packets, offset)
 			if err != nil {
 				if isClosed(err) {
 					return nil
 				}
 				limiter.warn(w.log, "TUN write failed", "error", err)
-				counts.drops[DropTUNWriteError] += uint64(len(packets) - written)
-				counts.packets -= uint64(len(packets) - written)
+				rx.counts.unsent(DropTUNWriteError, rx.packets[written:], offset)
 			}
 		}
-		counts.flushRx(w.stats)
+		rx.counts.flushRx(w.stats)
 	}
 }
 

@@ -78,6 +78,16 @@ type batchStats struct {
 
 func (b *batchStats) drop(r DropReason) { b.drops[r]++ }
 
+// unsent moves packets counted as forwarded to the drops of reason r; each
+// holds its payload past offset.
+func (b *batchStats) unsent(r DropReason, pkts [][]byte, offset int) {
+	for _, p := range pkts {
+		b.drops[r]++
+		b.packets--
+		b.bytes -= uint64(len(p) - offset)
+	}
+}
+
 func (b *batchStats) flushTx(s *Stats) {
 	b.flushCommon(s)
 	if b.packets != 0 {

@@ -1,0 +1,227 @@
+package tunnel
+
+import (
+	"log/slog"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+
+	"github.com/overlayd/overlayd/encap"
+	"github.com/overlayd/overlayd/subnet"
+)
+
+var (
+	localSubnet = netip.MustParsePrefix("100.96.1.0/24")
+	peerA       = subnet.Peer{Subnet: netip.MustParsePrefix("100.96.2.0/24"), Underlay: netip.MustParseAddrPort("198.18.0.2:8285")}
+	peerB       = subnet.Peer{Subnet: netip.MustParsePrefix("100.96.3.0/24"), Underlay: netip.MustParseAddrPort("198.18.0.3:8285")}
+)
+
+func testWorker() *worker {
+	w := &worker{
+		hdr:     encap.FlannelUDP,
+		peers:   new(atomic.Pointer[subnet.Table]),
+		local:   localSubnet,
+		tunAddr: localSubnet.Addr(),
+		mtu:     1472,
+		stats:   new(Stats),
+		log:     slog.New(slog.DiscardHandler),
+	}
+	w.peers.Store(subnet.NewTable([]subnet.Peer{peerA, peerB}))
+	return w
+}
+
+// ipv4UDP builds a valid IPv4/UDP packet of exactly size bytes with gopacket.
+func ipv4UDP(t testing.TB, src, dst string, size int, df bool) []byte {
+	t.Helper()
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP,
+		SrcIP: netip.MustParseAddr(src).AsSlice(), DstIP: netip.MustParseAddr(dst).AsSlice()}
+	if df {
+		ip.Flags = layers.IPv4DontFragment
+	}
+	udp := &layers.UDP{SrcPort: 4000, DstPort: 5000}
+	udp.SetNetworkLayerForChecksum(ip)
+	buf := gopacket.NewSerializeBuffer()
+	opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
+	if err := gopacket.SerializeLayers(buf, opts, ip, udp, gopacket.Payload(make([]byte, size-28))); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func loadTx(tx *txScratch, pkts ...[]byte) int {
+	for i, p := range pkts {
+		tx.batch.Sizes[i] = copy(tx.batch.Bufs[i][Headroom:], p)
+	}
+	return len(pkts)
+}
+
+func TestEncapsulate(t *testing.T) {
+	w := testWorker()
+	tx := newTxScratch(8)
+	toA := ipv4UDP(t, "100.96.1.2", "100.96.2.7", 100, false)
+	toB := ipv4UDP(t, "100.96.1.2", "100.96.3.9", 1472, true)
+	nowhere := ipv4UDP(t, "100.96.1.2", "100.96.77.1", 60, false)
+	tooBigDF := ipv4UDP(t, "100.96.1.2", "100.96.2.7", 1473, true)
+	tooBig := ipv4UDP(t, "100.96.1.2", "100.96.2.7", 1473, false)
+	ipv6 := make([]byte, 60)
+	ipv6[0] = 0x60
+
+	n := loadTx(tx, toA, ipv6, toB, nowhere, tooBigDF, tooBig)
+	w.encapsulate(tx, n, w.peers.Load())
+
+	if len(tx.frames) != 2 {
+		t.Fatalf("%d frames, want 2", len(tx.frames))
+	}
+	if string(tx.frames[0]) != string(toA) || tx.dsts[0] != peerA.Underlay {
+		t.Errorf("frame 0 to %s is not the packet for peer A", tx.dsts[0])
+	}
+	if string(tx.frames[1]) != string(toB) || tx.dsts[1] != peerB.Underlay {
+		t.Errorf("frame 1 to %s is not the packet for peer B", tx.dsts[1])
+	}
+	// ICMP net unreachable for the unrouted packet, frag needed for the DF
+	// one; nothing for the non-DF oversize packet.
+	if len(tx.replies) != 2 {
+		t.Fatalf("%d ICMP replies, want 2", len(tx.replies))
+	}
+	checkICMP(t, tx.replies[0], 3, 0, 0)
+	checkICMP(t, tx.replies[1], 3, 4, 1472)
+
+	want := map[DropReason]uint64{DropNotIPv4: 1, DropNoRoute: 1, DropTooBig: 2}
+	for r := DropReason(0); r < numDropReasons; r++ {
+		if tx.counts.drops[r] != want[r] {
+			t.Errorf("drops[%s] = %d, want %d", r, tx.counts.drops[r], want[r])
+		}
+	}
+	if tx.counts.packets != 2 || tx.counts.bytes != uint64(len(toA)+len(toB)) {
+		t.Errorf("counted %d packets %d bytes", tx.counts.packets, tx.counts.bytes)
+	}
+	tx.counts.flushTx(w.stats)
+	if w.stats.TxPackets.Load() != 2 || w.stats.Drops[DropTooBig].Load() != 2 {
+		t.Errorf("stats not flushed: %+v", w.stats.Snapshot())
+	}
+}
+
+// checkICMP decodes an ICMP error written back into the TUN.
+func checkICMP(t *testing.T, pkt []byte, typ, code uint8, mtu int) {
+	t.Helper()
+	src, dst, err := encap.ParseIPv4(pkt)
+	if err != nil {
+		t.Fatalf("ICMP reply is not valid IPv4: %v", err)
+	}
+	if src != localSubnet.Addr() || dst != netip.MustParseAddr("100.96.1.2") {
+		t.Errorf("ICMP reply %s -> %s", src, dst)
+	}
+	p := gopacket.NewPacket(pkt, layers.LayerTypeIPv4, gopacket.Default)
+	icmp, ok := p.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+	if !ok {
+		t.Fatal("no ICMP layer")
+	}
+	if icmp.TypeCode.Type() != typ || icmp.TypeCode.Code() != code {
+		t.Errorf("ICMP %v, want type %d code %d", icmp.TypeCode, typ, code)
+	}
+	if mtu != 0 && int(icmp.Seq) != mtu {
+		t.Errorf("next-hop MTU %d, want %d", icmp.Seq, mtu)
+	}
+}
+
+func loadRx(rx *rxScratch, from []netip.AddrPort, dgrams ...[]byte) int {
+	for i, d := range dgrams {
+		rx.batch.Sizes[i] = copy(rx.views[i], d)
+		rx.batch.Addrs[i] = from[i]
+	}
+	return len(dgrams)
+}
+
+func TestDecapsulateChecksEverySource(t *testing.T) {
+	w := testWorker()
+	rx := newRxScratch(8)
+	stranger := netip.MustParseAddrPort("198.18.0.99:8285")
+	good := ipv4UDP(t, "100.96.2.7", "100.96.1.2", 200, false)
+	spoofed := ipv4UDP(t, "100.96.3.7", "100.96.1.2", 200, false) // peer B's subnet, sent by A
+	notLocal := ipv4UDP(t, "100.96.2.7", "100.96.3.2", 200, false)
+	long := append(append([]byte{}, good...), 0, 0) // lengths disagree
+	from := []netip.AddrPort{peerA.Underlay, stranger, peerA.Underlay, peerA.Underlay, peerA.Underlay, peerA.Underlay}
+	n := loadRx(rx, from, good, good, spoofed, notLocal, long, good[:19])
+
+	w.decapsulate(rx, n, w.peers.Load())
+
+	if len(rx.packets) != 1 {
+		t.Fatalf("%d packets for the TUN, want 1", len(rx.packets))
+	}
+	if got := rx.packets[0][Headroom:]; string(got) != string(good) {
+		t.Errorf("delivered packet differs from the one sent")
+	}
+	want := map[DropReason]uint64{DropUnknownPeer: 1, DropSpoofed: 1, DropNotLocal: 1, DropMalformed: 2}
+	for r := DropReason(0); r < numDropReasons; r++ {
+		if rx.counts.drops[r] != want[r] {
+			t.Errorf("drops[%s] = %d, want %d", r, rx.counts.drops[r], want[r])
+		}
+	}
+}
+
+// The per-packet work of both directions allocates nothing.
+func TestForwardingDoesNotAllocate(t *testing.T) {
+	w := testWorker()
+	tx := newTxScratch(64)
+	rx := newRxScratch(64)
+	pkts := make([][]byte, 64)
+	from := make([]netip.AddrPort, 64)
+	for i := range pkts {
+		pkts[i] = ipv4UDP(t, "100.96.1.2", "100.96.2.7", 64+i*20, false)
+		from[i] = peerA.Underlay
+	}
+	table := w.peers.Load()
+	n := loadTx(tx, pkts...)
+	if a := testing.AllocsPerRun(100, func() { w.encapsulate(tx, n, table); tx.counts.flushTx(w.stats) }); a != 0 {
+		t.Errorf("encapsulate: %v allocs per batch", a)
+	}
+	for i := range pkts {
+		pkts[i] = ipv4UDP(t, "100.96.2.7", "100.96.1.2", 64+i*20, false)
+	}
+	m := loadRx(rx, from, pkts...)
+	if a := testing.AllocsPerRun(100, func() { w.decapsulate(rx, m, table); rx.counts.flushRx(w.stats) }); a != 0 {
+		t.Errorf("decapsulate: %v allocs per batch", a)
+	}
+	if len(rx.packets) != 64 {
+		t.Fatalf("decapsulated %d of 64", len(rx.packets))
+	}
+}
+
+func BenchmarkEncapsulate(b *testing.B) {
+	w := testWorker()
+	tx := newTxScratch(64)
+	pkts := make([][]byte, 64)
+	for i := range pkts {
+		pkts[i] = ipv4UDP(b, "100.96.1.2", "100.96.2.7", 1400, false)
+	}
+	n := loadTx(tx, pkts...)
+	table := w.peers.Load()
+	b.ReportAllocs()
+	b.SetBytes(int64(64 * 1400))
+	for b.Loop() {
+		w.encapsulate(tx, n, table)
+		tx.counts.flushTx(w.stats)
+	}
+}
+
+func BenchmarkDecapsulate(b *testing.B) {
+	w := testWorker()
+	rx := newRxScratch(64)
+	pkts := make([][]byte, 64)
+	from := make([]netip.AddrPort, 64)
+	for i := range pkts {
+		pkts[i] = ipv4UDP(b, "100.96.2.7", "100.96.1.2", 1400, false)
+		from[i] = peerA.Underlay
+	}
+	n := loadRx(rx, from, pkts...)
+	table := w.peers.Load()
+	b.ReportAllocs()
+	b.SetBytes(int64(64 * 1400))
+	for b.Loop() {
+		w.decapsulate(rx, n, table)
+		rx.counts.flushRx(w.stats)
+	}
+}
