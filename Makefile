@@ -32,7 +32,7 @@ vet:
 	$(GO) vet $(PKGS)
 
 lint: vet
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 $(PKGS)
 
 # A short run of every fuzz target (the committed corpora also run in `make test`).
 FUZZTIME ?= 20s

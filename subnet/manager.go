@@ -34,7 +34,7 @@ type ManagerOptions struct {
 	PreviousSubnet netip.Prefix
 
 	TTL         time.Duration // registry lease lifetime; default DefaultLeaseTTL
-	RenewMargin time.Duration // renew this long before expiry; default DefaultRenewMargin, at most TTL/2
+	RenewMargin time.Duration // renew this long before expiry; default DefaultRenewMargin; TTL/2 if not below TTL
 	Logger      *slog.Logger  // nil logs nothing
 }
 
@@ -64,7 +64,7 @@ func NewManager(reg Registry, cfg *Config, opts ManagerOptions) *Manager {
 	if m.opts.RenewMargin <= 0 {
 		m.opts.RenewMargin = DefaultRenewMargin
 	}
-	if m.opts.RenewMargin > m.opts.TTL/2 {
+	if m.opts.RenewMargin >= m.opts.TTL {
 		// A margin as long as the TTL would renew without pause.
 		m.opts.RenewMargin = m.opts.TTL / 2
 	}

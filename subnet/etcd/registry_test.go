@@ -326,9 +326,11 @@ func TestWatchPeersAddRemove(t *testing.T) {
 func TestWatchPeersRecoversFromCompaction(t *testing.T) {
 	t.Parallel()
 	var sw switchDialer
+	var logs recordHandler
 	watcherReg, cfg := newNetwork(t, net16, func(o *Options) {
 		o.Dialer = sw.dial
 		o.RequestTimeout = 2 * time.Second
+		o.Logger = slog.New(&logs)
 	})
 	r := newRegistry(t) // the rest of the cluster, always connected
 	ctx := context.Background()
@@ -365,6 +367,9 @@ func TestWatchPeersRecoversFromCompaction(t *testing.T) {
 
 	put("100.96.104.0/24", 104)
 	waitFor(t, "watching again after the resync", peers.is("100.96.102.0/24@198.18.0.102", "100.96.103.0/24@198.18.0.103", "100.96.104.0/24@198.18.0.104"))
+	if !logs.has("lease watch fell behind etcd compaction; re-listing") {
+		t.Error("the watch never went through the compaction resync")
+	}
 }
 
 // The registry-level resync: a watch from a compacted revision starts with
@@ -419,7 +424,7 @@ func TestRenewalKeepsOneEtcdLease(t *testing.T) {
 	t.Parallel()
 	r, cfg := newNetwork(t, net16)
 	o := managerOpts(1)
-	o.TTL, o.RenewMargin = 10*time.Second, 7*time.Second // renew every ~3s, 7s to spare
+	o.TTL, o.RenewMargin = 10*time.Second, 8*time.Second // renew every ~2s, 8s to spare
 	m := subnet.NewManager(r, cfg, o)
 	l, err := m.Acquire(context.Background())
 	if err != nil {
@@ -640,6 +645,17 @@ func (h *recordHandler) handle(r slog.Record, with []slog.Attr) error {
 	h.records = append(h.records, r)
 	h.attrs = append(h.attrs, m)
 	return nil
+}
+
+func (h *recordHandler) has(msg string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, r := range h.records {
+		if r.Message == msg {
+			return true
+		}
+	}
+	return false
 }
 
 type withHandler struct {
