@@ -6,7 +6,7 @@ PKGS     := ./...
 # root, and skip with a reason without it.
 TESTFLAGS ?= -count=1 -timeout 20m
 
-.PHONY: all build demo test test-unit vet lint fuzz clean
+.PHONY: all build demo bench test test-unit vet lint fuzz clean
 
 all: build
 
@@ -18,6 +18,13 @@ build:
 # host, container-to-container ping and a TCP transfer, a short report.
 demo: build
 	$(BIN)/overlayd-lab demo --overlayd $(BIN)/overlayd
+
+# overlayd against the kernel (host-gw, kernel VXLAN) on the same emulated
+# hosts, with iperf3 (installed if missing): a table of medians and ratios,
+# and JSON + markdown in perf/results/. Needs root. Quick try:
+#   make bench BENCHFLAGS="--duration 3s --runs 1"
+bench: build
+	$(BIN)/overlayd-lab bench --overlayd $(BIN)/overlayd $(BENCHFLAGS)
 
 # Everything: vet, unit tests, fuzz seed corpora, integration tests (root).
 test: vet

@@ -116,7 +116,7 @@ func TestAcquireReusesLeaseOfOurPublicIP(t *testing.T) {
 func TestAcquireDeletesIncompatibleLeaseOfOurPublicIP(t *testing.T) {
 	cfg := mustConfig(t, `{"Network":"100.96.0.0/16","SubnetMin":"100.96.10.0","SubnetMax":"100.96.20.0"}`)
 	reg := subnettest.New(cfg)
-	reg.Put(other("100.96.7.0/24", 1)) // below SubnetMin
+	reg.Put(other("100.96.7.0/24", 1))  // below SubnetMin
 	reg.Put(other("100.96.12.0/25", 1)) // wrong length
 	m := subnet.NewManager(reg, cfg, opts(1))
 	l, err := m.Acquire(context.Background())

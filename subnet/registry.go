@@ -38,8 +38,8 @@ type Registry interface {
 	// Deleting a lease that does not exist is not an error.
 	DeleteLease(ctx context.Context, sn netip.Prefix) error
 
-	// WatchLeases sends the changes made after revision since-1 to out
-	// until ctx is done or the watch breaks, and returns why (ctx.Err()
+	// WatchLeases sends the changes made at revision since and later to
+	// out until ctx is done or the watch breaks, and returns why (ctx.Err()
 	// when ctx is done); the caller resumes from the last Revision + 1.
 	// When since is too old (compacted away) it sends a Resync with the
 	// complete set and carries on. It never closes out.

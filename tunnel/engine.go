@@ -127,7 +127,10 @@ func (e *Engine) run(ctx context.Context) error {
 		go func() { defer wg.Done(); cancelOnError(cancel, w.routineUnderlayToTUN()) }()
 	}
 	wg.Add(2)
-	go func() { defer wg.Done(); logUnlessCanceled(e.log, "lease keeper", mgr.Run(ctx)) }()
+	// The lease keeper ends with an error only when our subnet was taken by
+	// another host: this host can no longer forward for it, so stop and let
+	// the supervisor restart us onto a new subnet.
+	go func() { defer wg.Done(); cancelOnError(cancel, ignoreCanceled(mgr.Run(ctx))) }()
 	go func() { defer wg.Done(); logUnlessCanceled(e.log, "peer watch", mgr.WatchPeers(ctx, e.setPeers)) }()
 
 	servers, err := e.startServers()
@@ -292,6 +295,13 @@ func cancelOnError(cancel context.CancelCauseFunc, err error) {
 	if err != nil {
 		cancel(err)
 	}
+}
+
+func ignoreCanceled(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
 }
 
 func logUnlessCanceled(log *slog.Logger, what string, err error) {

@@ -98,7 +98,7 @@ func runLeases(ctx context.Context, args []string) error {
 		if bt == "" {
 			bt = "udp"
 		}
-		exp := "never"
+		exp := "-" // the listing does not carry expirations
 		if !l.Expiration.IsZero() {
 			exp = l.Expiration.Format(time.RFC3339)
 		}

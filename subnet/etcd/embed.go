@@ -144,6 +144,9 @@ func clientEndpoint(listen url.URL, addr net.Addr) string {
 // Endpoints returns the client URLs to dial.
 func (e *Embedded) Endpoints() []string { return e.endpoints }
 
+// Err reports a fatal error of the running etcd: `overlayd etcd` waits on it.
+func (e *Embedded) Err() <-chan error { return e.etcd.Err() }
+
 // Close stops etcd and waits until it has.
 func (e *Embedded) Close() error {
 	e.etcd.Close()

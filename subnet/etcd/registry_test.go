@@ -671,3 +671,59 @@ func (h *withHandler) WithGroup(string) slog.Handler { return h }
 func (h *withHandler) Handle(_ context.Context, r slog.Record) error {
 	return h.parent.handle(r, h.attrs)
 }
+
+// A key without an etcd lease is a reservation (flannel's docs): reusing it
+// keeps it one, which flanneld v0.28 fails to do (flannel-io/flannel#1329).
+func TestReservationIsKept(t *testing.T) {
+	t.Parallel()
+	r, cfg := newNetwork(t, net16)
+	ctx := context.Background()
+	key := testPrefix(t) + "/subnets/100.96.77.0-24"
+	if _, err := r.cli.Put(ctx, key, `{"PublicIP":"198.18.0.1","PublicIPv6":null}`); err != nil {
+		t.Fatal(err)
+	}
+	o := managerOpts(1)
+	o.BackendType = "udp"
+	l, err := subnet.NewManager(r, cfg, o).Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Subnet != netip.MustParsePrefix("100.96.77.0/24") || !l.Expiration.IsZero() {
+		t.Fatalf("got %v expiring %v; want the reservation, without expiry", l.Subnet, l.Expiration)
+	}
+	resp, _ := r.get(t, key)
+	if kv := resp.Kvs[0]; kv.Lease != 0 || string(kv.Value) != `{"PublicIP":"198.18.0.1","PublicIPv6":null,"BackendType":"udp"}` {
+		t.Errorf("reservation now has etcd lease %x and value %s", kv.Lease, kv.Value)
+	}
+}
+
+// A key of ours on an etcd lease shorter than our TTL moves to a new etcd
+// lease of our TTL, and the old lease is revoked rather than orphaned.
+func TestReuseMovesShortLease(t *testing.T) {
+	t.Parallel()
+	r, cfg := newNetwork(t, net16)
+	ctx := context.Background()
+	key := testPrefix(t) + "/subnets/100.96.78.0-24"
+	short, err := r.cli.Grant(ctx, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.cli.Put(ctx, key, `{"PublicIP":"198.18.0.1","PublicIPv6":null}`, clientv3.WithLease(short.ID)); err != nil {
+		t.Fatal(err)
+	}
+	l, err := subnet.NewManager(r, cfg, managerOpts(1)).Acquire(ctx) // 24h TTL
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Subnet != netip.MustParsePrefix("100.96.78.0/24") {
+		t.Fatalf("got %v", l.Subnet)
+	}
+	id := leaseID(t, r, l.Subnet)
+	ttl, err := r.cli.TimeToLive(ctx, id)
+	if err != nil || id == short.ID || ttl.GrantedTTL != 86400 {
+		t.Errorf("key on etcd lease %x granted %v (%v); want a new 86400s lease", id, ttl.GrantedTTL, err)
+	}
+	if old, err := r.cli.TimeToLive(ctx, short.ID); err != nil || old.TTL != -1 {
+		t.Errorf("old etcd lease: TTL %v, %v; want revoked", old.TTL, err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -62,11 +63,15 @@ func newBatch(n, size int) *batch {
 // sent, in order, and their source against from.
 func receive(t *testing.T, c Conn, b *batch, sent [][]byte, from netip.AddrPort) {
 	t.Helper()
+	// A lost datagram must fail the test, not hang it: closing the socket
+	// ends the pending ReadBatch. The bound is generous, not a timing check.
+	watchdog := time.AfterFunc(time.Minute, func() { c.Close() })
+	defer watchdog.Stop()
 	got := 0
 	for got < len(sent) {
 		n, err := c.ReadBatch(b.bufs, b.sizes, b.srcs)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("received %d of %d datagrams: %v", got, len(sent), err)
 		}
 		for i := range n {
 			if got == len(sent) {
@@ -231,20 +236,14 @@ func TestRefusedDatagrams(t *testing.T) {
 	}
 }
 
-// TestPartialSends makes sendmmsg take at most three messages per call, and
-// say EAGAIN after each partial send, as when the send buffer fills up.
+// TestPartialSends makes sendmmsg take at most three messages per call, as
+// when the send buffer fills up, past a datagram the kernel refuses.
 func TestPartialSends(t *testing.T) {
 	t.Parallel()
 	a, b := listen(t, Options{}), listen(t, Options{})
-	calls, again := 0, 0
+	calls := 0
 	a.tx.sendmmsg = func(fd uintptr, msgs []unix.Mmsghdr) (int, syscall.Errno) {
 		calls++
-		// EAGAIN only after a real send, whose completion wakes the
-		// netpoller again.
-		if calls%2 == 0 {
-			again++
-			return 0, unix.EAGAIN
-		}
 		return sendmmsg(fd, msgs[:min(3, len(msgs))])
 	}
 	sent, dsts := datagrams(64, func(i int) int { return 1 + i }, b.LocalAddr())
@@ -254,10 +253,85 @@ func TestPartialSends(t *testing.T) {
 	if n != 63 || !errors.As(err, &werr) || werr.Dropped != 1 || !errors.Is(err, unix.EMSGSIZE) {
 		t.Fatalf("WriteBatch = %d, %v, want 63 and a *WriteError for 1", n, err)
 	}
-	if again == 0 {
-		t.Fatal("the fake sendmmsg never said EAGAIN")
+	if calls < 64/3 {
+		t.Errorf("%d sendmmsg calls for 64 datagrams, 3 at a time", calls)
 	}
 	receive(t, b, newBatch(64, 2048), append(sent[:10:10], sent[11:]...), a.LocalAddr())
+}
+
+// TestSendLoop drives the sendmmsg loop through a script of partial sends,
+// EAGAIN and a refusal, without a socket.
+func TestSendLoop(t *testing.T) {
+	var tx txBatch
+	tx.init(8, false)
+	bufs, dsts := datagrams(8, func(i int) int { return 1 + i }, netip.MustParseAddrPort("198.18.0.2:8285"))
+	tx.build(bufs, dsts, false)
+
+	type result struct {
+		n     int
+		errno syscall.Errno
+	}
+	script := []result{{3, 0}, {0, unix.EAGAIN}, {0, unix.EINTR}, {2, 0}, {0, unix.EMSGSIZE}, {5, 0}}
+	var firsts []int // size of the first datagram of each call
+	tx.sendmmsg = func(_ uintptr, msgs []unix.Mmsghdr) (int, syscall.Errno) {
+		r := script[0]
+		script = script[1:]
+		firsts = append(firsts, int(msgs[0].Hdr.Iov.Len))
+		return min(r.n, len(msgs)), r.errno
+	}
+	if tx.do(0) {
+		t.Fatal("do did not wait on EAGAIN")
+	}
+	if tx.next != 3 || tx.sent != 3 {
+		t.Fatalf("after EAGAIN: next %d, sent %d, want 3, 3", tx.next, tx.sent)
+	}
+	if !tx.do(0) {
+		t.Fatal("do waited with nothing left to say EAGAIN")
+	}
+	if len(script) != 0 || tx.sent != 7 || tx.dropped != 1 || tx.err != unix.EMSGSIZE {
+		t.Errorf("sent %d, dropped %d (%v), %d results unused; want 7, 1 (EMSGSIZE), 0",
+			tx.sent, tx.dropped, tx.err, len(script))
+	}
+	// Each call starts where the last stopped; the refused datagram (6
+	// bytes) is skipped.
+	if want := []int{1, 4, 4, 4, 6, 7}; !slices.Equal(firsts, want) {
+		t.Errorf("calls started at datagrams of sizes %v, want %v", firsts, want)
+	}
+}
+
+// TestGSOFallback makes every segmented message fail: the batch is sent
+// unsegmented, and GSO turned off if the failure was EIO, as from a device
+// that cannot segment UDP.
+func TestGSOFallback(t *testing.T) {
+	for _, tc := range []struct {
+		errno   syscall.Errno
+		gsoKept bool
+	}{
+		{unix.EIO, false},
+		{unix.EINVAL, true}, // as for a segment above the path MTU
+	} {
+		t.Run(tc.errno.Error(), func(t *testing.T) {
+			t.Parallel()
+			a, b := listen(t, Options{GSO: true}), listen(t, Options{})
+			if !a.Effective().GSO {
+				t.Skip("kernel lacks UDP_SEGMENT")
+			}
+			a.tx.sendmmsg = func(fd uintptr, msgs []unix.Mmsghdr) (int, syscall.Errno) {
+				if msgs[0].Hdr.Controllen > 0 {
+					return 0, tc.errno
+				}
+				return sendmmsg(fd, msgs)
+			}
+			sent, dsts := datagrams(100, func(i int) int { return 1000 - i/10 }, b.LocalAddr())
+			if n, err := a.WriteBatch(sent, dsts); n != len(sent) || err != nil {
+				t.Fatalf("WriteBatch = %d, %v, want %d, nil", n, err, len(sent))
+			}
+			if a.Effective().GSO != tc.gsoKept {
+				t.Errorf("after %v, GSO on = %v, want %v", tc.errno, a.Effective().GSO, tc.gsoKept)
+			}
+			receive(t, b, newBatch(64, 2048), sent, a.LocalAddr())
+		})
+	}
 }
 
 func TestCloseUnblocksReadBatch(t *testing.T) {
@@ -345,6 +419,9 @@ func TestAllocs(t *testing.T) {
 			skipUnsupported(t, a, b, v.needsGSO, v.needsGRO)
 			sent, dsts := datagrams(16, func(int) int { return 1000 }, b.LocalAddr())
 			rb := newBatch(16, 2048)
+			// A lost datagram fails the test instead of hanging it.
+			watchdog := time.AfterFunc(time.Minute, func() { b.Close() })
+			defer watchdog.Stop()
 			var err error
 			allocs := testing.AllocsPerRun(100, func() {
 				if _, err = a.WriteBatch(sent, dsts); err != nil {
@@ -402,7 +479,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 // is enough.
 func waitParked(fn string) {
 	buf := make([]byte, 1<<20)
-	for {
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
 		stacks := string(buf[:runtime.Stack(buf, true)])
 		for _, g := range strings.Split(stacks, "\n\n") {
 			if strings.Contains(g, fn) && strings.Contains(g, "waitRead") {
@@ -411,4 +488,5 @@ func waitParked(fn string) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+	panic(fn + ": the goroutine never parked in a read")
 }
