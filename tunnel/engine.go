@@ -188,12 +188,20 @@ func (e *Engine) openDataPath() ([]*worker, error) {
 	}
 	laddr := netip.AddrPortFrom(e.underlay.Addr, uint16(e.backend.Port()))
 	for _, w := range workers {
-		conn, err := udp.Listen(laddr, udp.Options{ReusePort: len(workers) > 1})
+		// GSO sends each run of equal datagrams to one peer as one
+		// message; GRO receives a flow's datagrams coalesced. Both are
+		// probed and stay off where the kernel lacks them.
+		conn, err := udp.Listen(laddr, udp.Options{ReusePort: len(workers) > 1, GSO: true, GRO: true})
 		if err != nil {
 			closeWorkers(workers)
 			return nil, fmt.Errorf("listen on %s: %w", laddr, err)
 		}
 		w.conn = conn
+		if c, ok := conn.(udp.Configured); ok && w.id == 0 {
+			eff := c.Effective()
+			e.log.Info("underlay socket", "addr", laddr, "gso", eff.GSO, "gro", eff.GRO,
+				"rcvbuf", eff.RecvBuffer, "sndbuf", eff.SendBuffer, "batch", conn.BatchSize(), "queues", len(workers))
+		}
 		w.hdr = e.backend.Header()
 		w.peers = &e.peers
 		w.local = e.lease.Subnet

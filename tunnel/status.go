@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -65,9 +66,16 @@ func (e *Engine) status() Status {
 }
 
 // handler serves /status (JSON), /metrics (Prometheus text), /healthz and
-// /readyz (flanneld's semantics: 200 once the subnet file is written).
-func (e *Engine) handler() http.Handler {
+// /readyz (flanneld's semantics: 200 once the subnet file is written); with
+// debug, also /debug/pprof/ (the control socket only: it is root's).
+func (e *Engine) handler(debug bool) http.Handler {
 	mux := http.NewServeMux()
+	if debug {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	}
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
@@ -104,7 +112,6 @@ func (s servers) close() {
 // startServers opens the control socket and the health port, if asked.
 func (e *Engine) startServers() (servers, error) {
 	var out servers
-	h := e.handler()
 	if path := e.cfg.ControlSocket; path != "" {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return out, fmt.Errorf("--control-socket %s: %w", path, err)
@@ -117,7 +124,7 @@ func (e *Engine) startServers() (servers, error) {
 		if err != nil {
 			return out, fmt.Errorf("--control-socket %s: %w", path, err)
 		}
-		srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+		srv := &http.Server{Handler: e.handler(true), ReadHeaderTimeout: 5 * time.Second}
 		go srv.Serve(ln)
 		out = append(out, srv)
 	}
@@ -127,7 +134,7 @@ func (e *Engine) startServers() (servers, error) {
 		if err != nil {
 			return out, fmt.Errorf("--healthz-ip/--healthz-port %s: %w", addr, err)
 		}
-		srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+		srv := &http.Server{Handler: e.handler(false), ReadHeaderTimeout: 5 * time.Second}
 		go srv.Serve(ln)
 		out = append(out, srv)
 	}

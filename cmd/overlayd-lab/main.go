@@ -1,6 +1,7 @@
 // Command overlayd-lab runs overlayd on emulated hosts (network namespaces):
 //
 //	overlayd-lab demo  [--overlayd bin/overlayd] [--hosts 3]
+//	overlayd-lab up    [--overlayd bin/overlayd] [--hosts 2]   (a lab kept until Ctrl-C)
 //	overlayd-lab bench [--overlayd bin/overlayd] [--systems host-gw,kernel-vxlan,overlayd-udp] [--duration 10s] [--runs 3] [--out file.json]
 package main
 
@@ -29,6 +30,8 @@ func main() {
 		err = runDemo(ctx, os.Args[2:])
 	case "bench":
 		err = runBench(ctx, os.Args[2:])
+	case "up":
+		err = runUp(ctx, os.Args[2:])
 	default:
 		usage()
 	}
@@ -39,7 +42,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: overlayd-lab demo|bench [flags]")
+	fmt.Fprintln(os.Stderr, "usage: overlayd-lab demo|bench|up [flags]")
 	os.Exit(2)
 }
 
@@ -53,6 +56,18 @@ func runDemo(ctx context.Context, args []string) error {
 	fs.Parse(args)
 	opts.TransferBytes = *mib << 20
 	return demo.Run(ctx, opts, os.Stdout)
+}
+
+func runUp(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("up", flag.ExitOnError)
+	var opts demo.Options
+	fs.StringVar(&opts.Overlayd, "overlayd", "bin/overlayd", "the overlayd binary")
+	fs.IntVar(&opts.Hosts, "hosts", 2, "emulated hosts (2..8)")
+	fs.StringVar(&opts.NetworkConfig, "config", "", "network config JSON (default: the udp backend on 100.96.0.0/16)")
+	extra := fs.String("overlayd-flags", "", "extra flags for every overlayd, space-separated")
+	fs.Parse(args)
+	opts.DaemonArgs = strings.Fields(*extra)
+	return demo.Up(ctx, opts, os.Stdout)
 }
 
 func runBench(ctx context.Context, args []string) error {

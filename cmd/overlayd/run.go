@@ -27,7 +27,7 @@ func runDaemon(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.HealthzIP, "healthz-ip", "0.0.0.0", "address of the /healthz and /readyz server")
 	fs.IntVar(&cfg.HealthzPort, "healthz-port", 0, "port of the /healthz and /readyz server (0: off)")
 	fs.StringVar(&cfg.TunName, "tun-name", "flannel0", "name of the TUN device")
-	fs.IntVar(&cfg.Queues, "queues", 1, "TUN queues, one forwarding worker each")
+	fs.IntVar(&cfg.Queues, "queues", runtime.NumCPU(), "TUN queues, one forwarding worker each (default: one per CPU)")
 	fs.StringVar(&cfg.ControlSocket, "control-socket", "", "unix socket for `overlayd status` (default /run/overlayd/<tun-name>.sock)")
 	fs.BoolVar(&cfg.ReleaseOnExit, "release-on-exit", false, "delete this host's lease on a clean exit (flanneld keeps it)")
 	if err := parseFlags(fs, args); err != nil {

@@ -21,6 +21,8 @@ type Options struct {
 	Hosts         int
 	TransferBytes int64
 	KeepWorkDir   bool
+	NetworkConfig string   // Up only; default: cluster.DefaultNetworkConfig
+	DaemonArgs    []string // Up only: extra overlayd flags
 }
 
 // Run builds the cluster, shows the overlay working and removes everything
@@ -131,5 +133,37 @@ func Run(ctx context.Context, opts Options, out io.Writer) (err error) {
 	}
 	tw.Flush()
 	say("== demo passed: every container pair reachable, transfer intact")
+	return nil
+}
+
+// Up brings up the cluster, prints where everything is, and keeps it until
+// ctx is done: a lab to run iperf3, tcpdump or pprof against by hand.
+func Up(ctx context.Context, opts Options, out io.Writer) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("the lab creates network namespaces and needs root")
+	}
+	work, err := os.MkdirTemp("", "overlayd-lab-")
+	if err != nil {
+		return err
+	}
+	c, err := cluster.Start(ctx, cluster.Options{
+		Prefix: netns.Prefix("lab"), Hosts: opts.Hosts, Overlayd: opts.Overlayd, WorkDir: work,
+		NetworkConfig: opts.NetworkConfig, DaemonArgs: opts.DaemonArgs,
+	})
+	if err != nil {
+		return fmt.Errorf("bring-up: %w (logs in %s)", err, work)
+	}
+	defer c.Close()
+	fmt.Fprintf(out, "lab up; logs, subnet files and control sockets in %s\n", work)
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tHOST NETNS\tCONTAINER NETNS\tCONTAINER\tOVERLAYD PID\tCONTROL SOCKET")
+	for _, d := range c.Daemons {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", d.Name(), d.Host.NS.Name, d.Container.NS.Name, d.Container.Addr.Addr(), d.Proc.Pid(), d.ControlSocket)
+	}
+	tw.Flush()
+	fmt.Fprintln(out, "e.g. ip netns exec <container netns> ping <container>; overlayd status --control-socket <socket>")
+	fmt.Fprintln(out, "     curl --unix-socket <socket> http://x/debug/pprof/profile?seconds=10 > cpu.pprof")
+	fmt.Fprintln(out, "Ctrl-C tears it all down.")
+	<-ctx.Done()
 	return nil
 }
