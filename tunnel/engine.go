@@ -201,6 +201,9 @@ func (e *Engine) openDataPath() ([]*worker, error) {
 			eff := c.Effective()
 			e.log.Info("underlay socket", "addr", laddr, "gso", eff.GSO, "gro", eff.GRO,
 				"rcvbuf", eff.RecvBuffer, "sndbuf", eff.SendBuffer, "batch", conn.BatchSize(), "queues", len(workers))
+			if err := c.Unsupported(); err != nil {
+				e.log.Warn("running without some underlay offloads: more system calls per packet", "error", err)
+			}
 		}
 		w.hdr = e.backend.Header()
 		w.peers = &e.peers

@@ -31,6 +31,13 @@ func Listen(laddr netip.AddrPort, opts Options) (Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("udp: listen on %v: %w", laddr, err)
 	}
+	var unsup []error
+	if opts.GSO {
+		unsup = append(unsup, &OffloadError{Offload: "UDP_SEGMENT (GSO)", Err: errors.ErrUnsupported})
+	}
+	if opts.GRO {
+		unsup = append(unsup, &OffloadError{Offload: "UDP_GRO", Err: errors.ErrUnsupported})
+	}
 	opts.BatchSize, opts.ReusePort, opts.GSO, opts.GRO = 1, false, false, false
 	if opts.RecvBuffer > 0 {
 		pc.SetReadBuffer(opts.RecvBuffer)
@@ -39,7 +46,7 @@ func Listen(laddr netip.AddrPort, opts Options) (Conn, error) {
 		pc.SetWriteBuffer(opts.SendBuffer)
 	}
 	la := pc.LocalAddr().(*net.UDPAddr).AddrPort()
-	return &portableConn{pc: pc, laddr: netip.AddrPortFrom(la.Addr().Unmap(), la.Port()), opts: opts}, nil
+	return &portableConn{pc: pc, laddr: netip.AddrPortFrom(la.Addr().Unmap(), la.Port()), opts: opts, unsup: errors.Join(unsup...)}, nil
 }
 
 // portableConn is a Conn that moves one datagram per system call.
@@ -47,6 +54,7 @@ type portableConn struct {
 	pc      *net.UDPConn
 	laddr   netip.AddrPort
 	opts    Options
+	unsup   error
 	readMu  sync.Mutex
 	writeMu sync.Mutex
 }
@@ -96,6 +104,7 @@ func (c *portableConn) fail(op string, err error) error {
 	return fmt.Errorf("udp: %s on %v: %w", op, c.laddr, err)
 }
 
+func (c *portableConn) Unsupported() error        { return c.unsup }
 func (c *portableConn) BatchSize() int            { return c.opts.BatchSize }
 func (c *portableConn) LocalAddr() netip.AddrPort { return c.laddr }
 func (c *portableConn) Effective() Options        { return c.opts }

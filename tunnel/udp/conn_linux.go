@@ -70,6 +70,7 @@ type stdConn struct {
 	laddr netip.AddrPort
 	opts  Options     // as granted; GSO may be turned off later
 	gso   atomic.Bool // UDP_SEGMENT in use
+	unsup error       // the offloads asked for that the kernel lacks
 
 	rx rxBatch
 	tx txBatch
@@ -83,7 +84,7 @@ func newStdConn(pc *net.UDPConn, opts Options) (*stdConn, error) {
 	c := &stdConn{pc: pc, rc: rc}
 	c.laddr = pc.LocalAddr().(*net.UDPAddr).AddrPort()
 	c.laddr = netip.AddrPortFrom(c.laddr.Addr().Unmap(), c.laddr.Port())
-	if err := control(rc, func(fd int) error { return configure(fd, &opts) }); err != nil {
+	if err := control(rc, func(fd int) (err error) { c.unsup, err = configure(fd, &opts); return err }); err != nil {
 		return nil, err
 	}
 	c.opts = opts
@@ -94,25 +95,35 @@ func newStdConn(pc *net.UDPConn, opts Options) (*stdConn, error) {
 }
 
 // configure sets the socket's buffers and offloads, and records in opts
-// what the kernel granted.
-func configure(fd int, opts *Options) error {
-	var err error
+// what the kernel granted. The offloads it lacks come back as unsupported
+// (*OffloadError values), which is no failure: the Conn works without.
+func configure(fd int, opts *Options) (unsupported, err error) {
 	if opts.RecvBuffer, err = setBuffer(fd, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, opts.RecvBuffer); err != nil {
-		return fmt.Errorf("receive buffer: %w", err)
+		return nil, fmt.Errorf("receive buffer: %w", err)
 	}
 	if opts.SendBuffer, err = setBuffer(fd, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, opts.SendBuffer); err != nil {
-		return fmt.Errorf("send buffer: %w", err)
+		return nil, fmt.Errorf("send buffer: %w", err)
 	}
+	var missing []error
 	if opts.GSO {
 		// Readable since the kernel learnt UDP_SEGMENT.
-		_, err := unix.GetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_SEGMENT)
-		opts.GSO = err == nil
+		if _, err := unix.GetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_SEGMENT); err != nil {
+			opts.GSO = false
+			missing = append(missing, &OffloadError{Offload: "UDP_SEGMENT (GSO, Linux 4.18)", Err: err})
+		}
 	}
 	if opts.GRO {
-		opts.GRO = unix.SetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_GRO, 1) == nil
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_GRO, 1); err != nil {
+			opts.GRO = false
+			missing = append(missing, &OffloadError{Offload: "UDP_GRO (Linux 5.0)", Err: err})
+		}
 	}
-	return nil
+	return errors.Join(missing...), nil
 }
+
+// Unsupported reports the offloads asked for that the kernel lacks, as
+// *OffloadError values (errors.Is ErrOffloadUnsupported), or nil.
+func (c *stdConn) Unsupported() error { return c.unsup }
 
 // setBuffer sets a socket buffer to size, with the privileged option force
 // if allowed, and returns the size the kernel settled on. A negative size

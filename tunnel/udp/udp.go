@@ -8,6 +8,7 @@
 package udp
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 )
@@ -104,11 +105,33 @@ func (o Options) withDefaults() (Options, error) {
 
 // Configured is implemented by the Conns that Listen returns.
 type Configured interface {
+	// Unsupported reports the offloads asked for that the kernel lacks:
+	// *OffloadError values joined, or nil.
+	Unsupported() error
+
 	// Effective reports the Options as the kernel granted them: buffer
 	// sizes as set (the kernel's getsockopt figure halved: it doubles
 	// what it was given, for bookkeeping), offloads off where unsupported.
 	Effective() Options
 }
+
+// ErrOffloadUnsupported matches every *OffloadError.
+var ErrOffloadUnsupported = errors.New("offload not supported by the kernel")
+
+// An OffloadError says that the kernel lacks an offload asked for in
+// Options. It is informational: Listen succeeded and the Conn moves the
+// same datagrams without it, with more system calls.
+type OffloadError struct {
+	Offload string // e.g. "UDP_SEGMENT (GSO, Linux 4.18)"
+	Err     error  // what the probe got
+}
+
+func (e *OffloadError) Error() string {
+	return fmt.Sprintf("udp: %s unavailable: %v", e.Offload, e.Err)
+}
+
+func (e *OffloadError) Unwrap() error        { return e.Err }
+func (e *OffloadError) Is(target error) bool { return target == ErrOffloadUnsupported }
 
 // A WriteError reports the datagrams of one WriteBatch that the kernel
 // refused. It is not terminal: the batch's other datagrams were sent and
