@@ -181,6 +181,10 @@ func parseGSO(pkt []byte, h *VirtioNetHdr) (gsoLayout, error) {
 	default:
 		return l, ErrVirtioHdr
 	}
+	// Every length field must be able to hold what it describes.
+	if len(pkt) > maxIPPacket && !(l.v6 && len(pkt)-ipv6HeaderLen <= maxIPPacket) {
+		return l, ErrVirtioHdr
+	}
 	if l.proto == protoTCP {
 		if h.CsumOffset != tcpOffChecksum {
 			return l, ErrVirtioHdr
