@@ -19,7 +19,8 @@ import (
 //     bytes, each with its own UDP length.
 //   - Either way every segment leaves with a complete TCP/UDP checksum, so
 //     that a receiver that verifies it (a flanneld peer's kernel) accepts
-//     it. Only the payload is summed, once; headers are summed anew.
+//     it. Each segment is summed once, in the buffer it was copied to; the
+//     pseudo-header's addresses are summed once per super-packet.
 //   - A single packet with VirtioNeedsCsum gets its checksum completed
 //     (from h.CsumStart to the end, into h.CsumStart+h.CsumOffset).
 //   - Any other packet is copied as it is.
@@ -123,6 +124,19 @@ func ipHeaderLen(pkt []byte) (int, bool) {
 	return 0, false
 }
 
+// ipv6Transport walks the extension headers of an IPv6 packet and returns
+// where the header that follows them starts and its protocol number. It
+// passes hop-by-hop and destination options only: a fragment is no
+// super-packet, and a routing header would change the pseudo-header's
+// destination; their protocol numbers are returned instead.
+func ipv6Transport(pkt []byte) (off int, proto uint8) {
+	off, proto = ipv6HeaderLen, pkt[ipv6OffNextHeader]
+	for (proto == 0 || proto == 60) && len(pkt) >= off+8 {
+		proto, off = pkt[off], off+(int(pkt[off+1])+1)*8
+	}
+	return off, proto
+}
+
 // gsoLayout is the shape of a super-packet, read from its headers.
 type gsoLayout struct {
 	v6      bool
@@ -172,9 +186,8 @@ func parseGSO(pkt []byte, h *VirtioNetHdr) (gsoLayout, error) {
 		if len(pkt) < ipv6HeaderLen {
 			return l, ErrTruncated
 		}
-		// Extension headers, if any, lie between the two and are copied
-		// into every segment as they are.
-		if l.l4Off < ipv6HeaderLen || l.l4Off == ipv6HeaderLen && pkt[ipv6OffNextHeader] != l.proto {
+		// Extension headers, if any, are copied into every segment.
+		if off, proto := ipv6Transport(pkt); off != l.l4Off || proto != l.proto {
 			return l, ErrVirtioHdr
 		}
 		l.v6 = true

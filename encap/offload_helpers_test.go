@@ -197,8 +197,12 @@ func wireProblem(pkt []byte) string {
 		if int(be16(pkt[4:])) != len(pkt)-40 {
 			return "bad IPv6 payload length"
 		}
-		l4 = pkt[40:]
-		pseudo = append(append([]byte(nil), pkt[8:40]...), 0, 0, byte(len(l4)>>8), byte(len(l4)), 0, 0, 0, pkt[6])
+		off, next := v6Transport(pkt)
+		if off > len(pkt) {
+			return "truncated IPv6 extension header"
+		}
+		l4 = pkt[off:]
+		pseudo = append(append([]byte(nil), pkt[8:40]...), 0, 0, byte(len(l4)>>8), byte(len(l4)), 0, 0, 0, next)
 	default:
 		return "not IPv4 or IPv6"
 	}
@@ -224,12 +228,21 @@ func wireProblem(pkt []byte) string {
 	return ""
 }
 
+// v6Transport skips the options extension headers of an IPv6 packet.
+func v6Transport(pkt []byte) (off int, next byte) {
+	off, next = 40, pkt[6]
+	for (next == 0 || next == 60) && len(pkt) >= off+8 {
+		next, off = pkt[off], off+8*(1+int(pkt[off+1]))
+	}
+	return off, next
+}
+
 // l4Payload returns the TCP or UDP payload of a valid packet.
 func l4Payload(pkt []byte) []byte {
 	off := int(pkt[0]&0x0f) * 4
 	proto := pkt[9]
 	if pkt[0]>>4 == 6 {
-		off, proto = 40, pkt[6]
+		off, proto = v6Transport(pkt)
 	}
 	if proto == protoUDP {
 		return pkt[off+8:]
@@ -241,7 +254,7 @@ func l4Payload(pkt []byte) []byte {
 func tcpSeqFlags(pkt []byte) (uint32, uint8) {
 	off := int(pkt[0]&0x0f) * 4
 	if pkt[0]>>4 == 6 {
-		off = 40
+		off, _ = v6Transport(pkt)
 	}
 	return binary.BigEndian.Uint32(pkt[off+4:]), pkt[off+13]
 }

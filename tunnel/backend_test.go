@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"encoding/json"
+	"errors"
 	"net/netip"
 	"testing"
 
@@ -16,9 +17,9 @@ func TestUDPBackendAcceptsFlanneldLeases(t *testing.T) {
 	}
 	b := udpBackend{port: 8285}
 	lease := subnet.Lease{Subnet: netip.MustParsePrefix("100.96.7.0/24"), Attrs: attrs}
-	p, ok := b.Peer(lease)
-	if !ok {
-		t.Fatal("flanneld udp lease rejected")
+	p, err := b.Peer(lease)
+	if err != nil {
+		t.Fatalf("flanneld udp lease rejected: %v", err)
 	}
 	if want := netip.MustParseAddrPort("198.18.0.7:8285"); p.Underlay != want {
 		t.Fatalf("underlay %s, want %s", p.Underlay, want)
@@ -28,29 +29,73 @@ func TestUDPBackendAcceptsFlanneldLeases(t *testing.T) {
 	}
 
 	lease.Attrs.BackendType = "udp"
-	if _, ok := b.Peer(lease); !ok {
-		t.Fatal("udp lease rejected")
+	if _, err := b.Peer(lease); err != nil {
+		t.Fatalf("udp lease rejected: %v", err)
 	}
 	lease.Attrs.BackendType = "vxlan"
-	if _, ok := b.Peer(lease); ok {
-		t.Fatal("vxlan lease accepted by the udp backend")
+	if _, err := b.Peer(lease); !errors.Is(err, errOtherBackend) {
+		t.Fatalf("vxlan lease given to the udp backend: %v, want errOtherBackend", err)
 	}
 }
 
 func TestNewBackend(t *testing.T) {
-	cfg, err := subnet.ParseConfig([]byte(`{"Network":"100.96.0.0/16","Backend":{"Type":"udp"}}`))
+	env := backendEnv{
+		PublicIP: netip.MustParseAddr("198.18.0.1"),
+		Underlay: Underlay{Name: "eth0", Index: 2, Addr: netip.MustParseAddr("198.18.0.1"), MTU: 1500},
+	}
+	cases := []struct {
+		config    string
+		dataplane string
+		typ       string
+		port      int
+		overhead  int
+		kernel    bool
+	}{
+		{`{"Network":"100.96.0.0/16","Backend":{"Type":"udp"}}`, "", "udp", 8285, 28, false},
+		{`{"Network":"100.96.0.0/16","Backend":{"Type":"vxlan"}}`, "", "vxlan", 8472, 50, false},
+		{`{"Network":"100.96.0.0/16","Backend":{"Type":"vxlan","Port":4789}}`, DataplaneUserspace, "vxlan", 4789, 50, false},
+		{`{"Network":"100.96.0.0/16","Backend":{"Type":"vxlan","VNI":7}}`, DataplaneKernel, "vxlan", 8472, 50, true},
+		{`{"Network":"100.96.0.0/16","Backend":{"Type":"host-gw"}}`, "", "host-gw", 0, 0, true},
+	}
+	for _, c := range cases {
+		cfg, err := subnet.ParseConfig([]byte(c.config))
+		if err != nil {
+			t.Fatal(err)
+		}
+		env.Dataplane = c.dataplane
+		b, err := newBackend(cfg, env)
+		if err != nil {
+			t.Fatalf("%s (%s): %v", c.config, c.dataplane, err)
+		}
+		_, kernel := b.(programmer)
+		_, forwards := b.(forwarder)
+		if b.Type() != c.typ || b.Port() != c.port || b.Overhead() != c.overhead || kernel != c.kernel || forwards == kernel {
+			t.Errorf("%s (%s): type %s port %d overhead %d programmer %v forwarder %v", c.config, c.dataplane,
+				b.Type(), b.Port(), b.Overhead(), kernel, forwards)
+		}
+		if f, ok := b.(forwarder); ok && f.Type() == "udp" && f.Header().Len() != 0 {
+			t.Errorf("udp header of %d bytes", f.Header().Len())
+		}
+		if f, ok := b.(forwarder); ok && f.Type() == "vxlan" && f.Header().Len() != 22 {
+			t.Errorf("vxlan header of %d bytes, want 8 + 14", f.Header().Len())
+		}
+	}
+
+	cfg, err := subnet.ParseConfig([]byte(`{"Network":"100.96.0.0/16","Backend":{"Type":"vxlan"}}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := newBackend(cfg)
-	if err != nil {
-		t.Fatal(err)
+	env.Dataplane = "ebpf"
+	if _, err := newBackend(cfg, env); err == nil {
+		t.Error("unknown data plane accepted")
 	}
-	if b.Port() != 8285 || b.Overhead() != 28 || b.Header().Len() != 0 {
-		t.Fatalf("udp backend: port %d overhead %d header %d", b.Port(), b.Overhead(), b.Header().Len())
+	env.Dataplane = DataplaneKernel
+	cfg.Backend.VNI = 12345678 // flannel.12345678 is too long a name
+	if _, err := newBackend(cfg, env); err == nil {
+		t.Error("a VNI whose device name does not fit accepted")
 	}
 	cfg.Backend.Type = "ipip"
-	if _, err := newBackend(cfg); err == nil {
-		t.Fatal("unknown backend accepted")
+	if _, err := newBackend(cfg, env); err == nil {
+		t.Error("unknown backend accepted")
 	}
 }

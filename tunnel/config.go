@@ -34,8 +34,24 @@ type Config struct {
 	ControlSocket string // status socket; empty: none
 	ReleaseOnExit bool   // delete our lease on a clean exit (flanneld keeps it)
 
+	// VXLANDataplane is the vxlan backend's data plane: DataplaneUserspace
+	// (overlayd forwards; also when empty) or DataplaneKernel (overlayd
+	// programs flannel.<VNI>).
+	VXLANDataplane string
+
+	// Underlay is how the userspace data path reaches the other hosts:
+	// UnderlaySocket (a UDP socket; also when empty) or UnderlayAFPacket
+	// (AF_PACKET with TPACKET_V3 rings, see package afpacket).
+	Underlay string
+
 	Logger *slog.Logger
 }
+
+// The underlays of Config.Underlay.
+const (
+	UnderlaySocket   = "socket"
+	UnderlayAFPacket = "afpacket"
+)
 
 // Validate checks the fields that do not need the system, naming the flag
 // and the fix.
@@ -71,6 +87,16 @@ func (c *Config) Validate() error {
 	}
 	if c.Queues < 1 || c.Queues > 256 {
 		errs = append(errs, fmt.Errorf("--queues %d: must be between 1 and 256", c.Queues))
+	}
+	switch c.VXLANDataplane {
+	case "", DataplaneUserspace, DataplaneKernel:
+	default:
+		errs = append(errs, fmt.Errorf("--vxlan-dataplane %q: use %q or %q", c.VXLANDataplane, DataplaneUserspace, DataplaneKernel))
+	}
+	switch c.Underlay {
+	case "", UnderlaySocket, UnderlayAFPacket:
+	default:
+		errs = append(errs, fmt.Errorf("--underlay %q: use %q or %q", c.Underlay, UnderlaySocket, UnderlayAFPacket))
 	}
 	return errors.Join(errs...)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/overlayd/overlayd/subnet"
 	"github.com/overlayd/overlayd/subnet/etcd"
+	"github.com/overlayd/overlayd/tunnel/afpacket"
 	"github.com/overlayd/overlayd/tunnel/tun"
 	"github.com/overlayd/overlayd/tunnel/udp"
 )
@@ -34,6 +35,13 @@ type Engine struct {
 
 	firstPeers     chan struct{}
 	firstPeersOnce sync.Once
+
+	// A programmer's wanted peers, handed from the watch to routineProgram.
+	wanted      atomic.Pointer[[]subnet.Peer]
+	wantChanged chan struct{}
+	// rejected remembers why leases were not taken as peers, to log each
+	// reason once rather than at every registry change.
+	rejected map[netip.Prefix]string
 }
 
 // Run brings overlayd up as flanneld would (lease, subnet file, TUN, route)
@@ -43,7 +51,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	e := &Engine{cfg: cfg, log: cfg.Logger, firstPeers: make(chan struct{})}
+	e := &Engine{cfg: cfg, log: cfg.Logger, firstPeers: make(chan struct{}), wantChanged: make(chan struct{}, 1)}
 	if e.log == nil {
 		e.log = slog.Default()
 	}
@@ -81,7 +89,8 @@ func (e *Engine) run(ctx context.Context) error {
 	if e.network, err = waitForNetworkConfig(ctx, reg, e.cfg.EtcdPrefix, e.log); err != nil {
 		return err
 	}
-	if e.backend, err = newBackend(e.network); err != nil {
+	env := backendEnv{PublicIP: e.publicIP, Underlay: e.underlay, Dataplane: e.cfg.VXLANDataplane, Log: e.log}
+	if e.backend, err = newBackend(e.network, env); err != nil {
 		return err
 	}
 
@@ -112,9 +121,22 @@ func (e *Engine) run(ctx context.Context) error {
 		"iface", e.underlay.Name, "iface_addr", e.underlay.Addr, "public_ip", e.publicIP,
 		"mtu", e.tunMTU, "port", e.backend.Port())
 
-	workers, err := e.openDataPath()
-	if err != nil {
-		return err
+	// A forwarder gets a TUN, sockets and workers; a programmer's packets
+	// never reach overlayd, it only sets the kernel up.
+	var workers []*worker
+	prog, kernel := e.backend.(programmer)
+	if kernel {
+		if err := prog.Setup(e.lease, e.network.Network, e.tunMTU); err != nil {
+			return err
+		}
+		e.cfg.TunName, e.cfg.Queues = prog.Device(), 0 // what status shows
+	} else {
+		if err := e.backend.(forwarder).Prepare(); err != nil {
+			return err
+		}
+		if workers, err = e.openDataPath(); err != nil {
+			return err
+		}
 	}
 	defer closeWorkers(workers)
 
@@ -132,6 +154,13 @@ func (e *Engine) run(ctx context.Context) error {
 	// the supervisor restart us onto a new subnet.
 	go func() { defer wg.Done(); cancelOnError(cancel, ignoreCanceled(mgr.Run(ctx))) }()
 	go func() { defer wg.Done(); logUnlessCanceled(e.log, "peer watch", mgr.WatchPeers(ctx, e.setPeers)) }()
+	ready := e.firstPeers
+	if kernel {
+		synced := make(chan struct{})
+		ready = synced
+		wg.Add(1)
+		go func() { defer wg.Done(); e.routineProgram(ctx, prog, synced) }()
+	}
 
 	servers, err := e.startServers()
 	if err != nil {
@@ -140,7 +169,7 @@ func (e *Engine) run(ctx context.Context) error {
 	defer servers.close()
 
 	select {
-	case <-e.firstPeers:
+	case <-ready:
 	case <-ctx.Done():
 	}
 	if ctx.Err() == nil {
@@ -166,6 +195,9 @@ func (e *Engine) run(ctx context.Context) error {
 		}
 		rcancel()
 	}
+	if kernel {
+		e.stopProgramming(prog)
+	}
 	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
@@ -174,7 +206,7 @@ func (e *Engine) run(ctx context.Context) error {
 
 // openDataPath creates the TUN queues and one underlay socket per queue.
 func (e *Engine) openDataPath() ([]*worker, error) {
-	devs, err := tun.Create(e.cfg.TunName, e.cfg.Queues)
+	devs, err := tun.Create(e.cfg.TunName, e.cfg.Queues, tun.WithOffloads())
 	if err != nil {
 		return nil, fmt.Errorf("create TUN %s: %w", e.cfg.TunName, err)
 	}
@@ -187,25 +219,15 @@ func (e *Engine) openDataPath() ([]*worker, error) {
 		return nil, err
 	}
 	laddr := netip.AddrPortFrom(e.underlay.Addr, uint16(e.backend.Port()))
+	fanout := new(afpacket.Group) // the AF_PACKET workers share flows, neighbours, guard
 	for _, w := range workers {
-		// GSO sends each run of equal datagrams to one peer as one
-		// message; GRO receives a flow's datagrams coalesced. Both are
-		// probed and stay off where the kernel lacks them.
-		conn, err := udp.Listen(laddr, udp.Options{ReusePort: len(workers) > 1, GSO: true, GRO: true})
+		conn, err := e.listenUnderlay(laddr, len(workers), fanout, w.id == 0)
 		if err != nil {
 			closeWorkers(workers)
 			return nil, fmt.Errorf("listen on %s: %w", laddr, err)
 		}
 		w.conn = conn
-		if c, ok := conn.(udp.Configured); ok && w.id == 0 {
-			eff := c.Effective()
-			e.log.Info("underlay socket", "addr", laddr, "gso", eff.GSO, "gro", eff.GRO,
-				"rcvbuf", eff.RecvBuffer, "sndbuf", eff.SendBuffer, "batch", conn.BatchSize(), "queues", len(workers))
-			if err := c.Unsupported(); err != nil {
-				e.log.Warn("running without some underlay offloads: more system calls per packet", "error", err)
-			}
-		}
-		w.hdr = e.backend.Header()
+		w.hdr = e.backend.(forwarder).Header()
 		w.peers = &e.peers
 		w.local = e.lease.Subnet
 		w.tunAddr = e.lease.Subnet.Addr()
@@ -214,6 +236,41 @@ func (e *Engine) openDataPath() ([]*worker, error) {
 		w.log = e.log
 	}
 	return workers, nil
+}
+
+// listenUnderlay opens one worker's underlay: a UDP socket, one per worker
+// with SO_REUSEPORT, or with --underlay=afpacket an AF_PACKET socket in the
+// workers' fanout group. The first worker's is logged.
+func (e *Engine) listenUnderlay(laddr netip.AddrPort, workers int, fanout *afpacket.Group, first bool) (udp.Conn, error) {
+	if e.cfg.Underlay == UnderlayAFPacket {
+		conn, err := afpacket.Listen(e.underlay.Name, laddr, afpacket.Options{Group: fanout, GSO: true})
+		if err == nil && first {
+			eff := conn.(afpacket.Configured).Effective()
+			e.log.Info("underlay afpacket", "iface", e.underlay.Name, "addr", laddr, "guard", eff.Guard, "gso", eff.GSO,
+				"ring_blocks", eff.Blocks, "block_size", eff.BlockSize, "batch", conn.BatchSize(), "queues", workers)
+		}
+		return conn, err
+	}
+	if first {
+		// A crashed afpacket run may have left its tc guard, which would
+		// drop every datagram before the socket saw it.
+		if err := afpacket.RemoveStaleGuard(e.underlay.Name, laddr); err != nil {
+			e.log.Debug("could not check for a stale afpacket guard", "error", err)
+		}
+	}
+	// GSO sends each run of equal datagrams to one peer as one message;
+	// GRO receives a flow's datagrams coalesced. Both are probed and stay
+	// off where the kernel lacks them.
+	conn, err := udp.Listen(laddr, udp.Options{ReusePort: workers > 1, GSO: true, GRO: true})
+	if c, ok := conn.(udp.Configured); ok && err == nil && first {
+		eff := c.Effective()
+		e.log.Info("underlay socket", "addr", laddr, "gso", eff.GSO, "gro", eff.GRO,
+			"rcvbuf", eff.RecvBuffer, "sndbuf", eff.SendBuffer, "batch", conn.BatchSize(), "queues", workers)
+		if err := c.Unsupported(); err != nil {
+			e.log.Warn("running without some underlay offloads: more system calls per packet", "error", err)
+		}
+	}
+	return conn, err
 }
 
 func closeWorkers(workers []*worker) {
@@ -227,22 +284,102 @@ func closeWorkers(workers []*worker) {
 	}
 }
 
-// setPeers rebuilds the peer table from the registry's view and swaps it in
-// whole; the data path sees either the old table or the new one.
+// setPeers turns the registry's view into peers. A forwarder's table is
+// rebuilt and swapped in whole: the data path sees either the old table or
+// the new one. A programmer's peers go to routineProgram, which publishes
+// the ones it could program.
 func (e *Engine) setPeers(leases []subnet.Lease) {
 	peers := make([]subnet.Peer, 0, len(leases))
+	rejected := make(map[netip.Prefix]string)
 	for _, l := range leases {
-		p, ok := e.backend.Peer(l)
-		if !ok {
-			e.log.Debug("ignoring lease of another backend", "subnet", l.Subnet, "backend", l.Attrs.BackendType)
+		p, err := e.backend.Peer(l)
+		if err != nil {
+			rejected[l.Subnet] = err.Error()
+			if e.rejected[l.Subnet] != err.Error() {
+				level := slog.LevelWarn
+				if errors.Is(err, errOtherBackend) {
+					level = slog.LevelDebug
+				}
+				e.log.Log(context.Background(), level, "ignoring lease", "subnet", l.Subnet, "public_ip", l.Attrs.PublicIP, "reason", err)
+			}
 			continue
 		}
 		peers = append(peers, p)
 	}
+	e.rejected = rejected
+	if _, ok := e.backend.(programmer); ok {
+		e.wanted.Store(&peers)
+		select {
+		case e.wantChanged <- struct{}{}:
+		default: // a sync is pending already; it will load these peers
+		}
+	} else {
+		e.publishPeers(peers)
+	}
+	e.firstPeersOnce.Do(func() { close(e.firstPeers) })
+}
+
+// publishPeers makes peers the peer table.
+func (e *Engine) publishPeers(peers []subnet.Peer) {
 	next := subnet.NewTable(peers)
 	prev := e.peers.Swap(next)
 	logPeerChanges(e.log, prev, next)
-	e.firstPeersOnce.Do(func() { close(e.firstPeers) })
+}
+
+// resyncInterval is how often a kernel backend's state is checked against
+// the peers when nothing changed: to put back what someone else removed
+// (flanneld checks its routes every 10 s too) and to retry failed peers.
+const resyncInterval = 10 * time.Second
+
+// routineProgram keeps a programmer's kernel state in line with the wanted
+// peers, after every change and every resyncInterval, and publishes the
+// peers in place as the peer table (what status shows). It closes synced
+// after the first sync of the registry's peers.
+func (e *Engine) routineProgram(ctx context.Context, prog programmer, synced chan<- struct{}) {
+	tick := time.NewTicker(resyncInterval)
+	defer tick.Stop()
+	var lastErr string
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.wantChanged:
+		case <-tick.C:
+		}
+		want := e.wanted.Load()
+		if want == nil {
+			continue // the registry has not answered yet
+		}
+		programmed, err := prog.Sync(*want)
+		e.publishPeers(programmed)
+		switch {
+		case err == nil:
+			lastErr = ""
+		case err.Error() != lastErr: // each new failure once, not every resync
+			lastErr = err.Error()
+			e.log.Warn("peers not programmed; retrying", "backend", e.backend.Type(),
+				"programmed", len(programmed), "skipped", len(*want)-len(programmed), "error", err, "retry_every", resyncInterval)
+		}
+		if synced != nil {
+			close(synced)
+			synced = nil
+		}
+	}
+}
+
+// stopProgramming leaves a programmer's kernel state in place, as flanneld
+// does, so that the kernel keeps forwarding while overlayd restarts; a host
+// that leaves the cluster (--release-on-exit) takes it down.
+func (e *Engine) stopProgramming(prog programmer) {
+	if !e.cfg.ReleaseOnExit {
+		e.log.Info("kernel forwarding state left in place", "backend", e.backend.Type(), "device", prog.Device())
+		return
+	}
+	if err := prog.Teardown(); err != nil {
+		e.log.Warn("could not remove kernel forwarding state", "backend", e.backend.Type(), "error", err)
+		return
+	}
+	e.log.Info("kernel forwarding state removed", "backend", e.backend.Type(), "device", prog.Device())
 }
 
 func logPeerChanges(log *slog.Logger, prev, next *subnet.Table) {

@@ -67,7 +67,7 @@ type worker struct {
 // txScratch is the outbound routine's per-batch state, allocated once.
 type txScratch struct {
 	batch   *ringbuf.Batch // packets read from the TUN, at offset Headroom
-	icmp    *ringbuf.Batch // ICMP errors to write back into the TUN
+	icmp    *ringbuf.Batch // ICMP errors to write back into the TUN, at offset Headroom
 	frames  [][]byte       // encapsulated datagrams, ready to send
 	dsts    []netip.AddrPort
 	replies [][]byte
@@ -77,7 +77,7 @@ type txScratch struct {
 func newTxScratch(batchSize int) *txScratch {
 	return &txScratch{
 		batch:   ringbuf.NewBatch(batchSize, Headroom+maxPacket),
-		icmp:    ringbuf.NewBatch(batchSize, icmpBufSize),
+		icmp:    ringbuf.NewBatch(batchSize, Headroom+icmpBufSize),
 		frames:  make([][]byte, 0, batchSize),
 		dsts:    make([]netip.AddrPort, 0, batchSize),
 		replies: make([][]byte, 0, batchSize),
@@ -100,13 +100,13 @@ func (w *worker) encapsulate(tx *txScratch, n int, table *subnet.Table) {
 		peer, ok := table.Lookup(dst)
 		if !ok {
 			tx.counts.drop(DropNoRoute)
-			tx.reply(encap.NetUnreachable(tx.icmp.Bufs[len(tx.replies)], pkt, w.tunAddr))
+			tx.reply(encap.NetUnreachable(tx.icmp.Bufs[len(tx.replies)][Headroom:], pkt, w.tunAddr))
 			continue
 		}
 		if len(pkt) > w.mtu {
 			tx.counts.drop(DropTooBig)
 			if encap.IPv4DF(pkt) {
-				tx.reply(encap.FragNeeded(tx.icmp.Bufs[len(tx.replies)], pkt, w.tunAddr, w.mtu))
+				tx.reply(encap.FragNeeded(tx.icmp.Bufs[len(tx.replies)][Headroom:], pkt, w.tunAddr, w.mtu))
 			}
 			continue
 		}
@@ -122,10 +122,11 @@ func (w *worker) encapsulate(tx *txScratch, n int, table *subnet.Table) {
 	}
 }
 
-// reply keeps an ICMP error of length m built in the next icmp buffer.
+// reply keeps an ICMP error of length m built past the headroom of the next
+// icmp buffer (the TUN may need the headroom for its virtio-net header).
 func (tx *txScratch) reply(m int) {
 	if m > 0 {
-		tx.replies = append(tx.replies, tx.icmp.Bufs[len(tx.replies)][:m])
+		tx.replies = append(tx.replies, tx.icmp.Bufs[len(tx.replies)][:Headroom+m])
 	}
 }
 
@@ -169,7 +170,7 @@ func (w *worker) routineTUNToUnderlay() error {
 			}
 		}
 		if len(tx.replies) > 0 {
-			if _, err := w.tun.Write(tx.replies, 0); err == nil {
+			if _, err := w.tun.Write(tx.replies, Headroom); err == nil {
 				tx.counts.icmp += uint64(len(tx.replies))
 			}
 		}

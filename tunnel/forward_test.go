@@ -86,8 +86,8 @@ func TestEncapsulate(t *testing.T) {
 	if len(tx.replies) != 2 {
 		t.Fatalf("%d ICMP replies, want 2", len(tx.replies))
 	}
-	checkICMP(t, tx.replies[0], 3, 0, 0)
-	checkICMP(t, tx.replies[1], 3, 4, 1472)
+	checkICMP(t, tx.replies[0][Headroom:], 3, 0, 0)
+	checkICMP(t, tx.replies[1][Headroom:], 3, 4, 1472)
 
 	want := map[DropReason]uint64{DropNotIPv4: 1, DropNoRoute: 1, DropTooBig: 2}
 	for r := DropReason(0); r < numDropReasons; r++ {

@@ -30,6 +30,10 @@ func runDaemon(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.Queues, "queues", runtime.NumCPU(), "TUN queues, one forwarding worker each (default: one per CPU)")
 	fs.StringVar(&cfg.ControlSocket, "control-socket", "", "unix socket for `overlayd status` (default /run/overlayd/<tun-name>.sock)")
 	fs.BoolVar(&cfg.ReleaseOnExit, "release-on-exit", false, "delete this host's lease on a clean exit (flanneld keeps it)")
+	fs.StringVar(&cfg.VXLANDataplane, "vxlan-dataplane", tunnel.DataplaneUserspace,
+		"vxlan backend: \"userspace\" (overlayd forwards) or \"kernel\" (overlayd programs flannel.<VNI>, as flanneld)")
+	fs.StringVar(&cfg.Underlay, "underlay", tunnel.UnderlaySocket,
+		"how packets reach other hosts: \"socket\" (UDP socket) or \"afpacket\" (AF_PACKET mmap rings)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

@@ -16,7 +16,8 @@ import (
 // subnet file.
 type overlaydSystem struct {
 	name   string
-	config string // the network config JSON, which selects the backend
+	config string   // the network config JSON, which selects the backend
+	args   []string // extra overlayd flags, e.g. --vxlan-dataplane
 }
 
 func (s overlaydSystem) Name() string { return s.name }
@@ -29,7 +30,7 @@ func (s overlaydSystem) Setup(ctx context.Context, env Env) (_ Testbed, err erro
 		NetworkConfig: s.config,
 		WorkDir:       env.WorkDir,
 		// cluster asks for debug logs; a benchmark wants the default.
-		DaemonArgs: []string{"--log-level", "info"},
+		DaemonArgs: append([]string{"--log-level", "info"}, s.args...),
 		Logf:       env.Logf,
 	})
 	if err != nil {

@@ -50,11 +50,22 @@ var systems = []System{
 	kernelSystem{name: "host-gw", containerMTU: 1500, route: hostGWRoutes},
 	kernelSystem{name: Baseline, containerMTU: vxlanMTU, route: vxlanRoutes},
 	overlaydSystem{name: "overlayd-udp", config: `{"Network":"100.96.0.0/16","SubnetLen":24,"Backend":{"Type":"udp","Port":8285}}`},
-	overlaydSystem{name: "overlayd-vxlan", config: `{"Network":"100.96.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`},
+	overlaydSystem{name: "overlayd-vxlan", config: vxlanConfig},
+	// The same two over AF_PACKET rings instead of UDP sockets.
+	overlaydSystem{name: "overlayd-udp-afpacket", config: `{"Network":"100.96.0.0/16","SubnetLen":24,"Backend":{"Type":"udp","Port":8285}}`, args: afpacketArgs},
+	overlaydSystem{name: "overlayd-vxlan-afpacket", config: vxlanConfig, args: afpacketArgs},
+	// The kernel forwards these two; overlayd only programs it, as flanneld
+	// would: they should match host-gw and kernel-vxlan.
+	overlaydSystem{name: "overlayd-host-gw", config: `{"Network":"100.96.0.0/16","SubnetLen":24,"Backend":{"Type":"host-gw"}}`},
+	overlaydSystem{name: "overlayd-kernel-vxlan", config: vxlanConfig, args: []string{"--vxlan-dataplane", "kernel"}},
 }
 
+const vxlanConfig = `{"Network":"100.96.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`
+
+var afpacketArgs = []string{"--underlay", "afpacket"}
+
 // DefaultSystems is what `make bench` measures.
-var DefaultSystems = []string{"host-gw", Baseline, "overlayd-udp"}
+var DefaultSystems = []string{"host-gw", Baseline, "overlayd-udp", "overlayd-vxlan", "overlayd-host-gw"}
 
 // SystemNames lists every system the bench knows.
 func SystemNames() []string {

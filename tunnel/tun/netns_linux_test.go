@@ -77,11 +77,11 @@ func (ns *netns) Do(f func()) {
 
 // create opens the TUN interface name with the given queues in ns and
 // closes its queues when the test ends.
-func (ns *netns) create(t testing.TB, name string, queues int) []Device {
+func (ns *netns) create(t testing.TB, name string, queues int, opts ...Option) []Device {
 	t.Helper()
 	var devs []Device
 	var err error
-	ns.Do(func() { devs, err = Create(name, queues) })
+	ns.Do(func() { devs, err = Create(name, queues, opts...) })
 	if err != nil {
 		t.Fatal(err)
 	}

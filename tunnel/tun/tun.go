@@ -6,9 +6,19 @@
 // headroom in front of each packet, so the forwarder can write its
 // encapsulation header in place and hand the same buffer to the underlay
 // without a copy.
+//
+// With offloads (WithOffloads), the kernel hands the native Device TCP and
+// UDP super-packets of up to 64 KiB and takes them back: Read splits them
+// into MTU-sized packets with complete checksums (GSO), and Write merges
+// the segments of each TCP flow before they reach the kernel (GRO). The
+// caller still sees ordinary packets; only Write's headroom and its
+// buffers' capacity matter (see WithOffloads).
 package tun
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
 
 // Device is one queue of a TUN interface.
 //
@@ -29,7 +39,8 @@ type Device interface {
 	// the kernel accepted. A packet the kernel refuses (EINVAL for one that
 	// is neither IPv4 nor IPv6, EIO while the interface is down) does not
 	// stop the batch: the error is then a *WriteError, which is not
-	// terminal. os.ErrClosed is.
+	// terminal. os.ErrClosed is. With offloads, Write needs headroom and
+	// may lengthen bufs[i] and rewrite headers (see WithOffloads).
 	Write(bufs [][]byte, offset int) (int, error)
 
 	// BatchSize is the number of buffers a Read or Write is designed for.
@@ -62,3 +73,88 @@ func (e *WriteError) Error() string {
 }
 
 func (e *WriteError) Unwrap() error { return e.Err }
+
+// An Option changes how Create opens a TUN interface.
+type Option func(*options)
+
+type options struct {
+	offloads bool
+	verify   bool
+	// fault, when set, is called before each ioctl that negotiates
+	// offloads, with its request and flags; an error it returns stands in
+	// for the kernel's. Tests use it to play an older kernel.
+	fault func(req uint, flags uint32) error
+}
+
+// WithOffloads asks for IFF_VNET_HDR and the kernel's offloads: checksums
+// and TCP segmentation (TSO), and UDP segmentation (USO) on Linux 6.2 and
+// later. The kernel then hands Read super-packets of up to 64 KiB, which
+// Read splits into packets no larger than the MTU, each with complete
+// checksums, and Write merges consecutive segments of a TCP flow into
+// super-packets, so the kernel's TCP handles one packet instead of dozens.
+// BatchSize becomes 128: the segments of a 64 KiB super-packet at an MSS of
+// 1432 are 46.
+//
+// Write then needs offset >= encap.VirtioNetHdrLen (10) bytes of headroom
+// in front of every packet, for the header it hands the kernel, and
+// returns ErrNoHeadroom otherwise. A packet merges the following segments
+// of its flow into its own buffer, within that buffer's capacity (bufs[i]
+// is lengthened): buffers of offset+65535 bytes let every flow merge
+// fully. Write may rewrite the packets' headers.
+//
+// A kernel that refuses an offload is no failure: the Device works without
+// it and its Features method tells what was refused.
+func WithOffloads() Option {
+	return func(o *options) { o.offloads = true }
+}
+
+// WithChecksumVerify makes the Write of a Device with offloads verify the
+// TCP and UDP checksum of every packet before telling the kernel to trust
+// it (see encap.GROTable.Verify); a packet that fails goes to the kernel
+// untouched, to be dropped there. It costs a pass over every payload, and
+// is worth it when nothing else protects the packets on their way here,
+// such as VXLAN without outer UDP checksums.
+func WithChecksumVerify() Option {
+	return func(o *options) { o.verify = true }
+}
+
+// Features are the offloads a Device negotiated with the kernel.
+type Features struct {
+	// VirtioHdr: packets cross the kernel boundary behind a virtio-net
+	// header (IFF_VNET_HDR), which lets Write hand the kernel merged TCP
+	// segments.
+	VirtioHdr bool
+	// TSO: the kernel may hand Read TCP super-packets and packets whose
+	// checksum is left to do (TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6).
+	TSO bool
+	// USO: the kernel may hand Read UDP super-packets (TUN_F_USO4,
+	// TUN_F_USO6; Linux 6.2 and later).
+	USO bool
+}
+
+// A FeatureReporter is a Device that may have negotiated offloads: the
+// native Linux one.
+type FeatureReporter interface {
+	// Features reports the offloads in effect, and, as an
+	// *OffloadError, why one that WithOffloads asked for is not. A kernel
+	// without USO is no error: USO is recent.
+	Features() (Features, error)
+}
+
+// An OffloadError reports an offload that the kernel refused. It is not a
+// failure: the Device works without the offload.
+type OffloadError struct {
+	Op  string // what was refused: "IFF_VNET_HDR" or "TUNSETOFFLOAD"
+	Err error
+}
+
+func (e *OffloadError) Error() string {
+	return fmt.Sprintf("tun: kernel refused %s, working without it: %v", e.Op, e.Err)
+}
+
+func (e *OffloadError) Unwrap() error { return e.Err }
+
+// ErrNoHeadroom is returned by the Write of a Device with offloads when
+// offset leaves no room for the virtio-net header in front of the packets.
+// Nothing was written; the Device remains usable.
+var ErrNoHeadroom = errors.New("tun: write with offloads needs offset >= 10 for the virtio-net header")

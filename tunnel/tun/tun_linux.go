@@ -9,6 +9,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/overlayd/overlayd/encap"
 )
 
 // nativeBatchSize is how many packets a native Device is designed to move
@@ -16,24 +18,34 @@ import (
 // write(2); the batch saves the netpoller round trips between them.
 const nativeBatchSize = 64
 
+// offloadBatchSize is the batch size with offloads: room for the 46
+// segments of a 64 KiB super-packet at an MSS of 1432, and then some.
+const offloadBatchSize = 128
+
 const tunPath = "/dev/net/tun"
 
 var _ Device = (*nativeDevice)(nil)
 
 // Create opens the TUN interface name through /dev/net/tun, creating it if
 // absent, and returns one Device per queue. The interface is opened with
-// IFF_TUN|IFF_NO_PI, plus IFF_MULTI_QUEUE when queues > 1; an existing
-// interface must have been created with the same flags. A name such as
-// "tun%d" lets the kernel choose; Name reports its choice.
+// IFF_TUN|IFF_NO_PI, plus IFF_MULTI_QUEUE when queues > 1, plus
+// IFF_VNET_HDR with WithOffloads; an existing interface must have been
+// created with the same multi-queue flag. A name such as "tun%d" lets the
+// kernel choose; Name reports its choice.
 //
 // The queues' file descriptors are nonblocking and driven by Go's
 // netpoller, so a blocked Read holds no thread. The interface is left down
 // and unconfigured: the caller sets its MTU, addresses and routes.
 //
-// The Devices belong to the network namespace of the calling thread.
-func Create(name string, queues int) ([]Device, error) {
+// The Devices belong to the network namespace of the calling thread. They
+// implement FeatureReporter.
+func Create(name string, queues int, opts ...Option) ([]Device, error) {
 	if queues < 1 {
 		return nil, fmt.Errorf("tun: create %q: %d queues, want at least 1", name, queues)
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
 	}
 	flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI)
 	if queues > 1 {
@@ -41,7 +53,20 @@ func Create(name string, queues int) ([]Device, error) {
 	}
 	devs := make([]Device, 0, queues)
 	for i := range queues {
-		d, err := openQueue(name, flags)
+		var d *nativeDevice
+		var err error
+		if i == 0 {
+			// The first queue settles the flags: the kernel applies
+			// each queue's flags to the whole interface, so the others
+			// must repeat them.
+			d, err = openFirstQueue(name, &flags, &o)
+		} else {
+			d, err = openQueue(name, flags, &o)
+			if err == nil {
+				first := devs[0].(*nativeDevice)
+				d.features, d.offloadErr = first.features, first.offloadErr
+			}
+		}
 		if err != nil {
 			for _, d := range devs {
 				d.Close()
@@ -56,7 +81,7 @@ func Create(name string, queues int) ([]Device, error) {
 	return devs, nil
 }
 
-func openQueue(name string, flags uint16) (*nativeDevice, error) {
+func openQueue(name string, flags uint16, o *options) (*nativeDevice, error) {
 	ifr, err := unix.NewIfreq(name)
 	if err != nil {
 		return nil, fmt.Errorf("interface name: %w", err)
@@ -67,9 +92,22 @@ func openQueue(name string, flags uint16) (*nativeDevice, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", tunPath, err)
 	}
-	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+	if err := o.ioctl(unix.TUNSETIFF, uint32(flags), func() error {
+		return unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
+	}); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("TUNSETIFF: %w", err)
+	}
+	vnet := flags&unix.IFF_VNET_HDR != 0
+	if vnet {
+		// 10 is the kernel's default, but a persistent interface may
+		// have been left with another size.
+		if err := o.ioctl(unix.TUNSETVNETHDRSZ, encap.VirtioNetHdrLen, func() error {
+			return unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, encap.VirtioNetHdrLen)
+		}); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("TUNSETVNETHDRSZ: %w", err)
+		}
 	}
 	// Nonblocking before os.NewFile, which then registers the descriptor
 	// with the netpoller.
@@ -100,6 +138,9 @@ func openQueue(name string, flags uint16) (*nativeDevice, error) {
 	// allocate on every Read and Write.
 	d.readFn = d.read.do
 	d.writeFn = d.write.do
+	if vnet {
+		d.initOffloads(o)
+	}
 	return d, nil
 }
 
@@ -120,6 +161,15 @@ type nativeDevice struct {
 	writeMu sync.Mutex
 	write   writeOp
 	writeFn func(fd uintptr) bool
+
+	// With IFF_VNET_HDR (see offload_linux.go).
+	vnet       bool
+	features   Features
+	offloadErr error
+	vread      vnetReadOp     // under readMu
+	gro        encap.GROTable // under writeMu
+	toWrite    []int          // under writeMu
+	stats      offloadCounters
 }
 
 // readOp is the state of one Read, kept in the device so that its RawConn
@@ -156,6 +206,9 @@ func (d *nativeDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error)
 	d.readMu.Lock()
 	defer d.readMu.Unlock()
 
+	if d.vnet {
+		return d.readVnet(bufs, sizes, offset)
+	}
 	d.read = readOp{bufs: bufs, sizes: sizes, offset: offset}
 	err := d.rc.Read(d.readFn)
 	n, opErr := d.read.n, d.read.err
@@ -174,21 +227,32 @@ func (d *nativeDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error)
 type writeOp struct {
 	bufs    [][]byte
 	offset  int
-	next    int   // index of the next packet to write
-	n       int   // packets accepted
-	dropped int   // packets refused
-	first   error // why the first refused packet was refused
-	fatal   error // error that ended the batch
+	order   []int           // with offloads: the indices of bufs to write
+	gro     *encap.GROTable // with offloads: how many packets each carries
+	next    int             // how many of the packets to write were tried
+	n       int             // packets accepted
+	dropped int             // packets refused
+	first   error           // why the first refused packet was refused
+	fatal   error           // error that ended the batch
 }
 
-// do writes op.bufs from op.next on. It returns false, asking the netpoller
-// to wait, when the queue is full.
+// do writes the packets from op.next on. It returns false, asking the
+// netpoller to wait, when the queue is full.
 func (op *writeOp) do(fd uintptr) bool {
-	for op.next < len(op.bufs) {
-		_, err := unix.Write(int(fd), op.bufs[op.next][op.offset:])
+	count := len(op.bufs)
+	if op.gro != nil {
+		count = len(op.order)
+	}
+	for op.next < count {
+		i, packets := op.next, 1
+		if op.gro != nil {
+			i = op.order[op.next]
+			packets = op.gro.Packets(i)
+		}
+		_, err := unix.Write(int(fd), op.bufs[i][op.offset:])
 		switch err {
 		case nil:
-			op.n++
+			op.n += packets
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
@@ -200,7 +264,7 @@ func (op *writeOp) do(fd uintptr) bool {
 			if op.dropped == 0 {
 				op.first = err
 			}
-			op.dropped++
+			op.dropped += packets
 		}
 		op.next++
 	}
@@ -211,10 +275,25 @@ func (d *nativeDevice) Write(bufs [][]byte, offset int) (int, error) {
 	d.writeMu.Lock()
 	defer d.writeMu.Unlock()
 
-	d.write = writeOp{bufs: bufs, offset: offset}
+	op := writeOp{bufs: bufs, offset: offset}
+	if d.vnet {
+		if d.closed.Load() {
+			return 0, os.ErrClosed
+		}
+		if offset < encap.VirtioNetHdrLen {
+			return 0, ErrNoHeadroom
+		}
+		// Each packet goes with the virtio-net header CoalesceTCP wrote
+		// in front of it.
+		d.toWrite = encap.CoalesceTCP(bufs, offset, &d.gro, d.toWrite)
+		op.order, op.gro = d.toWrite, &d.gro
+		op.offset = offset - encap.VirtioNetHdrLen
+		d.stats.wrote(d.toWrite, &d.gro)
+	}
+	d.write = op
 	err := d.rc.Write(d.writeFn)
-	op := d.write
-	d.write = writeOp{}
+	op = d.write
+	d.write = writeOp{} // keep none of the caller's buffers alive
 
 	switch {
 	case err != nil:
@@ -248,7 +327,12 @@ func isDetached(err error) bool {
 	return errors.Is(err, unix.EBADFD) || errors.Is(err, unix.EBADF)
 }
 
-func (d *nativeDevice) BatchSize() int { return nativeBatchSize }
+func (d *nativeDevice) BatchSize() int {
+	if d.vnet {
+		return offloadBatchSize
+	}
+	return nativeBatchSize
+}
 
 // Name asks the kernel for the interface's name, which follows renames, and
 // falls back to the name it was created with.

@@ -1,0 +1,578 @@
+package afpacket
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/overlayd/overlayd/ringbuf"
+	"github.com/overlayd/overlayd/tunnel/udp"
+)
+
+var (
+	_ udp.Conn   = (*conn)(nil)
+	_ Configured = (*conn)(nil)
+)
+
+// Listen opens an AF_PACKET underlay on the Ethernet interface iface for
+// the UDP address laddr (IPv4, port not 0): ReadBatch returns the
+// datagrams that arrive on iface for laddr, WriteBatch sends datagrams
+// from laddr out of iface. It installs the Guard of opts (shared through
+// opts.Group) before it returns. The socket, the Guard and the neighbour
+// lookups belong to the network namespace of the calling thread, whatever
+// goroutine later uses or closes the Conn.
+func Listen(iface string, laddr netip.AddrPort, opts Options) (udp.Conn, error) {
+	c, err := listen(iface, laddr, opts)
+	if err != nil {
+		return nil, fmt.Errorf("afpacket: listen on %s %v: %w", iface, laddr, err)
+	}
+	return c, nil
+}
+
+func listen(iface string, laddr netip.AddrPort, opts Options) (*conn, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	laddr = netip.AddrPortFrom(laddr.Addr().Unmap(), laddr.Port())
+	if !laddr.Addr().Is4() || laddr.Port() == 0 {
+		return nil, errors.New("need an IPv4 address and a port")
+	}
+	g := opts.Group
+	if g == nil {
+		g = new(Group) // a group of one: no fanout
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	s, err := g.join(iface, laddr, opts.Guard)
+	if err != nil {
+		return nil, err
+	}
+	c, err := open(s, laddr, opts, opts.Group != nil)
+	if err != nil {
+		g.leave()
+		return nil, err
+	}
+	c.group = g
+	opts.Group = nil // Effective should not keep the group alive or expose it
+	opts.Guard = s.guardKind
+	c.opts = opts
+	return c, nil
+}
+
+// conn is a Conn on one AF_PACKET socket.
+type conn struct {
+	f      *os.File // the socket, in the netpoller
+	rc     syscall.RawConn
+	ring   *ringbuf.V3Ring
+	mem    []byte // the mmap'd receive ring
+	laddr  netip.AddrPort
+	opts   Options
+	group  *Group
+	closed atomic.Bool
+	gso    atomic.Bool // WriteBatch sends runs as UDP GSO super-datagrams
+
+	rx rxState
+	tx txBatch
+
+	stats      counters
+	statsMu    sync.Mutex
+	ringDrops  uint64 // PACKET_STATISTICS drops, read-and-cleared by the kernel
+	closeOnce  sync.Once
+	closeError error
+}
+
+// counters are the Stats updated once per batch.
+type counters struct {
+	received, sent, malformed, badChecksum, truncated atomic.Uint64
+	noNeighbour, unroutable                           atomic.Uint64
+}
+
+// open makes the socket and its ring, bound to s's interface.
+func open(s *shared, laddr netip.AddrPort, opts Options, fanout bool) (_ *conn, err error) {
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("socket: %w", err)
+	}
+	c := &conn{laddr: laddr}
+	defer func() {
+		if err != nil {
+			if c.mem != nil {
+				unix.Munmap(c.mem)
+			}
+			if c.f != nil {
+				c.f.Close()
+			} else {
+				unix.Close(fd)
+			}
+		}
+	}()
+	// Protocol 0 receives nothing: the filter is in place before bind
+	// lets the first frame in.
+	prog, err := filterProgram(laddr, ringMatch)
+	if err != nil {
+		return nil, err
+	}
+	if err := attachFilter(fd, prog); err != nil {
+		return nil, fmt.Errorf("SO_ATTACH_FILTER: %w", err)
+	}
+	for _, o := range []struct {
+		name     string
+		opt, val int
+	}{
+		{"PACKET_VERSION", unix.PACKET_VERSION, unix.TPACKET_V3},
+		// Every frame read or written starts with a virtio_net_hdr,
+		// which tells GSO super-datagrams apart and carries their
+		// segment size.
+		{"PACKET_VNET_HDR", unix.PACKET_VNET_HDR, 1},
+		// Straight to the driver: the qdisc would only add a lock and
+		// a queue (and tcpdump on this interface misses the frames).
+		{"PACKET_QDISC_BYPASS", unix.PACKET_QDISC_BYPASS, 1},
+	} {
+		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, o.opt, o.val); err != nil {
+			return nil, fmt.Errorf("%s: %w", o.name, err)
+		}
+	}
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, opts.SendBuffer) != nil {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, opts.SendBuffer); err != nil {
+			return nil, fmt.Errorf("SO_SNDBUF: %w", err)
+		}
+	}
+
+	const frameSize = 2048 // V3 packs frames as they come; this only has to divide the block
+	req := unix.TpacketReq3{
+		Block_size:     uint32(opts.BlockSize),
+		Block_nr:       uint32(opts.Blocks),
+		Frame_size:     frameSize,
+		Frame_nr:       uint32(opts.Blocks * opts.BlockSize / frameSize),
+		Retire_blk_tov: uint32(opts.BlockTimeout.Milliseconds()),
+	}
+	if err := unix.SetsockoptTpacketReq3(fd, unix.SOL_PACKET, unix.PACKET_RX_RING, &req); err != nil {
+		return nil, fmt.Errorf("PACKET_RX_RING of %d blocks of %d bytes: %w", opts.Blocks, opts.BlockSize, err)
+	}
+	if c.mem, err = unix.Mmap(fd, 0, opts.Blocks*opts.BlockSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
+		return nil, fmt.Errorf("mmap ring: %w", err)
+	}
+	if c.ring, err = ringbuf.NewV3Ring(c.mem, opts.BlockSize, opts.Blocks); err != nil {
+		return nil, err
+	}
+
+	// ETH_P_ALL: the tap runs before tc ingress, where GuardTC drops.
+	sa := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: s.link.index}
+	if err := unix.Bind(fd, sa); err != nil {
+		return nil, fmt.Errorf("bind to %s: %w", s.iface, err)
+	}
+	if fanout {
+		if err := s.joinFanout(fd); err != nil {
+			return nil, err
+		}
+	} else if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1); err != nil {
+		return nil, fmt.Errorf("PACKET_IGNORE_OUTGOING: %w", err)
+	}
+
+	c.f = os.NewFile(uintptr(fd), "afpacket:"+s.iface) // nonblocking: in the netpoller
+	if c.rc, err = c.f.SyscallConn(); err != nil {
+		return nil, err
+	}
+	c.rx.ready = func(uintptr) bool { return c.ring.Ready() }
+	c.tx.init(opts.BatchSize, s, laddr)
+	c.gso.Store(opts.GSO)
+	return c, nil
+}
+
+func attachFilter(fd int, prog []bpf.RawInstruction) error {
+	filters := make([]unix.SockFilter, len(prog))
+	for i, ins := range prog {
+		filters[i] = unix.SockFilter{Code: ins.Op, Jt: ins.Jt, Jf: ins.Jf, K: ins.K}
+	}
+	fprog := unix.SockFprog{Len: uint16(len(filters)), Filter: &filters[0]}
+	return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fprog)
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+func (c *conn) BatchSize() int            { return c.opts.BatchSize }
+func (c *conn) LocalAddr() netip.AddrPort { return c.laddr }
+func (c *conn) Effective() Options {
+	o := c.opts
+	o.GSO = c.gso.Load()
+	return o
+}
+
+func (c *conn) Stats() Stats {
+	c.statsMu.Lock()
+	defer c.statsMu.Unlock()
+	if !c.closed.Load() {
+		// Read and cleared by the kernel, so accumulated here.
+		c.rc.Control(func(fd uintptr) {
+			if st, err := unix.GetsockoptTpacketStatsV3(int(fd), unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
+				c.ringDrops += uint64(st.Drops)
+			}
+		})
+	}
+	return Stats{
+		Received:    c.stats.received.Load(),
+		Sent:        c.stats.sent.Load(),
+		Malformed:   c.stats.malformed.Load(),
+		BadChecksum: c.stats.badChecksum.Load(),
+		Truncated:   c.stats.truncated.Load(),
+		RingDrops:   c.ringDrops,
+		Corrupt:     c.ring.Corrupt(),
+		NoNeighbour: c.stats.noNeighbour.Load(),
+		Unroutable:  c.stats.unroutable.Load(),
+	}
+}
+
+// Close closes the socket, waits for ReadBatch and WriteBatch to return,
+// unmaps the ring and, for the last Conn of its Group, removes the Guard.
+func (c *conn) Close() error {
+	c.closeOnce.Do(func() {
+		c.Stats() // the kernel's drop count dies with the socket
+		c.closed.Store(true)
+		err := c.f.Close() // wakes calls waiting in the netpoller
+		c.rx.mu.Lock()
+		c.tx.mu.Lock()
+		if merr := unix.Munmap(c.mem); merr != nil && err == nil {
+			err = merr
+		}
+		c.tx.mu.Unlock()
+		c.rx.mu.Unlock()
+		c.group.mu.Lock()
+		if gerr := c.group.leave(); gerr != nil && err == nil {
+			err = gerr
+		}
+		c.group.mu.Unlock()
+		if err != nil {
+			c.closeError = fmt.Errorf("afpacket: close %v: %w", c.laddr, err)
+		}
+	})
+	return c.closeError
+}
+
+// fail maps the error of a closed socket to net.ErrClosed and wraps others.
+func (c *conn) fail(op string, err error) error {
+	if c.closed.Load() || errors.Is(err, os.ErrClosed) {
+		return net.ErrClosed
+	}
+	return fmt.Errorf("afpacket: %s on %v: %w", op, c.laddr, err)
+}
+
+// rxState is ReadBatch's, reused by every call.
+type rxState struct {
+	mu    sync.Mutex
+	ready func(fd uintptr) bool // ring.Ready, bound once
+
+	// A GSO super-datagram not yet delivered whole: payload[off:] is
+	// still to be cut into segment-byte datagrams from src. It lies in
+	// the ring, whose block is not released until it is done.
+	rest    []byte
+	segment int
+	off     int
+	src     netip.AddrPort
+}
+
+func (c *conn) ReadBatch(bufs [][]byte, sizes []int, srcs []netip.AddrPort) (int, error) {
+	r := &c.rx
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(bufs) == 0 {
+		return 0, nil
+	}
+	for {
+		if c.closed.Load() {
+			return 0, net.ErrClosed
+		}
+		if n := c.fill(bufs, sizes, srcs); n > 0 {
+			if r.rest == nil {
+				c.ring.Release() // the kernel may have it back now
+			}
+			return n, nil
+		}
+		// Nothing handed over yet: sleep until the kernel closes a block.
+		if err := c.rc.Read(r.ready); err != nil {
+			return 0, c.fail("read ring", err)
+		}
+	}
+}
+
+// fill delivers the datagrams the ring holds into bufs without waiting.
+func (c *conn) fill(bufs [][]byte, sizes []int, srcs []netip.AddrPort) int {
+	r := &c.rx
+	var n int
+	var malformed, badSum, truncated uint64
+	for n < len(bufs) {
+		if r.rest != nil {
+			k, off := splitDatagram(bufs[n:], sizes[n:], r.rest, r.segment, r.off)
+			for i := n; i < n+k; i++ {
+				srcs[i] = r.src
+			}
+			n += k
+			if r.off = off; off >= len(r.rest) {
+				r.rest = nil
+			}
+			continue
+		}
+		f, ok := c.ring.Next()
+		if !ok {
+			break
+		}
+		var vnet []byte
+		if f.Mac >= ringbuf.TPacket3HeaderLen+vnetLen {
+			vnet = f.Raw[f.Mac-vnetLen : f.Mac]
+		}
+		d, why := parse(vnet, f.Data(), f.Len, f.Status, c.laddr)
+		switch why {
+		case delivered:
+			r.rest, r.segment, r.off, r.src = d.payload, d.segment, 0, d.src
+		case dropChecksum:
+			badSum++
+		case dropTruncated:
+			truncated++
+		default:
+			malformed++
+		}
+	}
+	c.stats.received.Add(uint64(n))
+	if malformed+badSum+truncated > 0 {
+		c.stats.malformed.Add(malformed)
+		c.stats.badChecksum.Add(badSum)
+		c.stats.truncated.Add(truncated)
+	}
+	return n
+}
+
+// txBatch is WriteBatch's, reused by every call. A batch is sent in
+// chunks of len(msgs) datagrams; message k of a chunk carries segs[k]
+// datagrams from first[k] on: one, or with GSO a run of them as one
+// super-datagram. Its iovecs are the message's headers (in hdrs) and then
+// the payloads, so that nothing is copied.
+type txBatch struct {
+	mu     sync.Mutex
+	msgs   []unix.Mmsghdr
+	iovs   []unix.Iovec // a header and the payloads of each message, in order
+	hdrs   []byte       // txHeaderLen per message
+	first  []int
+	segs   []int
+	dsts   []netip.AddrPort // per message
+	header *header
+	nb     *neighbours
+	mtu    int
+	id     uint16                // IP identification of the last datagram sent
+	send   func(fd uintptr) bool // t.do, bound once
+
+	// Per chunk.
+	count, next, iovsUsed int
+	// When a GSO message fails, the chunk is sent again unsegmented from
+	// its datagram resend on; gsoBroken turns GSO off for good.
+	resend    int
+	gsoBroken bool
+
+	// Per call.
+	sent, dropped    int
+	counted          int // refusals of datagrams before this one are counted
+	noNeigh, noRoute uint64
+	errAddr          netip.AddrPort
+	err              error
+	// The last destination's next hop: batches tend to go to one peer.
+	lastDst   netip.Addr
+	lastHop   hop
+	lastValid bool
+}
+
+func (t *txBatch) init(batch int, s *shared, laddr netip.AddrPort) {
+	t.msgs = make([]unix.Mmsghdr, batch)
+	t.iovs = make([]unix.Iovec, 2*batch)
+	t.hdrs = make([]byte, batch*txHeaderLen)
+	t.first = make([]int, batch)
+	t.segs = make([]int, batch)
+	t.dsts = make([]netip.AddrPort, batch)
+	t.header = newHeader(s.link.mac, laddr)
+	t.nb = s.neighbours
+	t.mtu = s.link.mtu
+	t.send = t.do
+}
+
+// refuse records that n datagrams to dst were not sent.
+func (t *txBatch) refuse(dst netip.AddrPort, err error, n int) {
+	if t.dropped == 0 {
+		t.errAddr, t.err = dst, err
+	}
+	t.dropped += n
+}
+
+// hop returns the next hop of dst.
+func (t *txBatch) hop(dst netip.Addr) hop {
+	if !t.lastValid || dst != t.lastDst {
+		t.lastDst, t.lastHop, t.lastValid = dst, t.nb.lookup(dst), true
+	}
+	return t.lastHop
+}
+
+// build lays out a chunk of datagrams, the batch's from base on, as
+// messages, skipping those that cannot go: no IPv4 destination, too
+// large, next hop unknown. Those are refused, once per WriteBatch even if
+// the chunk is built again.
+func (t *txBatch) build(bufs [][]byte, dsts []netip.AddrPort, base int, gso bool) {
+	t.count, t.next, t.iovsUsed, t.resend, t.gsoBroken = 0, 0, 0, -1, false
+	refuse := func(i int, dst netip.AddrPort, err error) {
+		if base+i >= t.counted {
+			t.refuse(dst, err, 1)
+			switch err {
+			case ErrNoNeighbour:
+				t.noNeigh++
+			case ErrUnroutable:
+				t.noRoute++
+			}
+		}
+	}
+	for i := 0; i < len(bufs); {
+		dst := netip.AddrPortFrom(dsts[i].Addr().Unmap(), dsts[i].Port())
+		if !dst.Addr().Is4() {
+			refuse(i, dst, unix.EAFNOSUPPORT)
+			i++
+			continue
+		}
+		if Overhead+len(bufs[i]) > t.mtu {
+			refuse(i, dst, unix.EMSGSIZE)
+			i++
+			continue
+		}
+		h := t.hop(dst.Addr())
+		if h.state != hopResolved {
+			err := ErrNoNeighbour
+			if h.state == hopUnroutable {
+				err = ErrUnroutable
+			}
+			refuse(i, dst, err)
+			i++
+			continue
+		}
+		segs := 1
+		if gso {
+			segs = gsoRun(bufs[i:], dsts[i:])
+		}
+		k := t.count
+		hdr := t.hdrs[k*txHeaderLen : (k+1)*txHeaderLen]
+		if segs == 1 {
+			t.id++
+			t.header.write(hdr, h.mac, dst, bufs[i], t.id)
+		} else {
+			total := 0
+			for _, b := range bufs[i : i+segs] {
+				total += len(b)
+			}
+			t.header.writeGSO(hdr, h.mac, dst, total, len(bufs[i]), t.id+1)
+			t.id += uint16(segs) // the kernel numbers the segments on
+		}
+		iov := t.iovs[t.iovsUsed : t.iovsUsed+1+segs]
+		setIovec(&iov[0], hdr)
+		for j, b := range bufs[i : i+segs] {
+			setIovec(&iov[1+j], b)
+		}
+		m := &t.msgs[k].Hdr
+		m.Iov = &iov[0]
+		m.SetIovlen(len(iov))
+		t.iovsUsed += len(iov)
+		t.first[k], t.segs[k], t.dsts[k] = i, segs, dst
+		t.count++
+		i += segs
+	}
+	t.counted = max(t.counted, base+len(bufs))
+}
+
+// do sends the chunk's messages from t.next on. It returns false, asking
+// the netpoller to wait, when the send buffer is full. sendmmsg stops at
+// the first message the kernel refuses; an unsegmented one is dropped
+// (ENOBUFS when the device queue is full, with the qdisc bypassed) and the
+// rest sent, a GSO one has its chunk sent again unsegmented.
+func (t *txBatch) do(fd uintptr) bool {
+	for t.next < t.count {
+		n, errno := sendmmsg(fd, t.msgs[t.next:t.count])
+		if errno == 0 && n <= 0 {
+			errno = unix.EIO // impossible for a nonempty batch; do not spin on it
+		}
+		switch {
+		case errno == 0:
+			for _, s := range t.segs[t.next : t.next+n] {
+				t.sent += s
+			}
+			t.next += n
+		case errno == unix.EINTR:
+		case errno == unix.EAGAIN:
+			return false
+		case t.segs[t.next] > 1:
+			// EINVAL: the kernel takes no UDP GSO from packet sockets
+			// (before Linux 6.2). Others would drop the whole run.
+			t.resend = t.first[t.next]
+			t.gsoBroken = errno == unix.EINVAL
+			return true
+		default:
+			t.refuse(t.dsts[t.next], errno, 1)
+			t.next++
+		}
+	}
+	return true
+}
+
+func (c *conn) WriteBatch(bufs [][]byte, dsts []netip.AddrPort) (int, error) {
+	t := &c.tx
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c.closed.Load() {
+		return 0, net.ErrClosed
+	}
+	t.sent, t.dropped, t.counted, t.errAddr, t.err = 0, 0, 0, netip.AddrPort{}, nil
+	t.noNeigh, t.noRoute, t.lastValid = 0, 0, false
+	gso := c.gso.Load()
+	for pos := 0; pos < len(bufs); {
+		end := min(pos+len(t.msgs), len(bufs))
+		t.build(bufs[pos:end], dsts[pos:end], pos, gso)
+		err := c.rc.Write(t.send)
+		clear(t.iovs[:t.iovsUsed]) // keep none of the caller's buffers alive
+		if err != nil {
+			c.stats.sent.Add(uint64(t.sent))
+			return t.sent, c.fail("sendmmsg", err)
+		}
+		if t.resend >= 0 {
+			if t.gsoBroken {
+				c.gso.Store(false)
+			}
+			pos, gso = pos+t.resend, false
+			continue
+		}
+		pos = end
+	}
+	c.stats.sent.Add(uint64(t.sent))
+	if t.dropped > 0 {
+		c.stats.noNeighbour.Add(t.noNeigh)
+		c.stats.unroutable.Add(t.noRoute)
+		return t.sent, &udp.WriteError{Dropped: t.dropped, Addr: t.errAddr, Err: t.err}
+	}
+	return t.sent, nil
+}
+
+// sendmmsg sends msgs, len(msgs) > 0, on the socket's bound interface.
+func sendmmsg(fd uintptr, msgs []unix.Mmsghdr) (int, syscall.Errno) {
+	n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, fd,
+		uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), 0, 0, 0)
+	return int(n), errno
+}
+
+// setIovec points iov at buf.
+func setIovec(iov *unix.Iovec, buf []byte) {
+	if len(buf) == 0 {
+		iov.Base = nil
+	} else {
+		iov.Base = &buf[0]
+	}
+	iov.SetLen(len(buf))
+}

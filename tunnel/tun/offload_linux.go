@@ -1,0 +1,223 @@
+package tun
+
+import (
+	"errors"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/overlayd/overlayd/encap"
+)
+
+// TUNSETOFFLOAD flags, from linux/if_tun.h (x/sys/unix lacks them).
+const (
+	tunFCsum = 0x01
+	tunFTSO4 = 0x02
+	tunFTSO6 = 0x04
+	tunFUSO4 = 0x20
+	tunFUSO6 = 0x40
+)
+
+// maxPacketLen bounds what the kernel hands over through a TUN: an IPv4
+// total length, and the kernel's default GSO size for a TUN.
+const maxPacketLen = 65535
+
+var _ FeatureReporter = (*nativeDevice)(nil)
+
+// ioctl runs call, an ioctl with request req and argument flags, unless
+// the fault hook stands in for the kernel and refuses it.
+func (o *options) ioctl(req uint, flags uint32, call func() error) error {
+	if o.fault != nil {
+		if err := o.fault(req, flags); err != nil {
+			return err
+		}
+	}
+	return call()
+}
+
+// openFirstQueue opens a TUN interface's first queue, with IFF_VNET_HDR and
+// offloads if asked for and the kernel agrees, and otherwise without. It
+// adds IFF_VNET_HDR to *flags when the later queues must have it too.
+func openFirstQueue(name string, flags *uint16, o *options) (*nativeDevice, error) {
+	if !o.offloads {
+		return openQueue(name, *flags, o)
+	}
+	d, err := openQueue(name, *flags|unix.IFF_VNET_HDR, o)
+	if err != nil {
+		// If the queue cannot be opened without IFF_VNET_HDR either, the
+		// error was not about offloads.
+		plain, perr := openQueue(name, *flags, o)
+		if perr != nil {
+			return nil, perr
+		}
+		plain.offloadErr = &OffloadError{Op: "IFF_VNET_HDR", Err: err}
+		return plain, nil
+	}
+	*flags |= unix.IFF_VNET_HDR
+	d.negotiateOffloads(o)
+	return d, nil
+}
+
+// negotiateOffloads asks the kernel for checksum, TCP and UDP segmentation
+// offloads for the whole interface. USO came with Linux 6.2; earlier
+// kernels refuse the request with EINVAL, and then get it without USO.
+func (d *nativeDevice) negotiateOffloads(o *options) {
+	const tso = tunFCsum | tunFTSO4 | tunFTSO6
+	err := d.setOffload(o, tso|tunFUSO4|tunFUSO6)
+	if err == nil {
+		d.features.TSO, d.features.USO = true, true
+		return
+	}
+	if errors.Is(err, unix.EINVAL) {
+		if err = d.setOffload(o, tso); err == nil {
+			d.features.TSO = true
+			return
+		}
+	}
+	// IFF_VNET_HDR stays: Write can still hand the kernel merged
+	// segments, and Read gets packets whose checksums are done.
+	d.offloadErr = &OffloadError{Op: "TUNSETOFFLOAD", Err: err}
+}
+
+func (d *nativeDevice) setOffload(o *options, flags uint32) error {
+	var err error
+	cerr := d.rc.Control(func(fd uintptr) {
+		err = o.ioctl(unix.TUNSETOFFLOAD, flags, func() error {
+			return unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, int(flags))
+		})
+	})
+	if cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// initOffloads sets up a queue opened with IFF_VNET_HDR.
+func (d *nativeDevice) initOffloads(o *options) {
+	d.vnet = true
+	d.gro.Verify = o.verify
+	d.features.VirtioHdr = true
+	d.vread.buf = make([]byte, encap.VirtioNetHdrLen+maxPacketLen)
+	d.vread.stats = &d.stats
+	d.readFn = d.vread.do
+	d.toWrite = make([]int, 0, offloadBatchSize)
+}
+
+func (d *nativeDevice) Features() (Features, error) { return d.features, d.offloadErr }
+
+// offloadCounters count what the offloads did, for tests and profiles.
+type offloadCounters struct {
+	superPackets atomic.Uint64 // super-packets Read got from the kernel
+	segments     atomic.Uint64 // packets Read made of them
+	coalesced    atomic.Uint64 // super-packets Write handed the kernel
+	merged       atomic.Uint64 // packets Write merged into them
+}
+
+// wrote counts the super-packets of one Write.
+func (c *offloadCounters) wrote(toWrite []int, gro *encap.GROTable) {
+	var supers, merged uint64
+	for _, i := range toWrite {
+		if n := gro.Packets(i); n > 1 {
+			supers++
+			merged += uint64(n)
+		}
+	}
+	if supers > 0 {
+		c.coalesced.Add(supers)
+		c.merged.Add(merged)
+	}
+}
+
+// vnetReadOp is the state of Reads with IFF_VNET_HDR. A super-packet is
+// read whole into buf and split into the caller's buffers; what does not
+// fit stays pending for the next Read.
+type vnetReadOp struct {
+	bufs   [][]byte
+	sizes  []int
+	offset int
+	n      int   // packets delivered so far
+	err    error // error that ended the batch
+
+	buf     []byte             // VirtioNetHdrLen+maxPacketLen bytes, for read(2)
+	pending []byte             // in buf: a packet read but not yet delivered
+	hdr     encap.VirtioNetHdr // pending's header
+	stats   *offloadCounters
+}
+
+// do delivers the pending packet, then drains the queue into op.bufs. It
+// returns false, asking the netpoller to wait, only while nothing has been
+// delivered.
+func (op *vnetReadOp) do(fd uintptr) bool {
+	for op.n < len(op.bufs) {
+		if op.pending == nil {
+			m, err := unix.Read(int(fd), op.buf)
+			switch err {
+			case nil:
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return op.n > 0
+			default:
+				op.err = err
+				return true
+			}
+			if err := op.hdr.Decode(op.buf[:m]); err != nil {
+				op.err = err
+				return true
+			}
+			op.pending = op.buf[encap.VirtioNetHdrLen:m]
+		}
+		if !op.deliver() {
+			return true
+		}
+	}
+	return true
+}
+
+// deliver splits the pending packet into the free buffers. It reports
+// whether there may be room for more.
+func (op *vnetReadOp) deliver() bool {
+	bufs, sizes := op.bufs[op.n:], op.sizes[op.n:]
+	gso := op.hdr.GSOType != encap.GSONone
+	n, err := encap.SplitGSO(op.pending, op.hdr, bufs, sizes, op.offset)
+	var rest []byte
+	if err == encap.ErrTooManySegments && op.n == 0 {
+		// More segments than the caller has buffers at all: hand over
+		// what fits and keep the rest.
+		n, rest, err = encap.SplitGSOHead(op.pending, &op.hdr, bufs, sizes, op.offset)
+	}
+	switch err {
+	case nil:
+	case encap.ErrTooManySegments:
+		return false // for the next Read, which has more buffers
+	default:
+		op.pending = nil // dropped
+		op.err = err
+		return false
+	}
+	op.n += n
+	if gso {
+		if rest == nil {
+			op.stats.superPackets.Add(1)
+		}
+		op.stats.segments.Add(uint64(n))
+	}
+	op.pending = rest
+	return rest == nil
+}
+
+func (d *nativeDevice) readVnet(bufs [][]byte, sizes []int, offset int) (int, error) {
+	op := &d.vread
+	op.bufs, op.sizes, op.offset, op.n, op.err = bufs, sizes, offset, 0, nil
+	err := d.rc.Read(d.readFn)
+	n, opErr := op.n, op.err
+	op.bufs, op.sizes, op.err = nil, nil, nil // keep none of the caller's buffers alive
+
+	if err != nil { // only possible before the first packet
+		return 0, d.fail("read", err)
+	}
+	if opErr != nil {
+		return n, d.fail("read", opErr)
+	}
+	return n, nil
+}
