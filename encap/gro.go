@@ -5,11 +5,15 @@ import (
 	"encoding/binary"
 )
 
-// GROTable is the scratch space of CoalesceTCP, to be reused from one batch
-// to the next by one writer: once it has seen its largest batch, coalescing
+// udpMaxSegments is the most datagrams the kernel takes in one UDP
+// super-packet (UDP_MAX_SEGMENTS); it refuses a larger one.
+const udpMaxSegments = 64
+
+// GROTable is the scratch space of Coalesce, to be reused from one batch to
+// the next by one writer: once it has seen its largest batch, coalescing
 // allocates nothing. The zero value is ready to use.
 type GROTable struct {
-	// Verify makes CoalesceTCP check every TCP and UDP checksum before it
+	// Verify makes Coalesce check every TCP and UDP checksum before it
 	// marks a packet VirtioNeedsCsum, which makes the kernel take the
 	// payload as correct. A packet that fails goes out untouched with a
 	// plain header, for the kernel to check and drop. It costs a pass over
@@ -17,34 +21,45 @@ type GROTable struct {
 	// packets on the way here (VXLAN without an outer UDP checksum).
 	Verify bool
 
+	// UDP makes Coalesce merge UDP datagrams into GSOUDPL4 super-packets
+	// as well as TCP segments. Set it only for a TUN that accepted
+	// TUN_F_USO4 and TUN_F_USO6 (Linux 6.2 and later); without it every
+	// UDP datagram is written alone.
+	UDP bool
+
 	flows   map[groKey]int32 // flow -> index in runs of its latest run
 	runs    []groRun
 	carried []uint16 // per index in bufs: how many input packets it carries
 }
 
-// groKey identifies a TCP flow: addresses and ports, as they appear in the
-// packet (IPv4 addresses use the first 8 bytes of addrs).
+// groKey identifies a TCP or UDP flow: protocol, addresses and ports, as
+// they appear in the packet (IPv4 addresses use the first 8 bytes of
+// addrs).
 type groKey struct {
 	addrs [32]byte
 	ports [4]byte
+	proto uint8
 	v6    bool
 }
 
-// groRun is a packet being written, with what following segments of its
+// groRun is a packet being written, with what following packets of its
 // flow need to match to be appended to it.
 type groRun struct {
 	head    int32  // index in bufs of the packet
 	l4Off   uint16 // IP header length
-	hdrLen  uint16 // IP and TCP headers
+	hdrLen  uint16 // IP and TCP or UDP headers
 	gsoSize uint16 // payload length of the head; every segment but the last has it
-	nextSeq uint32 // sequence number that continues the run
 	packets uint16 // input packets in the run
+	nextSeq uint32 // TCP: sequence number that continues the run
+	ipID    uint16 // UDP over IPv4: the head's IP ID
+	fixedID bool   // UDP over IPv4: all datagrams carry ipID, rather than ipID+k
+	proto   uint8  // protoTCP or protoUDP
 	open    bool   // more segments may be appended
 	plain   bool   // written untouched with a GSONone header (Verify failed)
 	v6      bool
 }
 
-// groPacket is what CoalesceTCP reads from one packet's headers.
+// groPacket is what Coalesce reads from one packet's headers.
 type groPacket struct {
 	proto  uint8 // protoTCP, protoUDP, or 0 for anything else
 	v6     bool
@@ -55,53 +70,58 @@ type groPacket struct {
 	flags  uint8
 }
 
-// CoalesceTCP prepares a batch of packets for a TUN with IFF_VNET_HDR: it
-// merges consecutive segments of a TCP flow into super-packets (GRO), and
-// writes each packet's virtio-net header into the VirtioNetHdrLen bytes in
-// front of it. It returns toWrite[:0] with the indices of the packets to
-// write, each as bufs[i][offset-VirtioNetHdrLen:]; the others were merged.
+// Coalesce prepares a batch of packets for a TUN with IFF_VNET_HDR: it
+// merges consecutive segments of a TCP flow, and with t.UDP consecutive
+// datagrams of a UDP flow, into super-packets (GRO), and writes each
+// packet's virtio-net header into the VirtioNetHdrLen bytes in front of
+// it. It returns toWrite[:0] with the indices of the packets to write,
+// each as bufs[i][offset-VirtioNetHdrLen:]; the others were merged.
 //
 // Packet i is bufs[i][offset:]; offset must be at least VirtioNetHdrLen. A
-// segment is appended to the packet before it in its flow, which grows
+// packet is appended to the packet before it in its flow, which grows
 // within its buffer's capacity (bufs[i] is lengthened), when both carry
-// IPv4 or IPv6 with the same addresses, ports, TOS or traffic class and
-// flow label, TTL or hop limit, DF, IP and TCP options and acknowledgement
-// number; its sequence number follows on; its payload is no larger than
-// the first one's, which all but the last must equal; only ACK is set, or
-// ACK|PSH on the last; and the result stays within 65535 bytes. Such a
-// super-packet is marked GSOTCPv4/GSOTCPv6 and VirtioNeedsCsum, with the
-// pseudo-header sum in its TCP checksum field, as the kernel's GRO leaves
-// it (CHECKSUM_PARTIAL): nobody sums the payload on this host. TCP and UDP
-// packets that were not merged are marked VirtioNeedsCsum the same way
-// (see GROTable.Verify); anything else gets a header of zeros.
+// IPv4 with a valid header checksum, or IPv6, with the same addresses,
+// ports, TOS or traffic class and flow label, TTL or hop limit, DF and IP
+// options; its payload is not empty and no larger than the first one's,
+// which all but the last must equal; and the result stays within 65535
+// bytes. Besides:
+//
+//   - TCP segments must have the same TCP options and acknowledgement
+//     number, sequence numbers that follow on, and only ACK set, or
+//     ACK|PSH on the last. Such a super-packet is marked GSOTCPv4 or
+//     GSOTCPv6.
+//   - UDP datagrams must carry a checksum and no IPv4 options, be at most
+//     64 (UDP_MAX_SEGMENTS), and have IPv4 IDs that count up from the
+//     first one's, or, with DF, all equal it (the kernel's segmentation
+//     numbers them up again: an atomic datagram's ID means nothing, RFC
+//     6864). Such a super-packet is marked GSOUDPL4; the kernel cuts it
+//     back into the same datagrams before a socket sees them, unless the
+//     socket asked for UDP_GRO.
+//
+// A super-packet is marked VirtioNeedsCsum, with the pseudo-header sum
+// over its whole length in its TCP or UDP checksum field, as the kernel's
+// GRO leaves it (CHECKSUM_PARTIAL): nobody sums the payload on this host.
+// TCP and UDP packets that were not merged are marked VirtioNeedsCsum the
+// same way (see GROTable.Verify); anything else gets a header of zeros.
+// These are the rules of the kernel's own GRO (tcp_gro_receive,
+// udp_gro_receive_segment), which is what makes the result acceptable to
+// the kernel's forwarding and delivery paths.
 //
 // A packet is only ever merged into the packet before it in its flow, and
 // the indices are returned in increasing order, so every flow keeps its
 // order. t.Packets tells how many input packets each written one carries.
-func CoalesceTCP(bufs [][]byte, offset int, t *GROTable, toWrite []int) []int {
+func Coalesce(bufs [][]byte, offset int, t *GROTable, toWrite []int) []int {
 	t.reset(len(bufs))
 	toWrite = toWrite[:0]
 	for i := range bufs {
-		pkt := bufs[i][offset:]
 		var p groPacket
-		p.parse(pkt)
-		switch {
-		case p.proto == protoTCP:
-			if t.tcp(bufs, offset, i, &p) {
-				toWrite = append(toWrite, i)
-			}
-		case p.proto == protoUDP && (!t.Verify || p.checksumValid(pkt)):
-			setPartialChecksum(pkt, p.v6, protoUDP, p.l4Off, udpOffChecksum)
-			h := VirtioNetHdr{
-				Flags:      VirtioNeedsCsum,
-				HdrLen:     uint16(p.hdrLen),
-				CsumStart:  uint16(p.l4Off),
-				CsumOffset: udpOffChecksum,
-			}
-			h.Encode(bufs[i][offset-VirtioNetHdrLen:])
-			toWrite = append(toWrite, i)
-		default:
+		p.parse(bufs[i][offset:])
+		if p.proto == 0 {
 			clear(bufs[i][offset-VirtioNetHdrLen : offset])
+			toWrite = append(toWrite, i)
+			continue
+		}
+		if t.add(bufs, offset, i, &p) {
 			toWrite = append(toWrite, i)
 		}
 	}
@@ -110,7 +130,7 @@ func CoalesceTCP(bufs [][]byte, offset int, t *GROTable, toWrite []int) []int {
 }
 
 // Packets reports how many input packets bufs[i] carries after the last
-// CoalesceTCP: 0 if it was merged into another, 1 or more if it is written.
+// Coalesce: 0 if it was merged into another, 1 or more if it is written.
 func (t *GROTable) Packets(i int) int {
 	if i < 0 || i >= len(t.carried) {
 		return 0
@@ -133,47 +153,66 @@ func (t *GROTable) reset(n int) {
 	}
 }
 
-// tcp merges the TCP packet bufs[i] into its flow's latest run, or starts
-// a run with it. It reports whether bufs[i] is to be written.
-func (t *GROTable) tcp(bufs [][]byte, offset, i int, p *groPacket) bool {
+// add merges the TCP or UDP packet bufs[i] into its flow's latest run, or
+// starts a run with it. It reports whether bufs[i] is to be written.
+func (t *GROTable) add(bufs [][]byte, offset, i int, p *groPacket) bool {
 	pkt := bufs[i][offset:]
-	key := p.key(pkt)
 	plain := t.Verify && !p.checksumValid(pkt)
-	if ri, ok := t.flows[key]; ok && !plain {
-		r := &t.runs[ri]
-		if r.canAppend(bufs, offset, pkt, p) {
-			r.append(bufs, offset, pkt, p)
-			t.carried[r.head] = r.packets
-			t.carried[i] = 0
-			return false
+	merging := p.proto == protoTCP || t.UDP
+	var key groKey
+	if merging {
+		key = p.key(pkt)
+		if ri, ok := t.flows[key]; ok && !plain {
+			r := &t.runs[ri]
+			if r.canAppend(bufs, offset, pkt, p) {
+				r.append(bufs, offset, pkt, p)
+				t.carried[r.head] = r.packets
+				t.carried[i] = 0
+				return false
+			}
 		}
 	}
+	t.runs = append(t.runs, newRun(pkt, i, p, merging && !plain))
+	t.runs[len(t.runs)-1].plain = plain
+	if merging {
+		// Even a run that stays closed ends its flow's previous one:
+		// nothing behind it may overtake it.
+		t.flows[key] = int32(len(t.runs) - 1)
+	}
+	return true
+}
+
+// newRun starts a run with pkt, bufs[i]; open says whether its flow may
+// merge at all.
+func newRun(pkt []byte, i int, p *groPacket, open bool) groRun {
 	payload := len(pkt) - p.hdrLen
-	t.runs = append(t.runs, groRun{
+	r := groRun{
 		head:    int32(i),
 		l4Off:   uint16(p.l4Off),
 		hdrLen:  uint16(p.hdrLen),
 		gsoSize: uint16(payload),
-		nextSeq: p.seq + uint32(payload),
 		packets: 1,
-		open:    !plain && p.flags == tcpFlagACK && payload > 0,
-		plain:   plain,
+		proto:   p.proto,
 		v6:      p.v6,
-	})
-	t.flows[key] = int32(len(t.runs) - 1)
-	return true
+	}
+	r.open = open && payload > 0 && (p.v6 || ipv4HeaderValid(pkt, p.l4Off))
+	if p.proto == protoTCP {
+		r.nextSeq = p.seq + uint32(payload)
+		r.open = r.open && p.flags == tcpFlagACK
+	} else {
+		r.open = r.open && (p.v6 || p.l4Off == ipv4MinHeaderLen) && hasUDPChecksum(pkt, p.l4Off)
+		if !p.v6 {
+			r.ipID = binary.BigEndian.Uint16(pkt[ipv4OffID:])
+		}
+	}
+	return r
 }
 
-// canAppend reports whether the segment pkt continues the run.
+// canAppend reports whether pkt continues the run.
 func (r *groRun) canAppend(bufs [][]byte, offset int, pkt []byte, p *groPacket) bool {
 	payload := len(pkt) - p.hdrLen
-	if !r.open || p.seq != r.nextSeq || payload == 0 || payload > int(r.gsoSize) {
-		return false
-	}
-	if p.flags != tcpFlagACK && p.flags != tcpFlagACK|tcpFlagPSH {
-		return false
-	}
-	if p.hdrLen != int(r.hdrLen) || p.l4Off != int(r.l4Off) {
+	if !r.open || payload == 0 || payload > int(r.gsoSize) ||
+		p.hdrLen != int(r.hdrLen) || p.l4Off != int(r.l4Off) {
 		return false
 	}
 	head := bufs[r.head][offset:]
@@ -190,13 +229,34 @@ func (r *groRun) canAppend(bufs [][]byte, offset int, pkt []byte, p *groPacket) 
 		// TOS; DF and the reserved bit (MF is known clear); TTL; options.
 		if head[1] != pkt[1] || head[ipv4OffFlags]&0xe0 != pkt[ipv4OffFlags]&0xe0 ||
 			head[ipv4OffTTL] != pkt[ipv4OffTTL] ||
-			!bytes.Equal(head[ipv4MinHeaderLen:p.l4Off], pkt[ipv4MinHeaderLen:p.l4Off]) {
+			!bytes.Equal(head[ipv4MinHeaderLen:p.l4Off], pkt[ipv4MinHeaderLen:p.l4Off]) ||
+			!ipv4HeaderValid(pkt, p.l4Off) {
 			return false
 		}
+	}
+	if p.proto == protoUDP {
+		return r.packets < udpMaxSegments && hasUDPChecksum(pkt, p.l4Off) &&
+			(p.v6 || r.idFollows(pkt))
+	}
+	if p.seq != r.nextSeq || p.flags != tcpFlagACK && p.flags != tcpFlagACK|tcpFlagPSH {
+		return false
 	}
 	th := head[p.l4Off:]
 	return binary.BigEndian.Uint32(th[tcpOffAck:]) == p.ack &&
 		bytes.Equal(th[tcpMinHeaderLen:p.hdrLen-p.l4Off], pkt[p.l4Off+tcpMinHeaderLen:p.hdrLen])
+}
+
+// idFollows reports whether the IPv4 ID of the datagram pkt continues the
+// run: the head's plus the datagrams before it, as the kernel numbers the
+// segments it cuts; or, with DF (known equal to the head's), the head's
+// own, as Linux sends on unconnected sockets. The second datagram decides
+// which of the two the run is.
+func (r *groRun) idFollows(pkt []byte) bool {
+	id := binary.BigEndian.Uint16(pkt[ipv4OffID:])
+	if id == r.ipID && pkt[ipv4OffFlags]&ipv4FlagDF != 0 && (r.packets == 1 || r.fixedID) {
+		return true
+	}
+	return !r.fixedID && id == r.ipID+r.packets
 }
 
 // append copies the payload of pkt behind the run's head.
@@ -206,22 +266,28 @@ func (r *groRun) append(bufs [][]byte, offset int, pkt []byte, p *groPacket) {
 	bufs[r.head] = bufs[r.head][:end+len(payload)]
 	copy(bufs[r.head][end:], payload)
 
-	th := bufs[r.head][offset+p.l4Off:]
-	// The latest window is what the receiver would be left with after
-	// taking the segments one by one.
-	copy(th[tcpOffWindow:tcpOffWindow+2], pkt[p.l4Off+tcpOffWindow:])
-	if p.flags&tcpFlagPSH != 0 {
-		th[tcpOffFlags] |= tcpFlagPSH
-		r.open = false
+	if p.proto == protoUDP {
+		if r.packets == 1 && !r.v6 {
+			r.fixedID = binary.BigEndian.Uint16(pkt[ipv4OffID:]) == r.ipID
+		}
+	} else {
+		th := bufs[r.head][offset+p.l4Off:]
+		// The latest window is what the receiver would be left with
+		// after taking the segments one by one.
+		copy(th[tcpOffWindow:tcpOffWindow+2], pkt[p.l4Off+tcpOffWindow:])
+		if p.flags&tcpFlagPSH != 0 {
+			th[tcpOffFlags] |= tcpFlagPSH
+			r.open = false
+		}
+		r.nextSeq += uint32(len(payload))
 	}
 	if len(payload) < int(r.gsoSize) {
 		r.open = false // only the last segment may be short
 	}
-	r.nextSeq += uint32(len(payload))
 	r.packets++
 }
 
-// finish writes the headers of the TCP packets to be written.
+// finish writes the headers of the TCP and UDP packets to be written.
 func (t *GROTable) finish(bufs [][]byte, offset int) {
 	for i := range t.runs {
 		r := &t.runs[i]
@@ -237,18 +303,28 @@ func (t *GROTable) finish(bufs [][]byte, offset int) {
 			CsumStart:  r.l4Off,
 			CsumOffset: tcpOffChecksum,
 		}
+		if r.proto == protoUDP {
+			h.CsumOffset = udpOffChecksum
+		}
 		if r.packets > 1 {
 			h.GSOSize = r.gsoSize
-			if r.v6 {
+			switch {
+			case r.proto == protoUDP:
+				h.GSOType = GSOUDPL4
+				binary.BigEndian.PutUint16(pkt[r.l4Off+udpOffLength:], uint16(len(pkt)-int(r.l4Off)))
+			case r.v6:
 				h.GSOType = GSOTCPv6
+			default:
+				h.GSOType = GSOTCPv4
+			}
+			if r.v6 {
 				binary.BigEndian.PutUint16(pkt[ipv6OffPayloadLen:], uint16(len(pkt)-ipv6HeaderLen))
 			} else {
-				h.GSOType = GSOTCPv4
 				binary.BigEndian.PutUint16(pkt[ipv4OffTotalLen:], uint16(len(pkt)))
 				setIPv4Checksum(pkt, int(r.l4Off))
 			}
 		}
-		setPartialChecksum(pkt, r.v6, protoTCP, int(r.l4Off), tcpOffChecksum)
+		setPartialChecksum(pkt, r.v6, r.proto, int(r.l4Off), int(h.CsumOffset))
 		h.Encode(vhdr)
 	}
 }
@@ -261,10 +337,24 @@ func setPartialChecksum(pkt []byte, v6 bool, proto uint8, l4Off, csumOff int) {
 	binary.BigEndian.PutUint16(pkt[l4Off+csumOff:], s)
 }
 
-// parse reads the headers CoalesceTCP needs. It leaves p.proto 0 for
-// anything it will not touch: not IPv4 or IPv6, lengths that disagree
-// with the packet, IPv4 fragments, IPv6 extension headers, or transports
-// other than TCP and UDP.
+// ipv4HeaderValid reports whether the IPv4 header of pkt, ihl bytes long,
+// has a correct checksum: a merged packet gets a new one, which must not
+// cover up a damaged header.
+func ipv4HeaderValid(pkt []byte, ihl int) bool {
+	return Checksum(pkt[:ihl], 0) == 0xffff
+}
+
+// hasUDPChecksum reports whether the UDP datagram at l4Off carries a
+// checksum. The kernel's UDP GRO merges only those: the segments of a
+// super-packet all get one.
+func hasUDPChecksum(pkt []byte, l4Off int) bool {
+	return pkt[l4Off+udpOffChecksum]|pkt[l4Off+udpOffChecksum+1] != 0
+}
+
+// parse reads the headers Coalesce needs. It leaves p.proto 0 for anything
+// it will not touch: not IPv4 or IPv6, lengths that disagree with the
+// packet, IPv4 fragments, IPv6 extension headers, or transports other
+// than TCP and UDP.
 func (p *groPacket) parse(pkt []byte) {
 	if len(pkt) > maxIPPacket || len(pkt) == 0 {
 		return
@@ -324,6 +414,7 @@ func (p *groPacket) key(pkt []byte) groKey {
 		copy(k.addrs[:], pkt[ipv4OffSrc:ipv4OffDst+4])
 	}
 	copy(k.ports[:], pkt[p.l4Off:p.l4Off+4])
+	k.proto = p.proto
 	k.v6 = p.v6
 	return k
 }
@@ -332,7 +423,7 @@ func (p *groPacket) key(pkt []byte) groKey {
 // (an IPv4 UDP checksum of zero means none was computed).
 func (p *groPacket) checksumValid(pkt []byte) bool {
 	l4 := pkt[p.l4Off:]
-	if p.proto == protoUDP && !p.v6 && l4[udpOffChecksum] == 0 && l4[udpOffChecksum+1] == 0 {
+	if p.proto == protoUDP && !p.v6 && !hasUDPChecksum(pkt, p.l4Off) {
 		return true
 	}
 	return Checksum(l4, uint32(Fold(addrSum(pkt, p.v6, p.proto)+uint64(len(l4))))) == 0xffff

@@ -5,10 +5,29 @@ import (
 	"io"
 )
 
+// SplitOptions say how SplitGSO and SplitGSOHead finish the packets they
+// write. The zero value completes every checksum.
+type SplitOptions struct {
+	// PartialChecksums leaves the TCP or UDP checksum that the kernel left
+	// to do (VirtioNeedsCsum) partial in every packet written: its field
+	// holds the pseudo-header sum over the packet's own transport length,
+	// not complemented, as the kernel leaves it for a device that finishes
+	// checksums itself (CHECKSUM_PARTIAL). It saves a pass over every
+	// payload byte where the receiver never looks at the checksum: an
+	// overlayd whose TUN marks what it writes VirtioNeedsCsum (Coalesce).
+	// CompleteChecksum finishes such a packet for any other receiver.
+	//
+	// Only a checksum in the transport header right behind the IP header
+	// (and IPv6 options) is left partial, the one CompleteChecksum finds;
+	// another one (a tunnel's inner header) is completed all the same.
+	PartialChecksums bool
+}
+
 // SplitGSO turns what a TUN with IFF_VNET_HDR handed over (pkt, the bytes
 // after the virtio-net header h) into packets that can go on the wire, as
 // the kernel's GSO would: segment i into out[i][offset:], its length into
-// sizes[i]. It returns how many it wrote.
+// sizes[i]. It returns how many it wrote, and whether their TCP or UDP
+// checksums are left partial (see SplitOptions).
 //
 //   - A TCP super-packet (GSOTCPv4, GSOTCPv6) becomes segments of
 //     h.GSOSize payload bytes. Each gets its own IPv4 total length, ID (the
@@ -20,9 +39,13 @@ import (
 //   - Either way every segment leaves with a complete TCP/UDP checksum, so
 //     that a receiver that verifies it (a flanneld peer's kernel) accepts
 //     it. Each segment is summed once, in the buffer it was copied to; the
-//     pseudo-header's addresses are summed once per super-packet.
+//     pseudo-header's addresses are summed once per super-packet. With
+//     opts.PartialChecksums, every segment's checksum is left partial
+//     instead, and no payload byte is summed.
 //   - A single packet with VirtioNeedsCsum gets its checksum completed
-//     (from h.CsumStart to the end, into h.CsumStart+h.CsumOffset).
+//     (from h.CsumStart to the end, into h.CsumStart+h.CsumOffset), or,
+//     with opts.PartialChecksums, left partial if it is the TCP or UDP
+//     checksum of the packet's own transport header.
 //   - Any other packet is copied as it is.
 //
 // If pkt holds more segments than len(out) (or len(sizes)), nothing is
@@ -31,22 +54,22 @@ import (
 // packet gives ErrGSOType, ErrVirtioHdr or ErrTruncated, and a segment too
 // long for its buffer io.ErrShortBuffer: drop and count the packet. pkt's
 // bytes are not modified. SplitGSO does not allocate.
-func SplitGSO(pkt []byte, h VirtioNetHdr, out [][]byte, sizes []int, offset int) (int, error) {
+func SplitGSO(pkt []byte, h VirtioNetHdr, out [][]byte, sizes []int, offset int, opts SplitOptions) (n int, partial bool, err error) {
 	if h.GSOType == GSONone {
-		return copyCompleting(pkt, &h, out, sizes, offset)
+		return copySingle(pkt, &h, out, sizes, offset, opts)
 	}
 	l, err := parseGSO(pkt, &h)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	if l.segs > len(out) || l.segs > len(sizes) {
-		return 0, ErrTooManySegments
+		return 0, false, ErrTooManySegments
 	}
 	if !l.fits(len(pkt), out, l.segs, offset) {
-		return 0, io.ErrShortBuffer
+		return 0, false, io.ErrShortBuffer
 	}
-	l.split(pkt, out, sizes, offset, l.segs, true)
-	return l.segs, nil
+	l.split(pkt, out, sizes, offset, l.segs, true, opts.PartialChecksums)
+	return l.segs, opts.PartialChecksums, nil
 }
 
 // SplitGSOHead is SplitGSO for a caller that may never have buffers enough
@@ -57,58 +80,61 @@ func SplitGSO(pkt []byte, h VirtioNetHdr, out [][]byte, sizes []int, offset int)
 // lengths). rest is that super-packet, described by *h, which SplitGSOHead
 // updates; it is nil when all of pkt was written. Unlike SplitGSO it
 // modifies pkt when it returns a rest.
-func SplitGSOHead(pkt []byte, h *VirtioNetHdr, out [][]byte, sizes []int, offset int) (n int, rest []byte, err error) {
+func SplitGSOHead(pkt []byte, h *VirtioNetHdr, out [][]byte, sizes []int, offset int, opts SplitOptions) (n int, rest []byte, partial bool, err error) {
 	if h.GSOType == GSONone {
-		n, err = copyCompleting(pkt, h, out, sizes, offset)
-		return n, nil, err
+		n, partial, err = copySingle(pkt, h, out, sizes, offset, opts)
+		return n, nil, partial, err
 	}
 	l, err := parseGSO(pkt, h)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, false, err
 	}
 	n = min(l.segs, len(out), len(sizes))
 	if n == 0 {
-		return 0, nil, ErrTooManySegments
+		return 0, nil, false, ErrTooManySegments
 	}
 	if !l.fits(len(pkt), out, n, offset) {
-		return 0, nil, io.ErrShortBuffer
+		return 0, nil, false, io.ErrShortBuffer
 	}
 	final := n == l.segs
-	l.split(pkt, out, sizes, offset, n, final)
+	l.split(pkt, out, sizes, offset, n, final, opts.PartialChecksums)
 	if final {
-		return n, nil, nil
+		return n, nil, opts.PartialChecksums, nil
 	}
 	rest = l.advance(pkt, n)
 	h.HdrLen = uint16(l.hdrLen)
-	return n, rest, nil
+	return n, rest, opts.PartialChecksums, nil
 }
 
-// copyCompleting handles a packet that is not a super-packet: a copy into
-// out[0], with its checksum completed if the kernel left it partial.
-func copyCompleting(pkt []byte, h *VirtioNetHdr, out [][]byte, sizes []int, offset int) (int, error) {
+// copySingle handles a packet that is not a super-packet: a copy into
+// out[0], with its checksum completed if the kernel left it partial,
+// unless opts lets it stay so.
+func copySingle(pkt []byte, h *VirtioNetHdr, out [][]byte, sizes []int, offset int, opts SplitOptions) (n int, partial bool, err error) {
 	var csumStart, csumAt int
-	if h.Flags&VirtioNeedsCsum != 0 {
+	needsCsum := h.Flags&VirtioNeedsCsum != 0
+	if needsCsum {
 		ipLen, ok := ipHeaderLen(pkt)
 		csumStart, csumAt = int(h.CsumStart), int(h.CsumStart)+int(h.CsumOffset)
 		if !ok || csumStart < ipLen || csumAt+2 > len(pkt) {
-			return 0, ErrVirtioHdr
+			return 0, false, ErrVirtioHdr
 		}
+		partial = opts.PartialChecksums && isTransportChecksum(pkt, csumStart, int(h.CsumOffset))
 	}
 	if len(out) == 0 || len(sizes) == 0 {
-		return 0, ErrTooManySegments
+		return 0, false, ErrTooManySegments
 	}
 	if len(out[0]) < offset || len(out[0])-offset < len(pkt) {
-		return 0, io.ErrShortBuffer
+		return 0, false, io.ErrShortBuffer
 	}
 	p := out[0][offset : offset+len(pkt)]
 	copy(p, pkt)
-	if h.Flags&VirtioNeedsCsum != 0 {
+	if needsCsum && !partial {
 		// The checksum field holds the pseudo-header sum: summing it with
 		// the rest gives the whole sum.
 		finishChecksum(p[csumAt:], Checksum(p[csumStart:], 0))
 	}
 	sizes[0] = len(p)
-	return 1, nil
+	return 1, partial, nil
 }
 
 // ipHeaderLen returns the length of the fixed IP header of what looks like
@@ -245,8 +271,9 @@ func (l *gsoLayout) fits(pktLen int, out [][]byte, n, offset int) bool {
 }
 
 // split writes the first n segments of pkt. final says whether the n-th is
-// the super-packet's last one, which keeps FIN and PSH.
-func (l *gsoLayout) split(pkt []byte, out [][]byte, sizes []int, offset, n int, final bool) {
+// the super-packet's last one, which keeps FIN and PSH; partial leaves
+// their checksums partial.
+func (l *gsoLayout) split(pkt []byte, out [][]byte, sizes []int, offset, n int, final, partial bool) {
 	hdr, payload := pkt[:l.hdrLen], pkt[l.hdrLen:]
 	pseudo := addrSum(pkt, l.v6, l.proto)
 	var id uint16
@@ -288,8 +315,13 @@ func (l *gsoLayout) split(pkt []byte, out [][]byte, sizes []int, offset, n int, 
 			binary.BigEndian.PutUint16(l4[udpOffLength:], uint16(len(l4)))
 			csum = l4[udpOffChecksum : udpOffChecksum+2]
 		}
-		csum[0], csum[1] = 0, 0
-		finishChecksum(csum, Checksum(l4, uint32(Fold(pseudo+uint64(len(l4))))))
+		pseudoSum := Fold(pseudo + uint64(len(l4)))
+		if partial {
+			binary.BigEndian.PutUint16(csum, pseudoSum)
+		} else {
+			csum[0], csum[1] = 0, 0
+			finishChecksum(csum, Checksum(l4, uint32(pseudoSum)))
+		}
 	}
 }
 

@@ -28,7 +28,7 @@ func TestGoldenKernelTSO(t *testing.T) {
 	}
 	super := raw[VirtioNetHdrLen:]
 
-	// The kernel's CHECKSUM_PARTIAL convention, which CoalesceTCP follows:
+	// The kernel's CHECKSUM_PARTIAL convention, which Coalesce follows:
 	// the pseudo-header sum over the whole TCP length, not complemented.
 	partial := bytes.Clone(super)
 	setPartialChecksum(partial, false, protoTCP, 20, tcpOffChecksum)
@@ -37,7 +37,7 @@ func TestGoldenKernelTSO(t *testing.T) {
 	}
 
 	out, sizes := newBufs(8, 1472)
-	n, err := SplitGSO(super, h, out, sizes, 0)
+	n, _, err := SplitGSO(super, h, out, sizes, 0, SplitOptions{})
 	if err != nil || n != 5 {
 		t.Fatalf("SplitGSO = %d, %v, want 5 segments", n, err)
 	}
@@ -64,7 +64,7 @@ func TestGoldenKernelTSO(t *testing.T) {
 
 	bufs := groBatch(segs, 65535)
 	var table GROTable
-	if toWrite := CoalesceTCP(bufs, groOffset, &table, nil); len(toWrite) != 1 {
+	if toWrite := Coalesce(bufs, groOffset, &table, nil); len(toWrite) != 1 {
 		t.Fatalf("coalesced into %d packets, want 1", len(toWrite))
 	}
 	if !bytes.Equal(bufs[0][groOffset-VirtioNetHdrLen:], raw) {

@@ -18,7 +18,7 @@ func splitAll(t *testing.T, h VirtioNetHdr, pkt []byte) [][]byte {
 	const offset = 7
 	bufs, sizes := newBufs(max(128, len(pkt)/max(1, int(h.GSOSize))+1), offset+1500)
 	orig := bytes.Clone(pkt)
-	n, err := SplitGSO(pkt, h, bufs, sizes, offset)
+	n, _, err := SplitGSO(pkt, h, bufs, sizes, offset, SplitOptions{})
 	if err != nil {
 		t.Fatalf("SplitGSO: %v", err)
 	}
@@ -134,7 +134,7 @@ func TestSplitGSOCompletesChecksum(t *testing.T) {
 	pkt := buildSeg(t, segSpec{payload: []byte("as is")})
 	pkt[len(pkt)-1] ^= 0xff
 	out, sizes := newBufs(1, 100)
-	if n, err := SplitGSO(pkt, VirtioNetHdr{}, out, sizes, 0); n != 1 || err != nil || !bytes.Equal(out[0][:sizes[0]], pkt) {
+	if n, _, err := SplitGSO(pkt, VirtioNetHdr{}, out, sizes, 0, SplitOptions{}); n != 1 || err != nil || !bytes.Equal(out[0][:sizes[0]], pkt) {
 		t.Errorf("plain packet: %d, %v, copy equal %v", n, err, bytes.Equal(out[0][:sizes[0]], pkt))
 	}
 }
@@ -206,7 +206,7 @@ func TestSplitGSOErrors(t *testing.T) {
 	}
 	out, sizes := newBufs(16, 1500)
 	for _, tt := range tests {
-		n, err := SplitGSO(tt.pkt, tt.h, out, sizes, 0)
+		n, _, err := SplitGSO(tt.pkt, tt.h, out, sizes, 0, SplitOptions{})
 		if n != 0 || err != tt.want {
 			t.Errorf("%s: SplitGSO = %d, %v, want 0, %v", tt.name, n, err, tt.want)
 		}
@@ -214,20 +214,20 @@ func TestSplitGSOErrors(t *testing.T) {
 
 	// Too few buffers: nothing written, the packet is kept for later.
 	clear(sizes)
-	if n, err := SplitGSO(tcp4, h4, out[:3], sizes, 0); n != 0 || err != ErrTooManySegments || sizes[0] != 0 {
+	if n, _, err := SplitGSO(tcp4, h4, out[:3], sizes, 0, SplitOptions{}); n != 0 || err != ErrTooManySegments || sizes[0] != 0 {
 		t.Errorf("3 buffers for 4 segments: %d, %v (sizes[0] %d), want 0, ErrTooManySegments", n, err, sizes[0])
 	}
-	if n, err := SplitGSO(tcp4, h4, out, sizes[:3], 0); n != 0 || err != ErrTooManySegments {
+	if n, _, err := SplitGSO(tcp4, h4, out, sizes[:3], 0, SplitOptions{}); n != 0 || err != ErrTooManySegments {
 		t.Errorf("3 sizes for 4 segments: %d, %v, want 0, ErrTooManySegments", n, err)
 	}
-	if n, err := SplitGSO(tcp4[:100], VirtioNetHdr{}, nil, nil, 0); n != 0 || err != ErrTooManySegments {
+	if n, _, err := SplitGSO(tcp4[:100], VirtioNetHdr{}, nil, nil, 0, SplitOptions{}); n != 0 || err != ErrTooManySegments {
 		t.Errorf("no buffers for a plain packet: %d, %v, want 0, ErrTooManySegments", n, err)
 	}
 	// Buffers too short.
-	if n, err := SplitGSO(tcp4, h4, out, sizes, 1500-1000); n != 0 || !errors.Is(err, io.ErrShortBuffer) {
+	if n, _, err := SplitGSO(tcp4, h4, out, sizes, 1500-1000, SplitOptions{}); n != 0 || !errors.Is(err, io.ErrShortBuffer) {
 		t.Errorf("short buffers: %d, %v, want 0, io.ErrShortBuffer", n, err)
 	}
-	if n, err := SplitGSO(tcp4[:100], VirtioNetHdr{}, out, sizes, 1450); n != 0 || !errors.Is(err, io.ErrShortBuffer) {
+	if n, _, err := SplitGSO(tcp4[:100], VirtioNetHdr{}, out, sizes, 1450, SplitOptions{}); n != 0 || !errors.Is(err, io.ErrShortBuffer) {
 		t.Errorf("short buffer for a plain packet: %d, %v, want 0, io.ErrShortBuffer", n, err)
 	}
 }
@@ -253,7 +253,7 @@ func TestSplitGSOHead(t *testing.T) {
 			rest := pkt
 			for rest != nil {
 				out, sizes := newBufs(3, 1500)
-				n, r, err := SplitGSOHead(rest, &h, out, sizes, 0)
+				n, r, _, err := SplitGSOHead(rest, &h, out, sizes, 0, SplitOptions{})
 				if err != nil || n == 0 {
 					t.Fatalf("mss %d: SplitGSOHead = %d, %v", mss, n, err)
 				}
@@ -280,11 +280,11 @@ func TestSplitGSOHead(t *testing.T) {
 	pkt := buildSeg(t, segSpec{payload: []byte("x")})
 	out, sizes := newBufs(1, 100)
 	var h VirtioNetHdr
-	if n, rest, err := SplitGSOHead(pkt, &h, out, sizes, 0); n != 1 || rest != nil || err != nil {
+	if n, rest, _, err := SplitGSOHead(pkt, &h, out, sizes, 0, SplitOptions{}); n != 1 || rest != nil || err != nil {
 		t.Errorf("plain packet: %d, %v, %v", n, rest, err)
 	}
 	h, pkt = superPacket(t, segSpec{payload: pattern(3000, 0)}, 1000)
-	if n, rest, err := SplitGSOHead(pkt, &h, nil, nil, 0); n != 0 || rest != nil || err != ErrTooManySegments {
+	if n, rest, _, err := SplitGSOHead(pkt, &h, nil, nil, 0, SplitOptions{}); n != 0 || rest != nil || err != ErrTooManySegments {
 		t.Errorf("no buffers: %d, %v, %v", n, rest, err)
 	}
 }
@@ -293,7 +293,7 @@ func TestSplitGSOAllocs(t *testing.T) {
 	h, pkt := superPacket(t, segSpec{tcpOpts: timestamps(1, 2), payload: pattern(65535-52, 0)}, testMSS)
 	out, sizes := newBufs(64, 1600)
 	allocs := testing.AllocsPerRun(100, func() {
-		if _, err := SplitGSO(pkt, h, out, sizes, 64); err != nil {
+		if _, _, err := SplitGSO(pkt, h, out, sizes, 64, SplitOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -319,7 +319,7 @@ func BenchmarkSplitGSO(b *testing.B) {
 			b.SetBytes(int64(len(bc.s.payload)))
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := SplitGSO(pkt, h, out, sizes, 64); err != nil {
+				if _, _, err := SplitGSO(pkt, h, out, sizes, 64, SplitOptions{}); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -356,13 +356,13 @@ func TestSplitGSOIPv6Extensions(t *testing.T) {
 		// A routing header changes the pseudo-header's destination.
 		he, pe := withIPv6Ext(h, pkt, 43)
 		out, sizes := newBufs(8, 1500)
-		if n, err := SplitGSO(pe, he, out, sizes, 0); n != 0 || err != ErrVirtioHdr {
+		if n, _, err := SplitGSO(pe, he, out, sizes, 0, SplitOptions{}); n != 0 || err != ErrVirtioHdr {
 			t.Errorf("routing header: %d, %v, want ErrVirtioHdr", n, err)
 		}
 		// CsumStart past the options, but the next header says TCP/UDP.
 		he, pe = withIPv6Ext(h, pkt, 0)
 		pe[6] = pkt[6]
-		if n, err := SplitGSO(pe, he, out, sizes, 0); n != 0 || err != ErrVirtioHdr {
+		if n, _, err := SplitGSO(pe, he, out, sizes, 0, SplitOptions{}); n != 0 || err != ErrVirtioHdr {
 			t.Errorf("csum start past an absent extension: %d, %v, want ErrVirtioHdr", n, err)
 		}
 	}

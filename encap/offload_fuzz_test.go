@@ -16,10 +16,16 @@ import (
 // FuzzSplitGSO: byte 0 is the number of output buffers, then what a TUN
 // read gives: a virtio-net header and the packet.
 //
-// FuzzCoalesceTCP: byte 0 bit 0 is GROTable.Verify, then packets, each a
-// big-endian 16-bit length and the packet.
+// FuzzCoalesce: byte 0 holds GROTable's switches (fuzzVerify, fuzzUDP),
+// then packets, each a big-endian 16-bit length and the packet.
 
 const fuzzOffset = 12
+
+// Bits of FuzzCoalesce's byte 0.
+const (
+	fuzzVerify = 1 << iota // GROTable.Verify
+	fuzzUDP                // GROTable.UDP
+)
 
 func splitSeed(nbufs int, h VirtioNetHdr, pkt []byte) []byte {
 	b := make([]byte, 1+VirtioNetHdrLen, 1+VirtioNetHdrLen+len(pkt))
@@ -28,11 +34,8 @@ func splitSeed(nbufs int, h VirtioNetHdr, pkt []byte) []byte {
 	return append(b, pkt...)
 }
 
-func coalesceSeed(verify bool, pkts ...[]byte) []byte {
-	b := []byte{0}
-	if verify {
-		b[0] = 1
-	}
+func coalesceSeed(switches byte, pkts ...[]byte) []byte {
+	b := []byte{switches}
 	for _, p := range pkts {
 		b = binary.BigEndian.AppendUint16(b, uint16(len(p)))
 		b = append(b, p...)
@@ -66,9 +69,18 @@ func coalesceSeeds(tb testing.TB) [][]byte {
 	v6 := buildSeg(tb, segSpec{v6: true, payload: pattern(100, 0)})
 	v6b := buildSeg(tb, segSpec{v6: true, seq: 100, flags: tcpFlagACK | tcpFlagPSH, payload: pattern(50, 0)})
 	udp := buildSeg(tb, segSpec{udp: true, payload: []byte("datagram")})
+	dgrams := udpFlow(tb, segSpec{id: 0xfffe}, 4, 64, 10)
+	fixed := udpFlow(tb, segSpec{sport: 1}, 3, 32, 0)
+	for _, d := range fixed {
+		copy(d[ipv4OffID:], fixed[0][ipv4OffID:ipv4OffID+2])
+		fixIPv4Checksum(d)
+	}
+	dgrams6 := udpFlow(tb, segSpec{v6: true, flow: 7}, 3, 100, 0)
 	return [][]byte{
-		coalesceSeed(false, flow...),
-		coalesceSeed(true, flow[0], v6, flow[1], udp, v6b, flow[2], []byte{0x45}, flow[3]),
+		coalesceSeed(0, flow...),
+		coalesceSeed(fuzzVerify, flow[0], v6, flow[1], udp, v6b, flow[2], []byte{0x45}, flow[3]),
+		coalesceSeed(fuzzUDP, dgrams...),
+		coalesceSeed(fuzzUDP|fuzzVerify, dgrams[0], fixed[0], dgrams6[0], flow[0], fixed[1], dgrams[1], dgrams6[1], flow[1], fixed[2], dgrams6[2], dgrams[2]),
 	}
 }
 
@@ -90,7 +102,7 @@ func fuzzSplitGSO(t *testing.T, data []byte) {
 	pkt := data[1+VirtioNetHdrLen:]
 	orig := bytes.Clone(pkt)
 	out, sizes := newBufs(int(data[0]), fuzzOffset+2000)
-	n, err := SplitGSO(pkt, h, out, sizes, fuzzOffset)
+	n, _, err := SplitGSO(pkt, h, out, sizes, fuzzOffset, SplitOptions{})
 	if !bytes.Equal(pkt, orig) {
 		t.Fatal("SplitGSO modified its input")
 	}
@@ -179,7 +191,7 @@ func checkSplitHead(t *testing.T, pkt []byte, h VirtioNetHdr) {
 	var got []byte
 	out, sizes := newBufs(7, 2000)
 	for rounds := 0; rest != nil; rounds++ {
-		n, r, err := SplitGSOHead(rest, &h, out, sizes, 0)
+		n, r, _, err := SplitGSOHead(rest, &h, out, sizes, 0, SplitOptions{})
 		if err == io.ErrShortBuffer {
 			return
 		}
@@ -200,7 +212,7 @@ func checkSplitHead(t *testing.T, pkt []byte, h VirtioNetHdr) {
 	}
 }
 
-func FuzzCoalesceTCP(f *testing.F) {
+func FuzzCoalesce(f *testing.F) {
 	for _, s := range coalesceSeeds(f) {
 		f.Add(s)
 	}
@@ -209,7 +221,8 @@ func FuzzCoalesceTCP(f *testing.F) {
 		if len(data) < 1 {
 			return
 		}
-		table.Verify = data[0]&1 != 0
+		table.Verify = data[0]&fuzzVerify != 0
+		table.UDP = data[0]&fuzzUDP != 0
 		var inputs [][]byte
 		for rest := data[1:]; len(rest) >= 2; {
 			n := min(int(binary.BigEndian.Uint16(rest)), len(rest)-2)
@@ -221,7 +234,7 @@ func FuzzCoalesceTCP(f *testing.F) {
 			bufs[i] = make([]byte, fuzzOffset+len(p), fuzzOffset+maxIPPacket)
 			copy(bufs[i][fuzzOffset:], p)
 		}
-		toWrite := CoalesceTCP(bufs, fuzzOffset, &table, nil)
+		toWrite := Coalesce(bufs, fuzzOffset, &table, nil)
 
 		// Indices in range, increasing (hence unique), and every input
 		// packet carried by exactly one written packet.
@@ -295,24 +308,51 @@ func checkCoalesced(t *testing.T, inputs, bufs [][]byte, toWrite []int, i int, h
 	var p groPacket
 	p.parse(inputs[i])
 	key := p.key(inputs[i])
-	want := bytes.Clone(inputs[i][h.HdrLen:])
+	merged := [][]byte{inputs[i]}
 	for j := i + 1; j < len(inputs); j++ {
 		var q groPacket
 		q.parse(inputs[j])
-		if q.proto != protoTCP || q.key(inputs[j]) != key {
+		if q.proto == 0 || q.key(inputs[j]) != key {
 			continue
 		}
 		if slices.Contains(toWrite, j) {
 			break
 		}
-		want = append(want, inputs[j][q.hdrLen:]...)
+		merged = append(merged, inputs[j])
 	}
-	var got []byte
+	var got, want []byte
 	for _, s := range segs {
 		got = append(got, s[h.HdrLen:]...)
 	}
+	for _, in := range merged {
+		want = append(want, in[h.HdrLen:]...)
+	}
 	if !bytes.Equal(got, want) {
 		t.Fatalf("packet %d carries other payload than its flow's inputs", i)
+	}
+	if p.proto == protoUDP {
+		checkDatagrams(t, i, segs, merged)
+	}
+}
+
+// checkDatagrams checks that the kernel gives back the datagrams merged
+// into packet i as they were, checksums aside; a run of fixed IPv4 IDs
+// comes back numbered up from the first.
+func checkDatagrams(t *testing.T, i int, segs, merged [][]byte) {
+	t.Helper()
+	if len(segs) != len(merged) {
+		t.Fatalf("packet %d: the kernel cuts %d datagrams out of %d", i, len(segs), len(merged))
+	}
+	for k := range segs {
+		if datagramsMatch(segs[k], merged[k], false) {
+			continue
+		}
+		v4 := merged[0][0]>>4 == 4
+		if !v4 || !datagramsMatch(segs[k], merged[k], true) ||
+			be16(merged[k][ipv4OffID:]) != be16(merged[0][ipv4OffID:]) ||
+			be16(segs[k][ipv4OffID:]) != be16(merged[0][ipv4OffID:])+uint16(k) {
+			t.Fatalf("packet %d: datagram %d differs after the kernel", i, k)
+		}
 	}
 }
 
@@ -321,7 +361,7 @@ func checkCoalesced(t *testing.T, inputs, bufs [][]byte, toWrite []int, i int, h
 // or left alone (coalesce).
 func TestOffloadFuzzSeeds(t *testing.T) {
 	t.Parallel()
-	for _, fuzzer := range []string{"FuzzSplitGSO", "FuzzCoalesceTCP"} {
+	for _, fuzzer := range []string{"FuzzSplitGSO", "FuzzCoalesce"} {
 		files, err := filepath.Glob(filepath.Join("testdata", "fuzz", fuzzer, "*"))
 		if err != nil || len(files) == 0 {
 			t.Fatalf("%s: no seed corpus (%v)", fuzzer, err)
@@ -334,7 +374,7 @@ func TestOffloadFuzzSeeds(t *testing.T) {
 				var h VirtioNetHdr
 				h.Decode(data[1:])
 				out, sizes := newBufs(int(data[0]), 2000)
-				_, err := SplitGSO(data[1+VirtioNetHdrLen:], h, out, sizes, 0)
+				_, _, err := SplitGSO(data[1+VirtioNetHdrLen:], h, out, sizes, 0, SplitOptions{})
 				ok = err == nil
 			} else {
 				ok = coalescesSomething(data)
@@ -346,7 +386,7 @@ func TestOffloadFuzzSeeds(t *testing.T) {
 	}
 }
 
-// coalescesSomething reports whether a FuzzCoalesceTCP input merges any
+// coalescesSomething reports whether a FuzzCoalesce input merges any
 // packets.
 func coalescesSomething(data []byte) bool {
 	var bufs [][]byte
@@ -357,6 +397,6 @@ func coalescesSomething(data []byte) bool {
 		bufs = append(bufs, b)
 		rest = rest[2+n:]
 	}
-	table := GROTable{Verify: data[0]&1 != 0}
-	return len(CoalesceTCP(bufs, fuzzOffset, &table, nil)) < len(bufs)
+	table := GROTable{Verify: data[0]&fuzzVerify != 0, UDP: data[0]&fuzzUDP != 0}
+	return len(Coalesce(bufs, fuzzOffset, &table, nil)) < len(bufs)
 }

@@ -14,6 +14,11 @@ type Peer struct {
 	Underlay netip.AddrPort // where its encapsulated packets go, and come from
 	Encap    encap.Params   // per-peer header values, precomputed
 	Lease    Lease          // the lease it was built from
+	// PartialChecksums: its lease says it takes TCP and UDP checksums left
+	// partial (encap.SplitOptions), because it never looks at them. Only
+	// an overlayd whose TUN has offloads says so; flanneld and kernel
+	// VTEPs verify every checksum.
+	PartialChecksums bool
 }
 
 // Table is the data path's peer table. It is immutable once built, so any

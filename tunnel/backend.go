@@ -21,7 +21,10 @@ type backend interface {
 	Type() string
 	Overhead() int // bytes added on the underlay per packet (outer IP, UDP, ...)
 	Port() int     // underlay UDP port; 0 when there is none (host-gw)
-	LeaseData() json.RawMessage
+	// LeaseData is our lease's BackendData. partialChecksums says whether
+	// it advertises that this host takes partial checksums (see
+	// subnet.Peer.PartialChecksums); only a forwarder is asked to.
+	LeaseData(partialChecksums bool) json.RawMessage
 	// Peer turns a registry lease into a peer. The error wraps
 	// errOtherBackend for a lease of a backend we cannot talk to, which is
 	// normal in a cluster being migrated; anything else is a lease of our
@@ -104,12 +107,20 @@ type udpBackend struct{ port int }
 
 var _ forwarder = udpBackend{}
 
-func (udpBackend) Type() string               { return subnet.BackendUDP }
-func (udpBackend) Overhead() int              { return 20 + 8 }
-func (udpBackend) Header() encap.Header       { return encap.FlannelUDP }
-func (b udpBackend) Port() int                { return b.port }
-func (udpBackend) LeaseData() json.RawMessage { return nil }
-func (udpBackend) Prepare() error             { return nil }
+func (udpBackend) Type() string         { return subnet.BackendUDP }
+func (udpBackend) Overhead() int        { return 20 + 8 }
+func (udpBackend) Header() encap.Header { return encap.FlannelUDP }
+func (b udpBackend) Port() int          { return b.port }
+func (udpBackend) Prepare() error       { return nil }
+
+// LeaseData is none, as flanneld writes udp leases, unless there is a
+// capability to advertise.
+func (udpBackend) LeaseData(partialChecksums bool) json.RawMessage {
+	if !partialChecksums {
+		return nil
+	}
+	return json.RawMessage(`{"PartialChecksums":true}`)
+}
 
 // Peer accepts flanneld's udp leases, which carry no BackendType at all.
 func (b udpBackend) Peer(l subnet.Lease) (subnet.Peer, error) {
@@ -120,8 +131,19 @@ func (b udpBackend) Peer(l subnet.Lease) (subnet.Peer, error) {
 		return subnet.Peer{}, fmt.Errorf("PublicIP %v is not an IPv4 address", l.Attrs.PublicIP)
 	}
 	return subnet.Peer{
-		Subnet:   l.Subnet,
-		Underlay: netip.AddrPortFrom(l.Attrs.PublicIP, uint16(b.port)),
-		Lease:    l,
+		Subnet:           l.Subnet,
+		Underlay:         netip.AddrPortFrom(l.Attrs.PublicIP, uint16(b.port)),
+		Lease:            l,
+		PartialChecksums: takesPartialChecksums(l.Attrs.BackendData),
 	}, nil
+}
+
+// takesPartialChecksums reports whether a peer's BackendData says that it
+// takes partial checksums: "PartialChecksums":true, beside the backend's
+// own keys. flanneld writes no such key, and ignores it in our leases.
+// Anything else, malformed data included, means complete checksums, which
+// every receiver takes.
+func takesPartialChecksums(data json.RawMessage) bool {
+	var caps struct{ PartialChecksums bool }
+	return len(data) > 0 && json.Unmarshal(data, &caps) == nil && caps.PartialChecksums
 }

@@ -99,3 +99,56 @@ func TestNewBackend(t *testing.T) {
 		t.Error("unknown backend accepted")
 	}
 }
+
+// A peer takes partial checksums only when its lease says so; flanneld's
+// leases never do, and our lease says so only when asked to, beside what
+// flanneld writes.
+func TestPeerPartialChecksums(t *testing.T) {
+	udp := udpBackend{port: 8285}
+	vb, err := newVXLANBackend(vxlanConfig(t, 1), netip.MustParseAddr("198.18.0.2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		b     backend
+		lease string
+		want  bool
+	}{
+		{udp, `{"PublicIP":"198.18.0.7","PublicIPv6":null}`, false}, // flanneld
+		{udp, `{"PublicIP":"198.18.0.7","PublicIPv6":null,"BackendType":"udp"}`, false},
+		{udp, `{"PublicIP":"198.18.0.7","PublicIPv6":null,"BackendType":"udp","BackendData":{"PartialChecksums":true}}`, true},
+		{udp, `{"PublicIP":"198.18.0.7","PublicIPv6":null,"BackendType":"udp","BackendData":{"PartialChecksums":false}}`, false},
+		{udp, `{"PublicIP":"198.18.0.7","PublicIPv6":null,"BackendType":"udp","BackendData":"garbage"}`, false},
+		{udp, `{"PublicIP":"198.18.0.7","PublicIPv6":null,"BackendType":"udp","BackendData":{"PartialChecksums":"yes"}}`, false},
+		{vb, flanneldVXLANLease, false},
+		{vb, `{"PublicIP":"198.18.0.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"a6:d7:18:cf:e6:cb","PartialChecksums":true}}`, true},
+	} {
+		p, err := tt.b.Peer(leaseFromJSON(t, "100.96.7.0/24", tt.lease))
+		if err != nil {
+			t.Errorf("%s: %v", tt.lease, err)
+			continue
+		}
+		if p.PartialChecksums != tt.want {
+			t.Errorf("%s: PartialChecksums %v, want %v", tt.lease, p.PartialChecksums, tt.want)
+		}
+	}
+
+	// Our udp lease is flanneld's unless there is something to say.
+	for _, tt := range []struct {
+		partial bool
+		want    string
+	}{
+		{false, `{"PublicIP":"198.18.0.7","PublicIPv6":null,"BackendType":"udp"}`},
+		{true, `{"PublicIP":"198.18.0.7","PublicIPv6":null,"BackendType":"udp","BackendData":{"PartialChecksums":true}}`},
+	} {
+		attrs := subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("198.18.0.7"), BackendType: udp.Type(), BackendData: udp.LeaseData(tt.partial)}
+		got, err := json.Marshal(attrs)
+		if err != nil || string(got) != tt.want {
+			t.Errorf("udp lease %s, %v; want %s", got, err, tt.want)
+		}
+		p, err := udp.Peer(leaseFromJSON(t, "100.96.7.0/24", string(got)))
+		if err != nil || p.PartialChecksums != tt.partial {
+			t.Errorf("our own udp lease %s read back as %v, %v", got, p.PartialChecksums, err)
+		}
+	}
+}

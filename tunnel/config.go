@@ -44,6 +44,15 @@ type Config struct {
 	// (AF_PACKET with TPACKET_V3 rings, see package afpacket).
 	Underlay string
 
+	// CompleteChecksums makes this host one that needs complete TCP and
+	// UDP checksums, as a flanneld host does: it advertises no
+	// PartialChecksums in its lease, completes every checksum it sends,
+	// and checks every one it receives before its kernel trusts the
+	// packet (tun.WithChecksumVerify). For tests and captures
+	// (--partial-checksums=false); it costs a pass over every payload
+	// byte each way.
+	CompleteChecksums bool
+
 	Logger *slog.Logger
 }
 

@@ -28,6 +28,9 @@ type Engine struct {
 	backend  backend
 	lease    subnet.Lease
 	tunMTU   int
+	// partialChecksums: our lease says we take partial checksums
+	// (subnet.Peer.PartialChecksums).
+	partialChecksums bool
 
 	peers atomic.Pointer[subnet.Table]
 	stats Stats
@@ -94,6 +97,20 @@ func (e *Engine) run(ctx context.Context) error {
 		return err
 	}
 
+	// A forwarder's TUN comes before the lease, which says what it can
+	// take (takesPartialChecksums).
+	var workers []*worker
+	if fwd, ok := e.backend.(forwarder); ok {
+		if err := fwd.Prepare(); err != nil {
+			return err
+		}
+		if workers, err = e.createTUN(); err != nil {
+			return err
+		}
+	}
+	defer closeWorkers(workers)
+	e.partialChecksums = e.takesPartialChecksums(workers)
+
 	prev, err := subnet.ReadSubnetFile(e.cfg.SubnetFile)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		e.log.Warn("ignoring unreadable subnet file", "path", e.cfg.SubnetFile, "error", err)
@@ -101,7 +118,7 @@ func (e *Engine) run(ctx context.Context) error {
 	mgr := subnet.NewManager(reg, e.network, subnet.ManagerOptions{
 		PublicIP:       e.publicIP,
 		BackendType:    e.backend.Type(),
-		BackendData:    e.backend.LeaseData(),
+		BackendData:    e.backend.LeaseData(e.partialChecksums),
 		PreviousSubnet: prev,
 		TTL:            e.cfg.LeaseTTL,
 		RenewMargin:    e.cfg.RenewMargin,
@@ -119,26 +136,20 @@ func (e *Engine) run(ctx context.Context) error {
 	e.log.Info("lease acquired",
 		"subnet", e.lease.Subnet, "network", e.network.Network, "backend", e.backend.Type(),
 		"iface", e.underlay.Name, "iface_addr", e.underlay.Addr, "public_ip", e.publicIP,
-		"mtu", e.tunMTU, "port", e.backend.Port())
+		"mtu", e.tunMTU, "port", e.backend.Port(), "partial_checksums", e.partialChecksums)
 
-	// A forwarder gets a TUN, sockets and workers; a programmer's packets
-	// never reach overlayd, it only sets the kernel up.
-	var workers []*worker
+	// A forwarder's TUN gets its address and route, and its workers their
+	// sockets; a programmer's packets never reach overlayd, it only sets
+	// the kernel up.
 	prog, kernel := e.backend.(programmer)
 	if kernel {
 		if err := prog.Setup(e.lease, e.network.Network, e.tunMTU); err != nil {
 			return err
 		}
 		e.cfg.TunName, e.cfg.Queues = prog.Device(), 0 // what status shows
-	} else {
-		if err := e.backend.(forwarder).Prepare(); err != nil {
-			return err
-		}
-		if workers, err = e.openDataPath(); err != nil {
-			return err
-		}
+	} else if err := e.openDataPath(workers); err != nil {
+		return err
 	}
-	defer closeWorkers(workers)
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -204,9 +215,16 @@ func (e *Engine) run(ctx context.Context) error {
 	return nil
 }
 
-// openDataPath creates the TUN queues and one underlay socket per queue.
-func (e *Engine) openDataPath() ([]*worker, error) {
-	devs, err := tun.Create(e.cfg.TunName, e.cfg.Queues, tun.WithOffloads())
+// createTUN creates the TUN queues, with offloads, and a worker for each.
+// Reads leave checksums partial (encapsulate completes them where needed),
+// unless this host is to be one that needs complete checksums: then its
+// TUN checks the ones it receives, as the kernel checks a flanneld host's.
+func (e *Engine) createTUN() ([]*worker, error) {
+	opts := []tun.Option{tun.WithOffloads(), tun.WithPartialChecksums()}
+	if e.cfg.CompleteChecksums {
+		opts = []tun.Option{tun.WithOffloads(), tun.WithChecksumVerify()}
+	}
+	devs, err := tun.Create(e.cfg.TunName, e.cfg.Queues, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("create TUN %s: %w", e.cfg.TunName, err)
 	}
@@ -214,17 +232,45 @@ func (e *Engine) openDataPath() ([]*worker, error) {
 	for i, dev := range devs {
 		workers = append(workers, &worker{id: i, tun: dev})
 	}
+	if fr, ok := devs[0].(tun.FeatureReporter); ok {
+		f, err := fr.Features()
+		e.log.Info("TUN offloads", "tun", e.cfg.TunName, "virtio_hdr", f.VirtioHdr, "tso", f.TSO, "uso", f.USO)
+		if err != nil {
+			e.log.Warn("TUN running without some offloads: more system calls and checksums per packet", "error", err)
+		}
+	}
+	return workers, nil
+}
+
+// takesPartialChecksums reports whether this host can tell its peers to
+// leave the TCP and UDP checksums of what they send it partial. It can when
+// its TUN has a virtio-net header and does not verify checksums: its Write
+// then hands the kernel every TCP and UDP packet marked VirtioNeedsCsum,
+// with the checksum field rewritten (encap.Coalesce), so the checksum a
+// packet came with is never looked at.
+func (e *Engine) takesPartialChecksums(workers []*worker) bool {
+	if e.cfg.CompleteChecksums || len(workers) == 0 {
+		return false
+	}
+	fr, ok := workers[0].tun.(tun.FeatureReporter)
+	if !ok {
+		return false
+	}
+	f, _ := fr.Features()
+	return f.VirtioHdr
+}
+
+// openDataPath configures the TUN and opens one underlay socket per queue.
+func (e *Engine) openDataPath(workers []*worker) error {
 	if err := configureTUN(e.cfg.TunName, e.tunMTU, e.lease.Subnet, e.network.Network); err != nil {
-		closeWorkers(workers)
-		return nil, err
+		return err
 	}
 	laddr := netip.AddrPortFrom(e.underlay.Addr, uint16(e.backend.Port()))
 	fanout := new(afpacket.Group) // the AF_PACKET workers share flows, neighbours, guard
 	for _, w := range workers {
 		conn, err := e.listenUnderlay(laddr, len(workers), fanout, w.id == 0)
 		if err != nil {
-			closeWorkers(workers)
-			return nil, fmt.Errorf("listen on %s: %w", laddr, err)
+			return fmt.Errorf("listen on %s: %w", laddr, err)
 		}
 		w.conn = conn
 		w.hdr = e.backend.(forwarder).Header()
@@ -235,7 +281,7 @@ func (e *Engine) openDataPath() ([]*worker, error) {
 		w.stats = &e.stats
 		w.log = e.log
 	}
-	return workers, nil
+	return nil
 }
 
 // listenUnderlay opens one worker's underlay: a UDP socket, one per worker

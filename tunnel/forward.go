@@ -10,7 +10,10 @@ package tunnel
 //  2. load the peer table once for the batch; look up each destination;
 //  3. answer what cannot be sent (no peer, too big) with an ICMP error back
 //     into the TUN, as a router would;
-//  4. encapsulate in place and send the batch with one sendmmsg.
+//  4. complete the TCP/UDP checksums the TUN left partial, for the peers
+//     that check them (flanneld, kernel VTEPs): an overlayd peer with
+//     offloads never does;
+//  5. encapsulate in place and send the batch with one sendmmsg.
 //
 // Inbound (routineUnderlayToTUN):
 //  1. read a batch of datagrams (recvmmsg) at offset Headroom;
@@ -67,6 +70,7 @@ type worker struct {
 // txScratch is the outbound routine's per-batch state, allocated once.
 type txScratch struct {
 	batch   *ringbuf.Batch // packets read from the TUN, at offset Headroom
+	partial []bool         // per packet read: its checksum is left partial (tun.PartialReader)
 	icmp    *ringbuf.Batch // ICMP errors to write back into the TUN, at offset Headroom
 	frames  [][]byte       // encapsulated datagrams, ready to send
 	dsts    []netip.AddrPort
@@ -77,6 +81,7 @@ type txScratch struct {
 func newTxScratch(batchSize int) *txScratch {
 	return &txScratch{
 		batch:   ringbuf.NewBatch(batchSize, Headroom+maxPacket),
+		partial: make([]bool, batchSize),
 		icmp:    ringbuf.NewBatch(batchSize, Headroom+icmpBufSize),
 		frames:  make([][]byte, 0, batchSize),
 		dsts:    make([]netip.AddrPort, 0, batchSize),
@@ -86,7 +91,9 @@ func newTxScratch(batchSize int) *txScratch {
 
 // encapsulate turns the n packets read into tx.batch into datagrams for
 // their peers (tx.frames, tx.dsts) and ICMP errors for what cannot go
-// (tx.replies). It makes no system call and allocates nothing.
+// (tx.replies). A checksum the TUN left partial (tx.partial) stays so for
+// a peer that takes it so, and is completed for the others. It makes no
+// system call and allocates nothing.
 func (w *worker) encapsulate(tx *txScratch, n int, table *subnet.Table) {
 	hdrLen := w.hdr.Len()
 	tx.frames, tx.dsts, tx.replies = tx.frames[:0], tx.dsts[:0], tx.replies[:0]
@@ -108,6 +115,10 @@ func (w *worker) encapsulate(tx *txScratch, n int, table *subnet.Table) {
 			if encap.IPv4DF(pkt) {
 				tx.reply(encap.FragNeeded(tx.icmp.Bufs[len(tx.replies)][Headroom:], pkt, w.tunAddr, w.mtu))
 			}
+			continue
+		}
+		if tx.partial[i] && !peer.PartialChecksums && encap.CompleteChecksum(pkt) != nil {
+			tx.counts.drop(DropNotIPv4) // the TUN marks only what it can complete
 			continue
 		}
 		frame := tx.batch.Bufs[i][Headroom-hdrLen : Headroom+len(pkt)]
@@ -134,6 +145,10 @@ func (tx *txScratch) reply(m int) {
 // closed.
 func (w *worker) routineTUNToUnderlay() error {
 	tx := newTxScratch(w.tun.BatchSize())
+	read := func() (int, error) { return w.tun.Read(tx.batch.Bufs, tx.batch.Sizes, Headroom) }
+	if pr, ok := w.tun.(tun.PartialReader); ok {
+		read = func() (int, error) { return pr.ReadPartial(tx.batch.Bufs, tx.batch.Sizes, tx.partial, Headroom) }
+	}
 	var (
 		failures int
 		limiter  logLimiter
@@ -142,7 +157,7 @@ func (w *worker) routineTUNToUnderlay() error {
 	defer w.log.Debug("routine stopped", "routine", "tun-to-underlay", "worker", w.id)
 
 	for {
-		n, err := w.tun.Read(tx.batch.Bufs, tx.batch.Sizes, Headroom)
+		n, err := read()
 		if err != nil {
 			if isClosed(err) {
 				return nil

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"encoding/binary"
 	"log/slog"
 	"net/netip"
 	"sync/atomic"
@@ -49,6 +50,38 @@ func ipv4UDP(t testing.TB, src, dst string, size int, df bool) []byte {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
+}
+
+// ipv4TCP builds a valid IPv4/TCP segment of payload bytes with gopacket.
+func ipv4TCP(t testing.TB, src, dst string, payload int) []byte {
+	t.Helper()
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP, Flags: layers.IPv4DontFragment,
+		SrcIP: netip.MustParseAddr(src).AsSlice(), DstIP: netip.MustParseAddr(dst).AsSlice()}
+	tcp := &layers.TCP{SrcPort: 40000, DstPort: 5201, Seq: 7, Ack: 9, ACK: true, Window: 502}
+	tcp.SetNetworkLayerForChecksum(ip)
+	buf := gopacket.NewSerializeBuffer()
+	opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
+	data := make([]byte, payload)
+	for i := range data {
+		data[i] = byte(i*7 + i>>8)
+	}
+	if err := gopacket.SerializeLayers(buf, opts, ip, tcp, gopacket.Payload(data)); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// partialOf returns a valid IPv4 TCP or UDP packet with its checksum left
+// partial, as a TUN with offloads hands it over: the pseudo-header sum.
+func partialOf(pkt []byte) []byte {
+	p := append([]byte(nil), pkt...)
+	src, dst, _ := encap.ParseIPv4(p)
+	at := 20 + 16 // TCP
+	if p[9] == 17 {
+		at = 20 + 6
+	}
+	binary.BigEndian.PutUint16(p[at:], uint16(encap.PseudoHeaderSum(src, dst, p[9], len(p)-20)))
+	return p
 }
 
 func loadTx(tx *txScratch, pkts ...[]byte) int {
@@ -101,6 +134,80 @@ func TestEncapsulate(t *testing.T) {
 	tx.counts.flushTx(w.stats)
 	if w.stats.TxPackets.Load() != 2 || w.stats.Drops[DropTooBig].Load() != 2 {
 		t.Errorf("stats not flushed: %+v", w.stats.Snapshot())
+	}
+}
+
+// TestEncapsulatePartialChecksums: a checksum the TUN left partial goes
+// out so to a peer that takes it so, and complete, as gopacket computes
+// it, to the others; a complete one goes out as it is.
+func TestEncapsulatePartialChecksums(t *testing.T) {
+	w := testWorker()
+	capable, legacy := peerA, peerB
+	capable.PartialChecksums = true
+	w.peers.Store(subnet.NewTable([]subnet.Peer{capable, legacy}))
+	toCapable, toLegacy := "100.96.2.7", "100.96.3.9"
+	tcp := func(dst string) []byte { return ipv4TCP(t, "100.96.1.2", dst, 1400) }
+	udp := func(dst string) []byte { return ipv4UDP(t, "100.96.1.2", dst, 333, false) }
+
+	for _, tt := range []struct {
+		name    string
+		pkt     []byte // complete, as gopacket built it
+		partial bool   // handed over partial
+		to      subnet.Peer
+		want    string // "partial" or "complete"
+	}{
+		{"tcp partial to capable", tcp(toCapable), true, capable, "partial"},
+		{"tcp partial to legacy", tcp(toLegacy), true, legacy, "complete"},
+		{"udp partial to capable", udp(toCapable), true, capable, "partial"},
+		{"udp partial to legacy", udp(toLegacy), true, legacy, "complete"},
+		{"tcp complete to capable", tcp(toCapable), false, capable, "complete"},
+		{"tcp complete to legacy", tcp(toLegacy), false, legacy, "complete"},
+	} {
+		tx := newTxScratch(4)
+		in := tt.pkt
+		if tt.partial {
+			in = partialOf(tt.pkt)
+		}
+		n := loadTx(tx, in)
+		tx.partial[0] = tt.partial
+		w.encapsulate(tx, n, w.peers.Load())
+		if len(tx.frames) != 1 || tx.dsts[0] != tt.to.Underlay {
+			t.Fatalf("%s: %d frames to %v", tt.name, len(tx.frames), tx.dsts)
+		}
+		want := tt.pkt
+		if tt.want == "partial" {
+			want = partialOf(tt.pkt)
+		}
+		if got := tx.frames[0]; string(got) != string(want) {
+			t.Errorf("%s: sent\n%x\nwant\n%x", tt.name, got[:40], want[:40])
+		}
+		if tt.want == "complete" {
+			checkTransportChecksum(t, tx.frames[0])
+		}
+	}
+}
+
+// checkTransportChecksum has gopacket decode pkt and serialize it again,
+// computing its checksums afresh: it must come out as it went in.
+func checkTransportChecksum(t *testing.T, pkt []byte) {
+	t.Helper()
+	p := gopacket.NewPacket(pkt, layers.LayerTypeIPv4, gopacket.Default)
+	ip, _ := p.NetworkLayer().(*layers.IPv4)
+	l4, ok := p.TransportLayer().(interface {
+		gopacket.SerializableLayer
+		SetNetworkLayerForChecksum(gopacket.NetworkLayer) error
+	})
+	if ip == nil || !ok {
+		t.Fatalf("no IPv4 and TCP or UDP layers in %x", pkt[:min(len(pkt), 40)])
+	}
+	l4.SetNetworkLayerForChecksum(ip)
+	buf := gopacket.NewSerializeBuffer()
+	opts := gopacket.SerializeOptions{ComputeChecksums: true}
+	if err := gopacket.SerializeLayers(buf, opts, ip, l4, gopacket.Payload(p.TransportLayer().LayerPayload())); err != nil {
+		t.Fatal(err)
+	}
+	if string(buf.Bytes()) != string(pkt) {
+		t.Errorf("gopacket computes other checksums:\n%x\nsent\n%x", buf.Bytes()[:40], pkt[:40])
 	}
 }
 
@@ -175,6 +282,9 @@ func TestForwardingDoesNotAllocate(t *testing.T) {
 	}
 	table := w.peers.Load()
 	n := loadTx(tx, pkts...)
+	for i := range n {
+		tx.partial[i] = i%2 == 0 // completed for peer A, which does not take them so
+	}
 	if a := testing.AllocsPerRun(100, func() { w.encapsulate(tx, n, table); tx.counts.flushTx(w.stats) }); a != 0 {
 		t.Errorf("encapsulate: %v allocs per batch", a)
 	}
@@ -202,6 +312,29 @@ func BenchmarkEncapsulate(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(64 * 1400))
 	for b.Loop() {
+		w.encapsulate(tx, n, table)
+		tx.counts.flushTx(w.stats)
+	}
+}
+
+// BenchmarkEncapsulateCompleting is BenchmarkEncapsulate with checksums
+// left partial by the TUN, for a peer that needs them complete: the cost
+// of a legacy peer.
+func BenchmarkEncapsulateCompleting(b *testing.B) {
+	w := testWorker()
+	tx := newTxScratch(64)
+	pkts := make([][]byte, 64)
+	for i := range pkts {
+		pkts[i] = partialOf(ipv4TCP(b, "100.96.1.2", "100.96.2.7", 1400-40))
+	}
+	n := loadTx(tx, pkts...)
+	table := w.peers.Load()
+	b.ReportAllocs()
+	b.SetBytes(int64(64 * 1400))
+	for b.Loop() {
+		for i := range n {
+			tx.partial[i] = true
+		}
 		w.encapsulate(tx, n, table)
 		tx.counts.flushTx(w.stats)
 	}

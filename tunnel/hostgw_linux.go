@@ -42,11 +42,11 @@ func newHostGW(u Underlay, log *slog.Logger) *hostGW {
 	return &hostGW{nl: &netlink.Handle{}, underlay: u, log: log}
 }
 
-func (*hostGW) Type() string               { return subnet.BackendHostGW }
-func (*hostGW) Overhead() int              { return 0 }
-func (*hostGW) Port() int                  { return 0 }
-func (*hostGW) LeaseData() json.RawMessage { return nil }
-func (*hostGW) Device() string             { return "" }
+func (*hostGW) Type() string                   { return subnet.BackendHostGW }
+func (*hostGW) Overhead() int                  { return 0 }
+func (*hostGW) Port() int                      { return 0 }
+func (*hostGW) LeaseData(bool) json.RawMessage { return nil }
+func (*hostGW) Device() string                 { return "" }
 
 // Peer accepts host-gw leases only, as flanneld's host-gw backend does.
 func (*hostGW) Peer(l subnet.Lease) (subnet.Peer, error) {

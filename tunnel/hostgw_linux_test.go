@@ -44,8 +44,8 @@ func TestHostGWPeer(t *testing.T) {
 			t.Errorf("%s: %v, want errOtherBackend", other, err)
 		}
 	}
-	if h.Overhead() != 0 || h.Port() != 0 || h.LeaseData() != nil || h.Type() != "host-gw" {
-		t.Errorf("host-gw: overhead %d port %d data %s type %s", h.Overhead(), h.Port(), h.LeaseData(), h.Type())
+	if h.Overhead() != 0 || h.Port() != 0 || h.LeaseData(false) != nil || h.Type() != "host-gw" {
+		t.Errorf("host-gw: overhead %d port %d data %s type %s", h.Overhead(), h.Port(), h.LeaseData(false), h.Type())
 	}
 }
 

@@ -31,6 +31,9 @@ type Status struct {
 	Queues   int           `json:"queues"`
 	Peers    []PeerStatus  `json:"peers"`
 	Stats    StatsSnapshot `json:"stats"`
+
+	// PartialChecksums: our lease says we take partial checksums.
+	PartialChecksums bool `json:"partial_checksums"`
 }
 
 // PeerStatus is one row of the peer table.
@@ -38,6 +41,9 @@ type PeerStatus struct {
 	Subnet   string `json:"subnet"`
 	Underlay string `json:"underlay"`
 	Backend  string `json:"backend"`
+
+	// PartialChecksums: we leave the checksums of what we send it partial.
+	PartialChecksums bool `json:"partial_checksums"`
 }
 
 func (e *Engine) status() Status {
@@ -54,13 +60,16 @@ func (e *Engine) status() Status {
 		Queues:   e.cfg.Queues,
 		Peers:    []PeerStatus{},
 		Stats:    e.stats.Snapshot(),
+
+		PartialChecksums: e.partialChecksums,
 	}
 	for _, p := range e.peers.Load().Peers() {
 		bt := p.Lease.Attrs.BackendType
 		if bt == "" {
 			bt = "udp"
 		}
-		s.Peers = append(s.Peers, PeerStatus{Subnet: p.Subnet.String(), Underlay: p.Underlay.String(), Backend: bt})
+		s.Peers = append(s.Peers, PeerStatus{Subnet: p.Subnet.String(), Underlay: p.Underlay.String(), Backend: bt,
+			PartialChecksums: p.PartialChecksums})
 	}
 	return s
 }

@@ -45,17 +45,22 @@ func VtepMAC(publicIP netip.Addr, vni uint32) [6]byte {
 }
 
 // vxlanLease is the BackendData of a vxlan lease, as flanneld writes it
-// (vxlanLeaseAttrs): {"VNI":1,"VtepMAC":"a6:d7:18:cf:e6:cb"}.
+// (vxlanLeaseAttrs): {"VNI":1,"VtepMAC":"a6:d7:18:cf:e6:cb"}. overlayd may
+// add "PartialChecksums":true behind them (subnet.Peer.PartialChecksums);
+// flanneld decodes BackendData into its struct, ignoring what it does not
+// know.
 type vxlanLease struct {
-	VNI     uint32
-	VtepMAC string
+	VNI              uint32
+	VtepMAC          string
+	PartialChecksums bool `json:",omitempty"`
 }
 
-// vxlanLeaseData encodes our BackendData, byte for byte as flanneld would.
-func vxlanLeaseData(vni uint32, mac [6]byte) json.RawMessage {
-	b, err := json.Marshal(vxlanLease{VNI: vni, VtepMAC: net.HardwareAddr(mac[:]).String()})
+// vxlanLeaseData encodes our BackendData, byte for byte as flanneld would,
+// but for the PartialChecksums key.
+func vxlanLeaseData(vni uint32, mac [6]byte, partialChecksums bool) json.RawMessage {
+	b, err := json.Marshal(vxlanLease{VNI: vni, VtepMAC: net.HardwareAddr(mac[:]).String(), PartialChecksums: partialChecksums})
 	if err != nil {
-		panic(err) // a struct of a number and a string always encodes
+		panic(err) // a struct of a number, a string and a bool always encodes
 	}
 	return b
 }
@@ -109,10 +114,12 @@ func newVXLANBackend(cfg subnet.BackendConfig, publicIP netip.Addr) (vxlanBacken
 	return vxlanBackend{port: cfg.Port, vni: vni, mac: VtepMAC(publicIP, vni)}, nil
 }
 
-func (vxlanBackend) Type() string                 { return subnet.BackendVXLAN }
-func (vxlanBackend) Overhead() int                { return vxlanOverhead }
-func (b vxlanBackend) Port() int                  { return b.port }
-func (b vxlanBackend) LeaseData() json.RawMessage { return vxlanLeaseData(b.vni, b.mac) }
+func (vxlanBackend) Type() string  { return subnet.BackendVXLAN }
+func (vxlanBackend) Overhead() int { return vxlanOverhead }
+func (b vxlanBackend) Port() int   { return b.port }
+func (b vxlanBackend) LeaseData(partialChecksums bool) json.RawMessage {
+	return vxlanLeaseData(b.vni, b.mac, partialChecksums)
+}
 
 // Peer accepts vxlan leases only, as flanneld's vxlan backend does, from
 // flanneld and overlayd hosts alike: we send to the peer's VtepMAC, from
@@ -133,6 +140,8 @@ func (b vxlanBackend) Peer(l subnet.Lease) (subnet.Peer, error) {
 		Underlay: netip.AddrPortFrom(l.Attrs.PublicIP, uint16(b.port)),
 		Encap:    encap.Params{VNI: b.vni, SrcMAC: b.mac, DstMAC: mac},
 		Lease:    l,
+		// A kernel VTEP's lease, flanneld's or ours, never says so.
+		PartialChecksums: takesPartialChecksums(l.Attrs.BackendData),
 	}, nil
 }
 

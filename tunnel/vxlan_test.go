@@ -34,7 +34,7 @@ func TestVXLANLeaseMatchesFlanneld(t *testing.T) {
 	attrs := subnet.LeaseAttrs{
 		PublicIP:    netip.MustParseAddr("198.18.0.1"),
 		BackendType: subnet.BackendVXLAN,
-		BackendData: vxlanLeaseData(1, kernelVtepMAC),
+		BackendData: vxlanLeaseData(1, kernelVtepMAC, false),
 	}
 	got, err := json.Marshal(attrs)
 	if err != nil {
@@ -48,8 +48,21 @@ func TestVXLANLeaseMatchesFlanneld(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := string(b.LeaseData()), `{"VNI":1,"VtepMAC":"02:01:c6:12:00:01"}`; got != want {
+	if got, want := string(b.LeaseData(false)), `{"VNI":1,"VtepMAC":"02:01:c6:12:00:01"}`; got != want {
 		t.Errorf("BackendData %s, want %s", got, want)
+	}
+	// An overlayd that takes partial checksums says so behind flanneld's
+	// keys, which stay as they are: flanneld reads them, and ignores it.
+	withCaps := b.LeaseData(true)
+	if got, want := string(withCaps), `{"VNI":1,"VtepMAC":"02:01:c6:12:00:01","PartialChecksums":true}`; got != want {
+		t.Errorf("BackendData %s, want %s", got, want)
+	}
+	var flanneld struct { // flannel's vxlanLeaseAttrs
+		VNI     uint16
+		VtepMAC string
+	}
+	if err := json.Unmarshal(withCaps, &flanneld); err != nil || flanneld.VNI != 1 || flanneld.VtepMAC != "02:01:c6:12:00:01" {
+		t.Errorf("flanneld would read %s as %+v, %v", withCaps, flanneld, err)
 	}
 	if b.Type() != "vxlan" {
 		t.Errorf("BackendType %q", b.Type())
@@ -92,8 +105,8 @@ func TestVtepMACIsStable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(first.LeaseData(), second.LeaseData()) || first.mac != mac {
-		t.Errorf("restart changed the lease: %s then %s", first.LeaseData(), second.LeaseData())
+	if !bytes.Equal(first.LeaseData(true), second.LeaseData(true)) || first.mac != mac {
+		t.Errorf("restart changed the lease: %s then %s", first.LeaseData(true), second.LeaseData(true))
 	}
 }
 
@@ -229,7 +242,7 @@ func vxlanPeerLease(sn, publicIP string, mac [6]byte) subnet.Lease {
 		Attrs: subnet.LeaseAttrs{
 			PublicIP:    netip.MustParseAddr(publicIP),
 			BackendType: subnet.BackendVXLAN,
-			BackendData: vxlanLeaseData(1, mac),
+			BackendData: vxlanLeaseData(1, mac, false),
 		},
 	}
 }

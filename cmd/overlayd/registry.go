@@ -126,8 +126,15 @@ func runStatus(ctx context.Context, args []string) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(s)
 	}
-	fmt.Printf("subnet %s of %s, backend %s, mtu %d, %s via %s (%s:%d), ready=%v\n",
-		s.Subnet, s.Network, s.Backend, s.MTU, s.TUN, s.Iface, s.PublicIP, s.Port, s.Ready)
+	fmt.Printf("subnet %s of %s, backend %s, mtu %d, ready=%v\n", s.Subnet, s.Network, s.Backend, s.MTU, s.Ready)
+	switch {
+	case s.TUN != "" && s.Port != 0:
+		fmt.Printf("device %s, underlay %s at %s:%d\n", s.TUN, s.Iface, s.PublicIP, s.Port)
+	case s.TUN != "":
+		fmt.Printf("device %s, underlay %s at %s\n", s.TUN, s.Iface, s.PublicIP)
+	default: // host-gw: routes over the underlay itself
+		fmt.Printf("routes via underlay %s at %s\n", s.Iface, s.PublicIP)
+	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PEER SUBNET\tUNDERLAY\tBACKEND")
 	for _, p := range s.Peers {

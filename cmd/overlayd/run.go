@@ -16,6 +16,7 @@ func runDaemon(ctx context.Context, args []string) error {
 		lf           logFlags
 		cfg          tunnel.Config
 		renewMinutes int
+		partial      bool
 	)
 	ef.register(fs)
 	lf.register(fs)
@@ -34,6 +35,10 @@ func runDaemon(ctx context.Context, args []string) error {
 		"vxlan backend: \"userspace\" (overlayd forwards) or \"kernel\" (overlayd programs flannel.<VNI>, as flanneld)")
 	fs.StringVar(&cfg.Underlay, "underlay", tunnel.UnderlaySocket,
 		"how packets reach other hosts: \"socket\" (UDP socket) or \"afpacket\" (AF_PACKET mmap rings)")
+	fs.BoolVar(&partial, "partial-checksums", true,
+		"leave the TCP/UDP checksums of packets to peers that advertise they take them so partial, and advertise it; "+
+			"false: be a host that needs complete checksums, as flanneld's (sent complete, received checked; for tests)")
+	hideFlags(fs, "partial-checksums")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -48,6 +53,7 @@ func runDaemon(ctx context.Context, args []string) error {
 	cfg.EtcdCAFile, cfg.EtcdCertFile, cfg.EtcdKeyFile = ef.caFile, ef.certFile, ef.keyFile
 	cfg.EtcdUsername, cfg.EtcdPassword = ef.username, ef.password
 	cfg.RenewMargin = time.Duration(renewMinutes) * time.Minute
+	cfg.CompleteChecksums = !partial
 	cfg.Logger = log
 	log.Info("starting overlayd", "version", version, "go", runtime.Version())
 	return tunnel.Run(ctx, cfg)

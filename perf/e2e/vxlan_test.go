@@ -33,7 +33,7 @@ var kernelDataplane = []string{"--vxlan-dataplane", "kernel"}
 func TestVXLANOverlay(t *testing.T) {
 	c := startCluster(t, 3, cluster.Options{NetworkConfig: vxlanNetworkConfig})
 	waitFullMesh(t, c)
-	checkVXLANLeases(t, c)
+	checkVXLANLeases(t, c, true)
 
 	t.Run("AllPairsPing", func(t *testing.T) { pingAllPairs(t, c) })
 	t.Run("Transfer64MiB", func(t *testing.T) { transfer(t, c.Daemons[0], c.Daemons[2], 5201, transferBytes) })
@@ -48,7 +48,7 @@ func TestVXLANOverlay(t *testing.T) {
 func TestKernelVXLANOverlay(t *testing.T) {
 	c := startCluster(t, 3, cluster.Options{NetworkConfig: vxlanNetworkConfig, DaemonArgs: kernelDataplane})
 	waitFullMesh(t, c)
-	checkVXLANLeases(t, c)
+	checkVXLANLeases(t, c, false)
 	checkFlannelDevice(t, c, c.Daemons[0])
 
 	t.Run("AllPairsPing", func(t *testing.T) { pingAllPairs(t, c) })
@@ -67,7 +67,9 @@ func TestKernelVXLANOverlay(t *testing.T) {
 
 // TestMixedVXLANCluster switches one host of a userspace vxlan cluster to
 // the kernel data plane and back: the lease, VtepMAC and wire format are
-// the same, so the others notice nothing.
+// the same, so the others notice nothing, but that the kernel's VTEP
+// checks inner checksums: its lease no longer says it takes them partial,
+// and the others complete them for it.
 func TestMixedVXLANCluster(t *testing.T) {
 	c := startCluster(t, 3, cluster.Options{NetworkConfig: vxlanNetworkConfig})
 	waitFullMesh(t, c)
@@ -77,14 +79,17 @@ func TestMixedVXLANCluster(t *testing.T) {
 
 	finishChecksums(t, kern.Host)
 	restart(t, kern, kernelDataplane...)
-	if after := leaseOf(t, c, kern); after.Subnet != before.Subnet || string(after.Attrs.BackendData) != string(before.Attrs.BackendData) {
-		t.Fatalf("switching to the kernel data plane changed the lease from %s %s to %s %s",
-			before.Subnet, before.Attrs.BackendData, after.Subnet, after.Attrs.BackendData)
+	after := leaseOf(t, c, kern)
+	want := strings.Replace(string(before.Attrs.BackendData), `,"PartialChecksums":true`, "", 1)
+	if after.Subnet != before.Subnet || string(after.Attrs.BackendData) != want || want == string(before.Attrs.BackendData) {
+		t.Fatalf("switching to the kernel data plane changed the lease from %s %s to %s %s, want %s",
+			before.Subnet, before.Attrs.BackendData, after.Subnet, after.Attrs.BackendData, want)
 	}
 	if s, err := kern.Status(ctx); err != nil || s.TUN != "flannel.1" {
 		t.Fatalf("%s status: device %q, %v; want flannel.1", kern.Name(), s.TUN, err)
 	}
 	waitFullMesh(t, c)
+	waitPeerChecksums(t, c, kern)
 	checkFlannelDevice(t, c, kern)
 	pingAllPairs(t, c)
 	transfer(t, c.Daemons[0], kern, 5203, transferBytes) // userspace -> kernel
@@ -96,7 +101,11 @@ func TestMixedVXLANCluster(t *testing.T) {
 	if out, err := kern.Host.NS.Exec(ctx, "ip", "link", "show", "flannel.1"); err == nil {
 		t.Errorf("flannel.1 left behind by the switch back to userspace:\n%s", out)
 	}
+	if back := leaseOf(t, c, kern); string(back.Attrs.BackendData) != string(before.Attrs.BackendData) {
+		t.Errorf("back on the userspace data plane, BackendData %s, had %s", back.Attrs.BackendData, before.Attrs.BackendData)
+	}
 	waitFullMesh(t, c)
+	waitPeerChecksums(t, c, nil)
 	pingAllPairs(t, c)
 	transfer(t, kern, c.Daemons[0], 5205, 8<<20)
 }
@@ -138,13 +147,17 @@ func leaseOf(t *testing.T, c *cluster.Cluster, d *cluster.Daemon) subnet.Lease {
 }
 
 // checkVXLANLeases: every lease is written as flanneld writes a vxlan lease,
-// with the VtepMAC derived from the host's public IP.
-func checkVXLANLeases(t *testing.T, c *cluster.Cluster) {
+// with the VtepMAC derived from the host's public IP; with partial, it
+// says behind them that the host takes partial checksums.
+func checkVXLANLeases(t *testing.T, c *cluster.Cluster, partial bool) {
 	t.Helper()
 	for _, d := range c.Daemons {
 		l := leaseOf(t, c, d)
 		mac := tunnel.VtepMAC(d.Host.Underlay.Addr(), 1)
 		want := fmt.Sprintf(`{"VNI":1,"VtepMAC":%q}`, net.HardwareAddr(mac[:]))
+		if partial {
+			want = strings.TrimSuffix(want, "}") + `,"PartialChecksums":true}`
+		}
 		if l.Attrs.BackendType != "vxlan" || string(l.Attrs.BackendData) != want || l.Subnet != d.Env.Subnet.Masked() {
 			t.Errorf("%s: lease %s BackendType %q BackendData %s; want %s vxlan %s",
 				d.Name(), l.Subnet, l.Attrs.BackendType, l.Attrs.BackendData, d.Env.Subnet.Masked(), want)

@@ -1,23 +1,3 @@
-// Package afpacket is overlayd's second underlay: the same batch interface
-// as package udp (udp.Conn), over an AF_PACKET socket instead of a UDP one.
-//
-// Receiving, the kernel copies the datagrams addressed to the tunnel's
-// address and port into a TPACKET_V3 ring shared with overlayd (a classic
-// BPF filter picks them out of everything on the interface), and ReadBatch
-// copies their payloads out of the ring: no system call per batch while
-// blocks keep coming, and none of the kernel's IP and UDP receive path.
-// Workers share the flows through PACKET_FANOUT. Sending, WriteBatch
-// builds Ethernet, IPv4 and UDP headers itself and hands whole frames to
-// the interface's driver with sendmmsg, past the qdisc layer
-// (PACKET_QDISC_BYPASS), the routing table and netfilter; the next hop's
-// MAC address comes from the kernel's neighbour table.
-//
-// The kernel's stack still sees every datagram the ring takes. Left alone
-// it would answer each with an ICMP port unreachable, as nothing listens
-// on the port; a Guard (a tc filter by default) keeps it quiet, and is
-// removed again by Close.
-//
-// Linux only, without cgo.
 package afpacket
 
 import (
@@ -30,7 +10,7 @@ import (
 // Options configures Listen. The zero value is a good start.
 type Options struct {
 	// BatchSize is the number of datagrams per sendmmsg, and the most
-	// ReadBatch returns, 1 to 1024; 0 means udp.DefaultBatchSize.
+	// ReadBatch returns, 1 to 1024; 0 means DefaultBatchSize.
 	BatchSize int
 
 	// Group ties the Conns of one overlayd together: they share one

@@ -175,8 +175,10 @@ func open(s *shared, laddr netip.AddrPort, opts Options, fanout bool) (_ *conn, 
 		if err := s.joinFanout(fd); err != nil {
 			return nil, err
 		}
-	} else if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1); err != nil {
-		return nil, fmt.Errorf("PACKET_IGNORE_OUTGOING: %w", err)
+	} else {
+		// Best effort (Linux 4.20): the filter rejects our own frames
+		// anyway, this spares the kernel running it on them.
+		unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
 	}
 
 	c.f = os.NewFile(uintptr(fd), "afpacket:"+s.iface) // nonblocking: in the netpoller
@@ -441,7 +443,7 @@ func (t *txBatch) build(bufs [][]byte, dsts []netip.AddrPort, base int, gso bool
 			i++
 			continue
 		}
-		if Overhead+len(bufs[i]) > t.mtu {
+		if overhead+len(bufs[i]) > t.mtu {
 			refuse(i, dst, unix.EMSGSIZE)
 			i++
 			continue

@@ -136,6 +136,31 @@ func (h *hosts) socket(n *netns.NS, laddr netip.AddrPort) *net.UDPConn {
 	return c
 }
 
+// waitPortFree waits until a UDP socket can bind laddr in n. A closed
+// socket's port is free at once, unless a child this test process forked
+// (ip netns exec, in a parallel test) still holds a copy of the descriptor
+// until it execs: so retry for a while before failing.
+func (h *hosts) waitPortFree(n *netns.NS, laddr netip.AddrPort) {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := n.Do(func() error {
+			c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(laddr))
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, unix.EADDRINUSE) || time.Now().After(deadline) {
+			h.t.Fatalf("port still taken after Close: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // icmpUnreachSent reads n's count of ICMP destination unreachables sent.
 func (h *hosts) icmpUnreachSent(n *netns.NS) uint64 {
 	h.t.Helper()
@@ -303,7 +328,7 @@ func testSendToKernelSocket(t *testing.T, gso bool) {
 	}
 
 	// Too large, or not IPv4: refused, the rest sent.
-	big := make([]byte, 1500-Overhead+1)
+	big := make([]byte, 1500-overhead+1)
 	n2, err := c.WriteBatch([][]byte{big, []byte("ok"), []byte("v6")},
 		[]netip.AddrPort{dst, dst, netip.MustParseAddrPort("[2001:db8::1]:8285")})
 	var we *udp.WriteError
@@ -486,7 +511,7 @@ func TestCloseRemovesGuard(t *testing.T) {
 			if strings.Contains(string(out), "clsact") {
 				t.Errorf("clsact qdisc left on a0:\n%s", out)
 			}
-			h.socket(h.a, laddr).Close() // the port is free
+			h.waitPortFree(h.a, laddr)
 
 			before := h.icmpUnreachSent(h.a)
 			s := h.socket(h.b, netip.AddrPortFrom(addrB, 40000))

@@ -21,8 +21,9 @@ type shared struct {
 	guard      guard
 	guardKind  Guard
 
-	fanoutID  uint16
-	hasFanout bool // fanoutID is a live group
+	fanoutID   uint16
+	fanoutMode int  // type and flags, the same for every member
+	hasFanout  bool // fanoutID is a live group
 }
 
 type linkInfo struct {
@@ -103,23 +104,29 @@ func (s *shared) close() error {
 
 // joinFanout puts the socket fd into the group's PACKET_FANOUT group,
 // which the first socket creates with an id the kernel picks. Flows are
-// spread by hash, so a flow stays with one socket and in order; outgoing
-// frames are not looped back into the group.
+// spread by hash, so a flow stays with one socket and in order. Where the
+// kernel can, outgoing frames are kept out of the group; elsewhere the
+// filter rejects them, at a small cost.
 func (s *shared) joinFanout(fd int) error {
-	const mode = unix.PACKET_FANOUT_HASH | unix.PACKET_FANOUT_FLAG_IGNORE_OUTGOING
 	if s.hasFanout {
-		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT, int(s.fanoutID)|mode<<16); err != nil {
+		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT, int(s.fanoutID)|s.fanoutMode<<16); err != nil {
 			return fmt.Errorf("PACKET_FANOUT join group %d: %w", s.fanoutID, err)
 		}
 		return nil
 	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT, (mode|unix.PACKET_FANOUT_FLAG_UNIQUEID)<<16); err != nil {
+	mode := unix.PACKET_FANOUT_HASH | unix.PACKET_FANOUT_FLAG_IGNORE_OUTGOING
+	err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT, (mode|unix.PACKET_FANOUT_FLAG_UNIQUEID)<<16)
+	if errors.Is(err, unix.EINVAL) {
+		mode = unix.PACKET_FANOUT_HASH // a kernel without IGNORE_OUTGOING
+		err = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT, (mode|unix.PACKET_FANOUT_FLAG_UNIQUEID)<<16)
+	}
+	if err != nil {
 		return fmt.Errorf("PACKET_FANOUT new group: %w", err)
 	}
 	v, err := unix.GetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT)
 	if err != nil {
 		return fmt.Errorf("PACKET_FANOUT group id: %w", err)
 	}
-	s.fanoutID, s.hasFanout = uint16(v), true
+	s.fanoutID, s.fanoutMode, s.hasFanout = uint16(v), mode, true
 	return nil
 }

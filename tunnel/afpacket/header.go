@@ -23,9 +23,9 @@ const (
 
 	// txHeaderLen is what WriteBatch puts in front of each payload.
 	txHeaderLen = vnetLen + ethLen + ipLen + udpLen
-	// Overhead is what the underlay adds to a payload on the wire
+	// overhead is what the underlay adds to a payload on the wire
 	// (Ethernet not counted, as in an MTU).
-	Overhead = ipLen + udpLen
+	overhead = ipLen + udpLen
 
 	etherTypeIPv4 = 0x0800
 	protoUDP      = 17

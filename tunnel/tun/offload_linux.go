@@ -22,7 +22,10 @@ const (
 // total length, and the kernel's default GSO size for a TUN.
 const maxPacketLen = 65535
 
-var _ FeatureReporter = (*nativeDevice)(nil)
+var (
+	_ FeatureReporter = (*nativeDevice)(nil)
+	_ PartialReader   = (*nativeDevice)(nil)
+)
 
 // ioctl runs call, an ioctl with request req and argument flags, unless
 // the fault hook stands in for the kernel and refuses it.
@@ -63,20 +66,31 @@ func openFirstQueue(name string, flags *uint16, o *options) (*nativeDevice, erro
 // kernels refuse the request with EINVAL, and then get it without USO.
 func (d *nativeDevice) negotiateOffloads(o *options) {
 	const tso = tunFCsum | tunFTSO4 | tunFTSO6
+	f := Features{VirtioHdr: true}
 	err := d.setOffload(o, tso|tunFUSO4|tunFUSO6)
 	if err == nil {
-		d.features.TSO, d.features.USO = true, true
+		f.TSO, f.USO = true, true
+		d.setFeatures(f, nil)
 		return
 	}
 	if errors.Is(err, unix.EINVAL) {
 		if err = d.setOffload(o, tso); err == nil {
-			d.features.TSO = true
+			f.TSO = true
+			d.setFeatures(f, nil)
 			return
 		}
 	}
 	// IFF_VNET_HDR stays: Write can still hand the kernel merged
 	// segments, and Read gets packets whose checksums are done.
-	d.offloadErr = &OffloadError{Op: "TUNSETOFFLOAD", Err: err}
+	d.setFeatures(f, &OffloadError{Op: "TUNSETOFFLOAD", Err: err})
+}
+
+// setFeatures records what the interface negotiated. Write merges UDP
+// datagrams only if the kernel has USO: a kernel that lacks it refuses
+// GSOUDPL4 packets too.
+func (d *nativeDevice) setFeatures(f Features, err error) {
+	d.features, d.offloadErr = f, err
+	d.gro.UDP = f.USO
 }
 
 func (d *nativeDevice) setOffload(o *options, flags uint32) error {
@@ -99,6 +113,7 @@ func (d *nativeDevice) initOffloads(o *options) {
 	d.features.VirtioHdr = true
 	d.vread.buf = make([]byte, encap.VirtioNetHdrLen+maxPacketLen)
 	d.vread.stats = &d.stats
+	d.vread.leavePartial = o.partial
 	d.readFn = d.vread.do
 	d.toWrite = make([]int, 0, offloadBatchSize)
 }
@@ -142,6 +157,11 @@ type vnetReadOp struct {
 	pending []byte             // in buf: a packet read but not yet delivered
 	hdr     encap.VirtioNetHdr // pending's header
 	stats   *offloadCounters
+
+	// partial is ReadPartial's: whether each packet delivered is left
+	// with a partial checksum; nil for Read, which completes them all.
+	partial      []bool
+	leavePartial bool // WithPartialChecksums
 }
 
 // do delivers the pending packet, then drains the queue into op.bufs. It
@@ -179,12 +199,13 @@ func (op *vnetReadOp) do(fd uintptr) bool {
 func (op *vnetReadOp) deliver() bool {
 	bufs, sizes := op.bufs[op.n:], op.sizes[op.n:]
 	gso := op.hdr.GSOType != encap.GSONone
-	n, err := encap.SplitGSO(op.pending, op.hdr, bufs, sizes, op.offset)
+	split := encap.SplitOptions{PartialChecksums: op.leavePartial && op.partial != nil}
+	n, partial, err := encap.SplitGSO(op.pending, op.hdr, bufs, sizes, op.offset, split)
 	var rest []byte
 	if err == encap.ErrTooManySegments && op.n == 0 {
 		// More segments than the caller has buffers at all: hand over
 		// what fits and keep the rest.
-		n, rest, err = encap.SplitGSOHead(op.pending, &op.hdr, bufs, sizes, op.offset)
+		n, rest, partial, err = encap.SplitGSOHead(op.pending, &op.hdr, bufs, sizes, op.offset, split)
 	}
 	switch err {
 	case nil:
@@ -194,6 +215,11 @@ func (op *vnetReadOp) deliver() bool {
 		op.pending = nil // dropped
 		op.err = err
 		return false
+	}
+	if op.partial != nil {
+		for i := range n {
+			op.partial[op.n+i] = partial
+		}
 	}
 	op.n += n
 	if gso {
@@ -220,4 +246,20 @@ func (d *nativeDevice) readVnet(bufs [][]byte, sizes []int, offset int) (int, er
 		return n, d.fail("read", opErr)
 	}
 	return n, nil
+}
+
+// ReadPartial is Read, leaving checksums partial with WithPartialChecksums.
+func (d *nativeDevice) ReadPartial(bufs [][]byte, sizes []int, partial []bool, offset int) (int, error) {
+	if !d.vnet {
+		// Without a virtio-net header the kernel completes every checksum.
+		n, err := d.Read(bufs, sizes, offset)
+		clear(partial[:n])
+		return n, err
+	}
+	d.readMu.Lock()
+	defer d.readMu.Unlock()
+	d.vread.partial = partial[:len(bufs)]
+	n, err := d.readVnet(bufs, sizes, offset)
+	d.vread.partial = nil // keep none of the caller's slices alive
+	return n, err
 }

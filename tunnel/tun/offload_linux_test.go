@@ -51,6 +51,9 @@ func TestOffloadFeatures(t *testing.T) {
 		if d.BatchSize() != offloadBatchSize {
 			t.Errorf("queue %d: BatchSize %d, want %d", i, d.BatchSize(), offloadBatchSize)
 		}
+		if merges := d.(*nativeDevice).gro.UDP; merges != f.USO {
+			t.Errorf("queue %d merges UDP %v with USO %v", i, merges, f.USO)
+		}
 		t.Logf("queue %d: %+v (USO needs Linux 6.2)", i, f)
 	}
 }
@@ -89,6 +92,9 @@ func TestOffloadFallback(t *testing.T) {
 				t.Errorf("%s: queue %d: %v, want no error", tt.name, q, err)
 			case tt.op != "" && (!errors.As(err, &oerr) || oerr.Op != tt.op || !errors.Is(err, unix.EINVAL)):
 				t.Errorf("%s: queue %d: %v, want an *OffloadError for %s", tt.name, q, err, tt.op)
+			}
+			if merges := d.(*nativeDevice).gro.UDP; merges != f.USO {
+				t.Errorf("%s: queue %d merges UDP %v with USO %v", tt.name, q, merges, f.USO)
 			}
 			want := nativeBatchSize
 			if tt.want.VirtioHdr {

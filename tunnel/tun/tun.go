@@ -10,9 +10,10 @@
 // With offloads (WithOffloads), the kernel hands the native Device TCP and
 // UDP super-packets of up to 64 KiB and takes them back: Read splits them
 // into MTU-sized packets with complete checksums (GSO), and Write merges
-// the segments of each TCP flow before they reach the kernel (GRO). The
-// caller still sees ordinary packets; only Write's headroom and its
-// buffers' capacity matter (see WithOffloads).
+// the segments of each TCP flow, and with USO the datagrams of each UDP
+// flow, before they reach the kernel (GRO). The caller still sees ordinary
+// packets; only Write's headroom and its buffers' capacity matter (see
+// WithOffloads).
 package tun
 
 import (
@@ -80,6 +81,7 @@ type Option func(*options)
 type options struct {
 	offloads bool
 	verify   bool
+	partial  bool
 	// fault, when set, is called before each ioctl that negotiates
 	// offloads, with its request and flags; an error it returns stands in
 	// for the kernel's. Tests use it to play an older kernel.
@@ -91,7 +93,9 @@ type options struct {
 // later. The kernel then hands Read super-packets of up to 64 KiB, which
 // Read splits into packets no larger than the MTU, each with complete
 // checksums, and Write merges consecutive segments of a TCP flow into
-// super-packets, so the kernel's TCP handles one packet instead of dozens.
+// super-packets, so the kernel's TCP handles one packet instead of dozens;
+// with USO it merges consecutive datagrams of a UDP flow too, which the
+// kernel cuts apart again only where a socket takes them.
 // BatchSize becomes 128: the segments of a 64 KiB super-packet at an MSS of
 // 1432 are 46.
 //
@@ -118,6 +122,16 @@ func WithChecksumVerify() Option {
 	return func(o *options) { o.verify = true }
 }
 
+// WithPartialChecksums lets the ReadPartial of a Device with offloads leave
+// partial the TCP and UDP checksums that the kernel left to do, rather
+// than sum every payload byte (see PartialReader): for a caller that sends
+// most packets where nobody looks at the checksum, and completes it for
+// the others. Read still completes every checksum. Without WithOffloads it
+// changes nothing.
+func WithPartialChecksums() Option {
+	return func(o *options) { o.partial = true }
+}
+
 // Features are the offloads a Device negotiated with the kernel.
 type Features struct {
 	// VirtioHdr: packets cross the kernel boundary behind a virtio-net
@@ -128,7 +142,8 @@ type Features struct {
 	// checksum is left to do (TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6).
 	TSO bool
 	// USO: the kernel may hand Read UDP super-packets (TUN_F_USO4,
-	// TUN_F_USO6; Linux 6.2 and later).
+	// TUN_F_USO6; Linux 6.2 and later), and Write hands it merged UDP
+	// datagrams.
 	USO bool
 }
 
@@ -139,6 +154,18 @@ type FeatureReporter interface {
 	// *OffloadError, why one that WithOffloads asked for is not. A kernel
 	// without USO is no error: USO is recent.
 	Features() (Features, error)
+}
+
+// A PartialReader is a Device whose reads can leave checksums partial: the
+// native Linux one.
+type PartialReader interface {
+	// ReadPartial is Read, except that on a Device created with
+	// WithPartialChecksums it leaves partial each TCP or UDP checksum
+	// that the kernel left to do, as encap.SplitOptions.PartialChecksums
+	// describes, and sets partial[i] for each packet i so left; the
+	// others, with partial[i] false, are complete. encap.CompleteChecksum
+	// finishes a partial one. len(partial) must be >= len(bufs).
+	ReadPartial(bufs [][]byte, sizes []int, partial []bool, offset int) (n int, err error)
 }
 
 // An OffloadError reports an offload that the kernel refused. It is not a

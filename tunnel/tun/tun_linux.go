@@ -64,7 +64,7 @@ func Create(name string, queues int, opts ...Option) ([]Device, error) {
 			d, err = openQueue(name, flags, &o)
 			if err == nil {
 				first := devs[0].(*nativeDevice)
-				d.features, d.offloadErr = first.features, first.offloadErr
+				d.setFeatures(first.features, first.offloadErr)
 			}
 		}
 		if err != nil {
@@ -283,9 +283,9 @@ func (d *nativeDevice) Write(bufs [][]byte, offset int) (int, error) {
 		if offset < encap.VirtioNetHdrLen {
 			return 0, ErrNoHeadroom
 		}
-		// Each packet goes with the virtio-net header CoalesceTCP wrote
-		// in front of it.
-		d.toWrite = encap.CoalesceTCP(bufs, offset, &d.gro, d.toWrite)
+		// Each packet goes with the virtio-net header Coalesce wrote in
+		// front of it.
+		d.toWrite = encap.Coalesce(bufs, offset, &d.gro, d.toWrite)
 		op.order, op.gro = d.toWrite, &d.gro
 		op.offset = offset - encap.VirtioNetHdrLen
 		d.stats.wrote(d.toWrite, &d.gro)
