@@ -172,8 +172,7 @@ func (t *GROTable) add(bufs [][]byte, offset, i int, p *groPacket) bool {
 			}
 		}
 	}
-	t.runs = append(t.runs, newRun(pkt, i, p, merging && !plain))
-	t.runs[len(t.runs)-1].plain = plain
+	t.runs = append(t.runs, newRun(pkt, i, p, merging, plain))
 	if merging {
 		// Even a run that stays closed ends its flow's previous one:
 		// nothing behind it may overtake it.
@@ -182,9 +181,9 @@ func (t *GROTable) add(bufs [][]byte, offset, i int, p *groPacket) bool {
 	return true
 }
 
-// newRun starts a run with pkt, bufs[i]; open says whether its flow may
-// merge at all.
-func newRun(pkt []byte, i int, p *groPacket, open bool) groRun {
+// newRun starts a run with pkt, bufs[i]. merging says whether its flow
+// may merge at all, plain whether pkt failed verification.
+func newRun(pkt []byte, i int, p *groPacket, merging, plain bool) groRun {
 	payload := len(pkt) - p.hdrLen
 	r := groRun{
 		head:    int32(i),
@@ -193,9 +192,10 @@ func newRun(pkt []byte, i int, p *groPacket, open bool) groRun {
 		gsoSize: uint16(payload),
 		packets: 1,
 		proto:   p.proto,
+		plain:   plain,
 		v6:      p.v6,
 	}
-	r.open = open && payload > 0 && (p.v6 || ipv4HeaderValid(pkt, p.l4Off))
+	r.open = merging && !plain && payload > 0 && (p.v6 || ipv4HeaderValid(pkt, p.l4Off))
 	if p.proto == protoTCP {
 		r.nextSeq = p.seq + uint32(payload)
 		r.open = r.open && p.flags == tcpFlagACK
