@@ -10,6 +10,7 @@ import (
 
 	"github.com/overlayd/overlayd/perf/cluster"
 	"github.com/overlayd/overlayd/perf/traffic"
+	"github.com/overlayd/overlayd/tunnel"
 )
 
 const (
@@ -222,11 +223,20 @@ func checkBadDatagrams(t *testing.T, c *cluster.Cluster) {
 	send(t, peer.Host.NS, dst, append(append([]byte{}, good...), 0, 0, 0))
 	send(t, peer.Host.NS, dst, []byte(strings.Repeat("\xff", 40)))
 
-	want := map[string]uint64{"unknown_peer": 1, "spoofed": 1, "malformed": 3}
+	expectDrops(t, victim, before, map[string]uint64{"unknown_peer": 1, "spoofed": 1, "malformed": 3})
+	// Still forwarding.
+	pingAllPairs(t, c)
+}
+
+// expectDrops waits until the victim's drop counters have gone up by want
+// since before, and fails if any went up by another amount or the daemon
+// stopped answering.
+func expectDrops(t *testing.T, victim *cluster.Daemon, before tunnel.Status, want map[string]uint64) {
+	t.Helper()
 	var after map[string]uint64
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		s, err := victim.Status(ctx)
+		s, err := victim.Status(context.Background())
 		if err != nil {
 			t.Fatalf("overlayd did not survive bad datagrams: %v", err)
 		}
@@ -245,6 +255,4 @@ func checkBadDatagrams(t *testing.T, c *cluster.Cluster) {
 			t.Errorf("drops[%s] went up by %d, want %d", r, got, n)
 		}
 	}
-	// Still forwarding.
-	pingAllPairs(t, c)
 }

@@ -379,28 +379,6 @@ func checkBadVXLANFrames(t *testing.T, c *cluster.Cluster) {
 	send(t, peer.Host.NS, dst, vxlanFrame(t, 1, theirs, ours, good)[:30])
 	send(t, peer.Host.NS, dst, []byte(strings.Repeat("\xff", 60)))
 
-	want := map[string]uint64{"unknown_peer": 1, "spoofed": 1, "malformed": 4}
-	var after map[string]uint64
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		s, err := victim.Status(ctx)
-		if err != nil {
-			t.Fatalf("overlayd did not survive bad frames: %v", err)
-		}
-		after = s.Stats.Drops
-		ok := true
-		for r, n := range want {
-			ok = ok && after[r]-before.Stats.Drops[r] >= n
-		}
-		if ok || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	for r, n := range want {
-		if got := after[r] - before.Stats.Drops[r]; got != n {
-			t.Errorf("drops[%s] went up by %d, want %d", r, got, n)
-		}
-	}
+	expectDrops(t, victim, before, map[string]uint64{"unknown_peer": 1, "spoofed": 1, "malformed": 4})
 	pingAllPairs(t, c)
 }

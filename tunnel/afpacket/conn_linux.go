@@ -460,7 +460,7 @@ func (t *txBatch) build(bufs [][]byte, dsts []netip.AddrPort, base int, gso bool
 		}
 		segs := 1
 		if gso {
-			segs = gsoRun(bufs[i:], dsts[i:])
+			segs = udp.SegmentRun(bufs[i:], dsts[i:])
 		}
 		k := t.count
 		hdr := t.hdrs[k*txHeaderLen : (k+1)*txHeaderLen]

@@ -47,11 +47,6 @@ const (
 	vnetGSONone   = 0
 	vnetGSOUDPL4  = 5
 	vnetGSOECN    = 0x80
-
-	// gsoMaxSegments is UDP_MAX_SEGMENTS of kernels before 6.x, which
-	// refuse more; gsoMaxPayload keeps the super-datagram one IPv4 packet.
-	gsoMaxSegments = 64
-	gsoMaxPayload  = 65535 - ipLen - udpLen
 )
 
 // header writes the headers of the frames one Conn sends. Everything but
@@ -136,29 +131,6 @@ func (h *header) writeGSO(b []byte, dstMAC [6]byte, dst netip.AddrPort, total, s
 	binary.BigEndian.PutUint16(udp[2:], dst.Port())
 	binary.BigEndian.PutUint16(udp[4:], uint16(ulen))
 	binary.BigEndian.PutUint16(udp[6:], uint16(encap.PseudoHeaderSum(h.src, dst.Addr(), protoUDP, ulen)))
-}
-
-// gsoRun returns how many datagrams from bufs[0] one GSO super-datagram
-// can carry: all to dsts[0], as long as the first but the last, which may
-// be shorter, within the kernel's limits. It is at least 1.
-func gsoRun(bufs [][]byte, dsts []netip.AddrPort) int {
-	size := len(bufs[0])
-	if size == 0 {
-		return 1 // a 0-byte segment would vanish
-	}
-	total, n := size, 1
-	for n < len(bufs) && n < gsoMaxSegments {
-		l := len(bufs[n])
-		if dsts[n] != dsts[0] || l == 0 || l > size || total+l > gsoMaxPayload {
-			break
-		}
-		total += l
-		n++
-		if l < size {
-			break // only the last segment may be short
-		}
-	}
-	return n
 }
 
 // dropReason says why a received frame was not delivered.

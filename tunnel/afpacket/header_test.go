@@ -336,39 +336,6 @@ func TestHeaderWriteGSO(t *testing.T) {
 	}
 }
 
-func TestGSORun(t *testing.T) {
-	t.Parallel()
-	a, b := testPeer, testLocal
-	sizes := func(n ...int) [][]byte { return datagrams(len(n), func(i int) int { return n[i] }) }
-	many := make([]int, 70)
-	for i := range many {
-		many[i] = 100
-	}
-	for _, c := range []struct {
-		name string
-		bufs [][]byte
-		dsts []netip.AddrPort
-		want int
-	}{
-		{"equal", sizes(100, 100, 100), []netip.AddrPort{a, a, a}, 3},
-		{"last shorter", sizes(100, 100, 50, 100), []netip.AddrPort{a, a, a, a}, 3},
-		{"longer stops", sizes(100, 200), []netip.AddrPort{a, a}, 1},
-		{"other peer stops", sizes(100, 100, 100), []netip.AddrPort{a, a, b}, 2},
-		{"empty first", sizes(0, 0), []netip.AddrPort{a, a}, 1},
-		{"empty later stops", sizes(100, 0), []netip.AddrPort{a, a}, 1},
-		{"at most 64", sizes(many...), slices.Repeat([]netip.AddrPort{a}, 70), 64},
-		{"at most 64 KiB", sizes(1400, 1400, 1400, 1400, 1400, 1400, 1400, 1400, 1400, 1400,
-			1400, 1400, 1400, 1400, 1400, 1400, 1400, 1400, 1400, 1400, 1400, 1400, 1400, 1400,
-			1400, 1400, 1400, 1400, 1400, 1400, 1400, 1400, 1400, 1400, 1400, 1400, 1400, 1400,
-			1400, 1400, 1400, 1400, 1400, 1400, 1400, 1400, 1400, 1400, 1400),
-			slices.Repeat([]netip.AddrPort{a}, 49), 46},
-	} {
-		if got := gsoRun(c.bufs, c.dsts); got != c.want {
-			t.Errorf("%s: %d, want %d", c.name, got, c.want)
-		}
-	}
-}
-
 func datagrams(count int, size func(i int) int) [][]byte {
 	out := make([][]byte, count)
 	for i := range out {

@@ -379,7 +379,7 @@ func (t *txBatch) build(bufs [][]byte, dsts []netip.AddrPort, gso bool) {
 		}
 		segs := 1
 		if gso {
-			segs = segmentRun(bufs[i:], dsts[i:])
+			segs = SegmentRun(bufs[i:], dsts[i:])
 		}
 		for j := i; j < i+segs; j++ {
 			setIovec(&t.iovs[j], bufs[j])

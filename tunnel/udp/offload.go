@@ -9,11 +9,11 @@ const (
 	groBufSize    = 1 << 16        // GRO stops coalescing before 64 KiB
 )
 
-// segmentRun returns how many datagrams from bufs[0] one UDP_SEGMENT
-// message can carry: all to dsts[0], all as long as the first but the last,
-// which may be shorter, at most maxSegments and maxGSOPayload bytes in all.
-// It is at least 1.
-func segmentRun(bufs [][]byte, dsts []netip.AddrPort) int {
+// SegmentRun returns how many datagrams from bufs[0] one UDP GSO message
+// (UDP_SEGMENT, or a GSO super-frame on AF_PACKET) can carry: all to
+// dsts[0], all as long as the first but the last, which may be shorter, at
+// most maxSegments and maxGSOPayload bytes in all. It is at least 1.
+func SegmentRun(bufs [][]byte, dsts []netip.AddrPort) int {
 	size := len(bufs[0])
 	if size == 0 {
 		return 1 // a 0-byte segment would vanish

@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-func TestSegmentRun(t *testing.T) {
+func TestSegmentRunLimits(t *testing.T) {
 	p := netip.MustParseAddrPort("198.18.0.2:8285")
 	q := netip.MustParseAddrPort("198.18.0.3:8285")
 	run := func(sizes []int, dsts []netip.AddrPort) int {
@@ -20,7 +20,7 @@ func TestSegmentRun(t *testing.T) {
 				dsts[i] = p
 			}
 		}
-		return segmentRun(bufs, dsts)
+		return SegmentRun(bufs, dsts)
 	}
 	repeat := func(n, size int) []int {
 		s := make([]int, n)
