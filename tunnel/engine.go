@@ -42,6 +42,9 @@ type Engine struct {
 	// A programmer's wanted peers, handed from the watch to routineProgram.
 	wanted      atomic.Pointer[[]subnet.Peer]
 	wantChanged chan struct{}
+	// conns are the workers' underlay sockets, for their counters.
+	conns []udp.Conn
+
 	// rejected remembers why leases were not taken as peers, to log each
 	// reason once rather than at every registry change.
 	rejected map[netip.Prefix]string
@@ -149,6 +152,9 @@ func (e *Engine) run(ctx context.Context) error {
 		e.cfg.TunName, e.cfg.Queues = prog.Device(), 0 // what status shows
 	} else if err := e.openDataPath(workers); err != nil {
 		return err
+	}
+	for _, w := range workers {
+		e.conns = append(e.conns, w.conn)
 	}
 
 	ctx, cancel := context.WithCancelCause(ctx)

@@ -31,4 +31,15 @@ func writeMetrics(w io.Writer, s Status) {
 	for _, r := range reasons {
 		fmt.Fprintf(w, "overlayd_drops_total{reason=%q} %d\n", r, s.Stats.Drops[r])
 	}
+	if len(s.Underlay) > 0 {
+		fmt.Fprintf(w, "# HELP overlayd_afpacket_total AF_PACKET underlay counters, by kind.\n# TYPE overlayd_afpacket_total counter\n")
+		kinds := make([]string, 0, len(s.Underlay))
+		for k := range s.Underlay {
+			kinds = append(kinds, k)
+		}
+		sort.Strings(kinds)
+		for _, k := range kinds {
+			fmt.Fprintf(w, "overlayd_afpacket_total{kind=%q} %d\n", k, s.Underlay[k])
+		}
+	}
 }

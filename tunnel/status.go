@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/overlayd/overlayd/tunnel/afpacket"
+	"github.com/overlayd/overlayd/tunnel/udp"
 	"io/fs"
 	"net"
 	"net/http"
@@ -31,6 +33,9 @@ type Status struct {
 	Queues   int           `json:"queues"`
 	Peers    []PeerStatus  `json:"peers"`
 	Stats    StatsSnapshot `json:"stats"`
+	// Underlay holds the AF_PACKET underlay's own counters, summed over
+	// the workers (--underlay=afpacket only).
+	Underlay map[string]uint64 `json:"underlay,omitempty"`
 
 	// PartialChecksums: our lease says we take partial checksums.
 	PartialChecksums bool `json:"partial_checksums"`
@@ -63,6 +68,7 @@ func (e *Engine) status() Status {
 
 		PartialChecksums: e.partialChecksums,
 	}
+	s.Underlay = underlayCounters(e.conns)
 	for _, p := range e.peers.Load().Peers() {
 		bt := p.Lease.Attrs.BackendType
 		if bt == "" {
@@ -72,6 +78,37 @@ func (e *Engine) status() Status {
 			PartialChecksums: p.PartialChecksums})
 	}
 	return s
+}
+
+// underlayCounters sums the AF_PACKET conns' counters; nil for sockets,
+// whose drops the kernel counts (/proc/net/snmp).
+func underlayCounters(conns []udp.Conn) map[string]uint64 {
+	var sum afpacket.Stats
+	found := false
+	for _, c := range conns {
+		if sc, ok := c.(interface{ Stats() afpacket.Stats }); ok {
+			st := sc.Stats()
+			found = true
+			sum.Received += st.Received
+			sum.Sent += st.Sent
+			sum.Malformed += st.Malformed
+			sum.BadChecksum += st.BadChecksum
+			sum.Truncated += st.Truncated
+			sum.RingDrops += st.RingDrops
+			sum.Corrupt += st.Corrupt
+			sum.NoNeighbour += st.NoNeighbour
+			sum.Unroutable += st.Unroutable
+		}
+	}
+	if !found {
+		return nil
+	}
+	return map[string]uint64{
+		"received": sum.Received, "sent": sum.Sent,
+		"malformed": sum.Malformed, "bad_checksum": sum.BadChecksum, "truncated": sum.Truncated,
+		"ring_drops": sum.RingDrops, "corrupt_blocks": sum.Corrupt,
+		"no_neighbour": sum.NoNeighbour, "unroutable": sum.Unroutable,
+	}
 }
 
 // handler serves /status (JSON), /metrics (Prometheus text), /healthz and

@@ -148,5 +148,10 @@ func runStatus(ctx context.Context, args []string) error {
 			fmt.Printf("dropped %s: %d\n", r, n)
 		}
 	}
+	for k, n := range s.Underlay {
+		if n > 0 {
+			fmt.Printf("afpacket %s: %d\n", k, n)
+		}
+	}
 	return nil
 }

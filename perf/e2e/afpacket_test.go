@@ -92,6 +92,17 @@ func checkAFPacketCluster(t *testing.T, c *cluster.Cluster, afp []*cluster.Daemo
 		}
 	})
 	t.Run("NoPortUnreachable", func(t *testing.T) { checkNoUnreachables(t, afp, icmp) })
+	t.Run("CountersInStatus", func(t *testing.T) {
+		for _, d := range afp {
+			s, err := d.Status(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Underlay["received"] == 0 || s.Underlay["sent"] == 0 {
+				t.Errorf("%s: AF_PACKET counters missing from status after the transfers: %v", d.Name(), s.Underlay)
+			}
+		}
+	})
 }
 
 // afpTransfer sends n bytes over TCP from a's container to b's and checks
