@@ -300,48 +300,54 @@ func TestForwardingDoesNotAllocate(t *testing.T) {
 	}
 }
 
-func BenchmarkEncapsulate(b *testing.B) {
-	w := testWorker()
-	tx := newTxScratch(64)
-	pkts := make([][]byte, 64)
-	for i := range pkts {
-		pkts[i] = ipv4UDP(b, "100.96.1.2", "100.96.2.7", 1400, false)
-	}
+// benchEncapsulate times w.encapsulate over a batch of pkts; partial
+// marks every checksum as left partial by the TUN.
+func benchEncapsulate(b *testing.B, w *worker, pkts [][]byte, partial bool) {
+	tx := newTxScratch(len(pkts))
 	n := loadTx(tx, pkts...)
 	table := w.peers.Load()
 	b.ReportAllocs()
-	b.SetBytes(int64(64 * 1400))
-	for b.Loop() {
-		w.encapsulate(tx, n, table)
-		tx.counts.flushTx(w.stats)
-	}
-}
-
-// BenchmarkEncapsulateCompleting is BenchmarkEncapsulate with checksums
-// left partial by the TUN, for a peer that needs them complete: the cost
-// of a legacy peer.
-func BenchmarkEncapsulateCompleting(b *testing.B) {
-	w := testWorker()
-	tx := newTxScratch(64)
-	pkts := make([][]byte, 64)
-	for i := range pkts {
-		pkts[i] = partialOf(ipv4TCP(b, "100.96.1.2", "100.96.2.7", 1400-40))
-	}
-	n := loadTx(tx, pkts...)
-	table := w.peers.Load()
-	b.ReportAllocs()
-	b.SetBytes(int64(64 * 1400))
+	b.SetBytes(int64(len(pkts) * len(pkts[0])))
 	for b.Loop() {
 		for i := range n {
-			tx.partial[i] = true
+			tx.partial[i] = partial
 		}
 		w.encapsulate(tx, n, table)
 		tx.counts.flushTx(w.stats)
 	}
 }
 
+// benchDecapsulate times w.decapsulate over n datagrams already in rx.
+func benchDecapsulate(b *testing.B, w *worker, rx *rxScratch, n int) {
+	table := w.peers.Load()
+	b.ReportAllocs()
+	b.SetBytes(int64(n * 1400))
+	for b.Loop() {
+		w.decapsulate(rx, n, table)
+		rx.counts.flushRx(w.stats)
+	}
+}
+
+func BenchmarkEncapsulate(b *testing.B) {
+	pkts := make([][]byte, 64)
+	for i := range pkts {
+		pkts[i] = ipv4UDP(b, "100.96.1.2", "100.96.2.7", 1400, false)
+	}
+	benchEncapsulate(b, testWorker(), pkts, false)
+}
+
+// BenchmarkEncapsulateCompleting is BenchmarkEncapsulate with checksums
+// left partial by the TUN, for a peer that needs them complete: the cost
+// of a legacy peer.
+func BenchmarkEncapsulateCompleting(b *testing.B) {
+	pkts := make([][]byte, 64)
+	for i := range pkts {
+		pkts[i] = partialOf(ipv4TCP(b, "100.96.1.2", "100.96.2.7", 1400-40))
+	}
+	benchEncapsulate(b, testWorker(), pkts, true)
+}
+
 func BenchmarkDecapsulate(b *testing.B) {
-	w := testWorker()
 	rx := newRxScratch(64)
 	pkts := make([][]byte, 64)
 	from := make([]netip.AddrPort, 64)
@@ -349,12 +355,5 @@ func BenchmarkDecapsulate(b *testing.B) {
 		pkts[i] = ipv4UDP(b, "100.96.2.7", "100.96.1.2", 1400, false)
 		from[i] = peerA.Underlay
 	}
-	n := loadRx(rx, from, pkts...)
-	table := w.peers.Load()
-	b.ReportAllocs()
-	b.SetBytes(int64(64 * 1400))
-	for b.Loop() {
-		w.decapsulate(rx, n, table)
-		rx.counts.flushRx(w.stats)
-	}
+	benchDecapsulate(b, testWorker(), rx, loadRx(rx, from, pkts...))
 }

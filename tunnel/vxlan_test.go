@@ -381,19 +381,11 @@ func TestVXLANForwardingDoesNotAllocate(t *testing.T) {
 
 func BenchmarkVXLANEncapsulate(b *testing.B) {
 	a, _ := vxlanPair(b)
-	tx := newTxScratch(64)
 	pkts := make([][]byte, 64)
 	for i := range pkts {
 		pkts[i] = ipv4UDP(b, "100.96.1.2", "100.96.2.7", 1400, false)
 	}
-	n := loadTx(tx, pkts...)
-	table := a.peers.Load()
-	b.ReportAllocs()
-	b.SetBytes(int64(64 * 1400))
-	for b.Loop() {
-		a.encapsulate(tx, n, table)
-		tx.counts.flushTx(a.stats)
-	}
+	benchEncapsulate(b, a, pkts, false)
 }
 
 func BenchmarkVXLANDecapsulate(b *testing.B) {
@@ -403,14 +395,7 @@ func BenchmarkVXLANDecapsulate(b *testing.B) {
 		pkts[i] = ipv4UDP(b, "100.96.1.2", "100.96.2.7", 1400, false)
 	}
 	rx := newRxScratch(64)
-	n := sendBatch(b, a, rx, pkts)
-	table := w.peers.Load()
-	b.ReportAllocs()
-	b.SetBytes(int64(64 * 1400))
-	for b.Loop() {
-		w.decapsulate(rx, n, table)
-		rx.counts.flushRx(w.stats)
-	}
+	benchDecapsulate(b, w, rx, sendBatch(b, a, rx, pkts))
 }
 
 func TestConfigValidateDataplane(t *testing.T) {

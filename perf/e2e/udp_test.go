@@ -44,59 +44,8 @@ func TestUDPOverlay(t *testing.T) {
 
 	t.Run("BadDatagramsDropped", func(t *testing.T) { checkBadDatagrams(t, c) })
 
-	t.Run("RestartKeepsSubnet", func(t *testing.T) {
-		d := c.Daemons[1]
-		before := d.Env.Subnet
-		if err := d.Stop(); err != nil {
-			t.Fatal(err)
-		}
-		if err := d.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if err := d.WaitReady(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if d.Env.Subnet != before {
-			t.Fatalf("restarted overlayd leased %s, had %s", d.Env.Subnet, before)
-		}
-		waitFullMesh(t, c)
-		pingAllPairs(t, c)
-	})
-
-	t.Run("LeaveAndJoin", func(t *testing.T) {
-		d := c.Daemons[2]
-		// Restart it with --release-on-exit so that stopping it is leaving.
-		if err := d.Stop(); err != nil {
-			t.Fatal(err)
-		}
-		if err := d.Start(ctx, "--release-on-exit"); err != nil {
-			t.Fatal(err)
-		}
-		if err := d.WaitReady(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if err := d.Stop(); err != nil {
-			t.Fatal(err)
-		}
-		left := time.Now()
-		for _, o := range c.Daemons[:2] {
-			if err := o.WaitPeers(ctx, 10*time.Second, []netip.Prefix{other(c, o, d).Env.Subnet.Masked()}); err != nil {
-				t.Fatalf("%s still lists the host that left: %v", o.Name(), err)
-			}
-		}
-		t.Logf("%s left; both peers dropped it within %s", d.Name(), time.Since(left).Round(time.Millisecond))
-
-		if err := d.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if err := d.WaitReady(ctx); err != nil {
-			t.Fatal(err)
-		}
-		joined := time.Now()
-		waitFullMesh(t, c)
-		t.Logf("%s joined again with %s; every table had it within %s", d.Name(), d.Env.Subnet, time.Since(joined).Round(time.Millisecond))
-		pingAllPairs(t, c)
-	})
+	t.Run("RestartKeepsSubnet", func(t *testing.T) { restartKeepsLease(t, c, c.Daemons[1]) })
+	t.Run("LeaveAndJoin", func(t *testing.T) { leaveAndJoin(t, c, c.Daemons[2]) })
 }
 
 // TestDebianEtcd runs the overlay against Debian's etcd server instead of
