@@ -11,14 +11,6 @@ import (
 // Config is what the daemon needs to run; cmd/overlayd fills it from flags
 // and FLANNELD_* environment variables.
 type Config struct {
-	EtcdEndpoints []string
-	EtcdPrefix    string
-	EtcdCAFile    string
-	EtcdCertFile  string
-	EtcdKeyFile   string
-	EtcdUsername  string
-	EtcdPassword  string
-
 	Iface    string // interface name or IPv4 address; empty: the default route's
 	PublicIP string // written into the lease; empty: the interface's address
 
@@ -39,10 +31,10 @@ type Config struct {
 	// programs flannel.<VNI>).
 	VXLANDataplane string
 
-	// Underlay is how the userspace data path reaches the other hosts:
+	// UnderlayKind is how the userspace data path reaches the other hosts:
 	// UnderlaySocket (a UDP socket; also when empty) or UnderlayAFPacket
 	// (AF_PACKET with TPACKET_V3 rings, see package afpacket).
-	Underlay string
+	UnderlayKind string
 
 	// CompleteChecksums makes this host one that needs complete TCP and
 	// UDP checksums, as a flanneld host does: it advertises no
@@ -56,7 +48,7 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// The underlays of Config.Underlay.
+// The underlays of Config.UnderlayKind.
 const (
 	UnderlaySocket   = "socket"
 	UnderlayAFPacket = "afpacket"
@@ -66,12 +58,6 @@ const (
 // and the fix.
 func (c *Config) Validate() error {
 	var errs []error
-	if len(c.EtcdEndpoints) == 0 {
-		errs = append(errs, errors.New("--etcd-endpoints: empty; give the etcd client URLs, e.g. http://127.0.0.1:2379"))
-	}
-	if c.EtcdPrefix == "" || c.EtcdPrefix[0] != '/' {
-		errs = append(errs, fmt.Errorf("--etcd-prefix %q: must be an absolute key path such as /coreos.com/network", c.EtcdPrefix))
-	}
 	if c.PublicIP != "" {
 		if a, err := netip.ParseAddr(c.PublicIP); err != nil || !a.Is4() {
 			errs = append(errs, fmt.Errorf("--public-ip %q: not an IPv4 address", c.PublicIP))
@@ -102,10 +88,10 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("--vxlan-dataplane %q: use %q or %q", c.VXLANDataplane, DataplaneUserspace, DataplaneKernel))
 	}
-	switch c.Underlay {
+	switch c.UnderlayKind {
 	case "", UnderlaySocket, UnderlayAFPacket:
 	default:
-		errs = append(errs, fmt.Errorf("--underlay %q: use %q or %q", c.Underlay, UnderlaySocket, UnderlayAFPacket))
+		errs = append(errs, fmt.Errorf("--underlay %q: use %q or %q", c.UnderlayKind, UnderlaySocket, UnderlayAFPacket))
 	}
 	return errors.Join(errs...)
 }

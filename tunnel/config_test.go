@@ -8,13 +8,11 @@ import (
 
 func validConfig() Config {
 	return Config{
-		EtcdEndpoints: []string{"http://127.0.0.1:2379"},
-		EtcdPrefix:    "/coreos.com/network",
-		SubnetFile:    "/run/flannel/subnet.env",
-		RenewMargin:   time.Hour,
-		HealthzIP:     "0.0.0.0",
-		TunName:       "flannel0",
-		Queues:        1,
+		SubnetFile:  "/run/flannel/subnet.env",
+		RenewMargin: time.Hour,
+		HealthzIP:   "0.0.0.0",
+		TunName:     "flannel0",
+		Queues:      1,
 	}
 }
 
@@ -31,8 +29,6 @@ func TestConfigValidateNamesTheFlag(t *testing.T) {
 		mutate func(*Config)
 		flag   string
 	}{
-		{"no endpoints", func(c *Config) { c.EtcdEndpoints = nil }, "--etcd-endpoints"},
-		{"relative prefix", func(c *Config) { c.EtcdPrefix = "coreos.com" }, "--etcd-prefix"},
 		{"bad public ip", func(c *Config) { c.PublicIP = "300.1.1.1" }, "--public-ip"},
 		{"ipv6 public ip", func(c *Config) { c.PublicIP = "2001:db8::1" }, "--public-ip"},
 		{"renew margin too small", func(c *Config) { c.RenewMargin = 0 }, "--subnet-lease-renew-margin"},
@@ -41,7 +37,7 @@ func TestConfigValidateNamesTheFlag(t *testing.T) {
 		{"healthz ip", func(c *Config) { c.HealthzPort = 8080; c.HealthzIP = "nowhere" }, "--healthz-ip"},
 		{"long tun name", func(c *Config) { c.TunName = "averyveryverylongname" }, "--tun-name"},
 		{"no queues", func(c *Config) { c.Queues = 0 }, "--queues"},
-		{"unknown underlay", func(c *Config) { c.Underlay = "dpdk" }, "--underlay"},
+		{"unknown underlay", func(c *Config) { c.UnderlayKind = "dpdk" }, "--underlay"},
 		{"unknown vxlan data plane", func(c *Config) { c.VXLANDataplane = "ebpf" }, "--vxlan-dataplane"},
 	}
 	for _, tc := range cases {

@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/overlayd/overlayd/subnet"
-	"github.com/overlayd/overlayd/subnet/etcd"
-	"github.com/overlayd/overlayd/tunnel/afpacket"
 	"github.com/overlayd/overlayd/tunnel/tun"
 	"github.com/overlayd/overlayd/tunnel/udp"
 )
@@ -21,16 +19,23 @@ import (
 // Engine is one running overlayd: its lease, its devices and its workers.
 type Engine struct {
 	cfg      Config
+	reg      subnet.Registry
+	host     Host
 	log      *slog.Logger
-	underlay Underlay
+	extIface ExtIface
 	publicIP netip.Addr
 	network  *subnet.Config
 	backend  backend
+	mgr      *subnet.Manager
 	lease    subnet.Lease
 	tunMTU   int
 	// partialChecksums: our lease says we take partial checksums
 	// (subnet.Peer.PartialChecksums).
 	partialChecksums bool
+	// prog is the backend when the kernel forwards (a programmer); nil
+	// when overlayd does, through workers.
+	prog    programmer
+	workers []*worker
 
 	peers atomic.Pointer[subnet.Table]
 	stats Stats
@@ -51,74 +56,96 @@ type Engine struct {
 }
 
 // Run brings overlayd up as flanneld would (lease, subnet file, TUN, route)
-// and forwards until ctx is done. A lost etcd connection never stops
+// and forwards until ctx is done. A lost registry connection never stops
 // forwarding: the control plane retries beside the data path.
-func Run(ctx context.Context, cfg Config) error {
+func Run(ctx context.Context, cfg Config, deps Deps) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	e := &Engine{cfg: cfg, log: cfg.Logger, firstPeers: make(chan struct{}), wantChanged: make(chan struct{}, 1)}
+	if deps.Registry == nil {
+		return errors.New("tunnel: Deps.Registry is nil")
+	}
+	e := &Engine{cfg: cfg, reg: deps.Registry, host: deps.Host, log: cfg.Logger,
+		firstPeers: make(chan struct{}), wantChanged: make(chan struct{}, 1)}
 	if e.log == nil {
 		e.log = slog.Default()
+	}
+	if e.host == nil {
+		e.host = SystemHost{Log: e.log}
 	}
 	e.peers.Store(subnet.NewTable(nil))
 	return e.run(ctx)
 }
 
+// run goes through the engine's phases: the control plane (config,
+// backend, lease), the data path (devices and sockets), the routines that
+// forward and follow the registry, readiness, and shutdown.
 func (e *Engine) run(ctx context.Context) error {
-	var err error
-	if e.underlay, err = ResolveUnderlay(e.cfg.Iface); err != nil {
+	defer closeWorkers(e.workers)
+	if err := e.startControlPlane(ctx); err != nil {
 		return err
 	}
-	e.publicIP = e.underlay.Addr
+	if err := e.startDataPath(); err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	ready := e.startRoutines(ctx, cancel, &wg)
+
+	servers, err := e.startServers()
+	if err != nil {
+		cancel(err)
+	}
+	defer servers.close()
+
+	e.becomeReady(ctx, cancel, ready)
+	<-ctx.Done()
+	e.shutdown(&wg)
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// startControlPlane finds this host, reads the network config, picks the
+// backend and acquires a lease. A forwarder's TUN is created first: the
+// lease says what it can take (takesPartialChecksums).
+func (e *Engine) startControlPlane(ctx context.Context) error {
+	var err error
+	if e.extIface, err = e.host.ExtIface(e.cfg.Iface); err != nil {
+		return err
+	}
+	e.publicIP = e.extIface.Addr
 	if e.cfg.PublicIP != "" {
 		e.publicIP = netip.MustParseAddr(e.cfg.PublicIP) // checked by Validate
 	}
-	if on, err := ipForwarding(); err == nil && !on {
+	if on, err := e.host.IPForwarding(); err == nil && !on {
 		e.log.Warn("IPv4 forwarding is off in this network namespace: packets between the TUN and the bridge will be dropped; enable it with sysctl -w net.ipv4.ip_forward=1")
 	}
-
-	reg, err := etcd.New(etcd.Options{
-		Endpoints: e.cfg.EtcdEndpoints,
-		Prefix:    e.cfg.EtcdPrefix,
-		CAFile:    e.cfg.EtcdCAFile,
-		CertFile:  e.cfg.EtcdCertFile,
-		KeyFile:   e.cfg.EtcdKeyFile,
-		Username:  e.cfg.EtcdUsername,
-		Password:  e.cfg.EtcdPassword,
-	})
-	if err != nil {
+	if e.network, err = waitForNetworkConfig(ctx, e.reg, e.log); err != nil {
 		return err
 	}
-	defer reg.Close()
-
-	if e.network, err = waitForNetworkConfig(ctx, reg, e.cfg.EtcdPrefix, e.log); err != nil {
-		return err
-	}
-	env := backendEnv{PublicIP: e.publicIP, Underlay: e.underlay, Dataplane: e.cfg.VXLANDataplane, Log: e.log}
+	env := backendEnv{PublicIP: e.publicIP, ExtIface: e.extIface, Dataplane: e.cfg.VXLANDataplane, Log: e.log}
 	if e.backend, err = newBackend(e.network, env); err != nil {
 		return err
 	}
-
-	// A forwarder's TUN comes before the lease, which says what it can
-	// take (takesPartialChecksums).
-	var workers []*worker
 	if fwd, ok := e.backend.(forwarder); ok {
 		if err := fwd.Prepare(); err != nil {
 			return err
 		}
-		if workers, err = e.createTUN(); err != nil {
+		if err := e.createTUN(); err != nil {
 			return err
 		}
 	}
-	defer closeWorkers(workers)
-	e.partialChecksums = e.takesPartialChecksums(workers)
+	e.partialChecksums = e.takesPartialChecksums()
 
 	prev, err := subnet.ReadSubnetFile(e.cfg.SubnetFile)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		e.log.Warn("ignoring unreadable subnet file", "path", e.cfg.SubnetFile, "error", err)
 	}
-	mgr := subnet.NewManager(reg, e.network, subnet.ManagerOptions{
+	e.mgr = subnet.NewManager(e.reg, e.network, subnet.ManagerOptions{
 		PublicIP:       e.publicIP,
 		BackendType:    e.backend.Type(),
 		BackendData:    e.backend.LeaseData(e.partialChecksums),
@@ -127,40 +154,63 @@ func (e *Engine) run(ctx context.Context) error {
 		RenewMargin:    e.cfg.RenewMargin,
 		Logger:         e.log,
 	})
-	if e.lease, err = acquireLease(ctx, mgr, e.log); err != nil {
+	if e.lease, err = acquireLease(ctx, e.mgr, e.log); err != nil {
 		return err
 	}
 
-	mtuBase := e.underlay.MTU
+	mtuBase := e.extIface.MTU
 	if e.network.Backend.MTU > 0 {
 		mtuBase = e.network.Backend.MTU
 	}
 	e.tunMTU = mtuBase - e.backend.Overhead()
 	e.log.Info("lease acquired",
 		"subnet", e.lease.Subnet, "network", e.network.Network, "backend", e.backend.Type(),
-		"iface", e.underlay.Name, "iface_addr", e.underlay.Addr, "public_ip", e.publicIP,
+		"iface", e.extIface.Name, "iface_addr", e.extIface.Addr, "public_ip", e.publicIP,
 		"mtu", e.tunMTU, "port", e.backend.Port(), "partial_checksums", e.partialChecksums)
+	return nil
+}
 
-	// A forwarder's TUN gets its address and route, and its workers their
-	// sockets; a programmer's packets never reach overlayd, it only sets
-	// the kernel up.
-	prog, kernel := e.backend.(programmer)
-	if kernel {
+// startDataPath makes the lease forward: a forwarder's TUN gets its
+// address and route, and its workers their sockets; a programmer's packets
+// never reach overlayd, it only sets the kernel up.
+func (e *Engine) startDataPath() error {
+	if prog, ok := e.backend.(programmer); ok {
 		if err := prog.Setup(e.lease, e.network.Network, e.tunMTU); err != nil {
 			return err
 		}
+		e.prog = prog
 		e.cfg.TunName, e.cfg.Queues = prog.Device(), 0 // what status shows
-	} else if err := e.openDataPath(workers); err != nil {
+		return nil
+	}
+	if err := e.host.ConfigureTUN(e.cfg.TunName, e.tunMTU, netip.PrefixFrom(e.lease.Subnet.Addr(), 32), e.network.Network); err != nil {
 		return err
 	}
-	for _, w := range workers {
-		e.conns = append(e.conns, w.conn)
+	laddr := netip.AddrPortFrom(e.extIface.Addr, uint16(e.backend.Port()))
+	conns, err := e.host.ListenUnderlay(e.cfg.UnderlayKind, e.extIface, laddr, len(e.workers))
+	if err != nil {
+		return err
 	}
+	hdr := e.backend.(forwarder).Header()
+	for i, w := range e.workers {
+		w.conn = conns[i]
+		w.hdr = hdr
+		w.peers = &e.peers
+		w.local = e.lease.Subnet
+		w.tunAddr = e.lease.Subnet.Addr()
+		w.mtu = e.tunMTU
+		w.stats = &e.stats
+		w.log = e.log
+	}
+	e.conns = conns
+	return nil
+}
 
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	var wg sync.WaitGroup
-	for _, w := range workers {
+// startRoutines starts the workers' two routines each, the lease keeper,
+// the peer watch and a programmer's sync loop, all on wg; an error from
+// any of them cancels ctx. The channel it returns closes once the first
+// peers are in place.
+func (e *Engine) startRoutines(ctx context.Context, cancel context.CancelCauseFunc, wg *sync.WaitGroup) <-chan struct{} {
+	for _, w := range e.workers {
 		wg.Add(2)
 		go func() { defer wg.Done(); cancelOnError(cancel, w.routineTUNToUnderlay()) }()
 		go func() { defer wg.Done(); cancelOnError(cancel, w.routineUnderlayToTUN()) }()
@@ -169,83 +219,72 @@ func (e *Engine) run(ctx context.Context) error {
 	// The lease keeper ends with an error only when our subnet was taken by
 	// another host: this host can no longer forward for it, so stop and let
 	// the supervisor restart us onto a new subnet.
-	go func() { defer wg.Done(); cancelOnError(cancel, ignoreCanceled(mgr.Run(ctx))) }()
-	go func() { defer wg.Done(); logUnlessCanceled(e.log, "peer watch", mgr.WatchPeers(ctx, e.setPeers)) }()
-	ready := e.firstPeers
-	if kernel {
-		synced := make(chan struct{})
-		ready = synced
-		wg.Add(1)
-		go func() { defer wg.Done(); e.routineProgram(ctx, prog, synced) }()
+	go func() { defer wg.Done(); cancelOnError(cancel, ignoreCanceled(e.mgr.Run(ctx))) }()
+	go func() { defer wg.Done(); logUnlessCanceled(e.log, "peer watch", e.mgr.WatchPeers(ctx, e.setPeers)) }()
+	if e.prog == nil {
+		return e.firstPeers
 	}
+	synced := make(chan struct{})
+	wg.Add(1)
+	go func() { defer wg.Done(); e.routineProgram(ctx, e.prog, synced) }()
+	return synced
+}
 
-	servers, err := e.startServers()
-	if err != nil {
-		cancel(err)
-	}
-	defer servers.close()
-
+// becomeReady waits for the first peers, then writes the subnet file and
+// tells systemd: from then on a container started on the bridge reaches
+// every host the registry knew.
+func (e *Engine) becomeReady(ctx context.Context, cancel context.CancelCauseFunc, ready <-chan struct{}) {
 	select {
 	case <-ready:
 	case <-ctx.Done():
+		return
 	}
-	if ctx.Err() == nil {
-		if err := subnet.WriteSubnetFile(e.cfg.SubnetFile, e.network.Network, e.lease.Subnet, e.tunMTU, false); err != nil {
-			cancel(fmt.Errorf("write subnet file: %w", err))
-		} else {
-			e.ready.Store(true)
-			notifySystemd("READY=1")
-			e.log.Info("ready", "subnet_file", e.cfg.SubnetFile, "peers", e.peers.Load().Len())
-		}
+	if err := subnet.WriteSubnetFile(e.cfg.SubnetFile, e.network.Network, e.lease.Subnet, e.tunMTU, false); err != nil {
+		cancel(fmt.Errorf("write subnet file: %w", err))
+		return
 	}
+	e.ready.Store(true)
+	notifySystemd("READY=1")
+	e.log.Info("ready", "subnet_file", e.cfg.SubnetFile, "peers", e.peers.Load().Len())
+}
 
-	<-ctx.Done()
+// shutdown stops the routines, then releases the lease and a programmer's
+// kernel state when --release-on-exit asks for it.
+func (e *Engine) shutdown(wg *sync.WaitGroup) {
 	e.ready.Store(false)
-	closeWorkers(workers) // unblocks the routines
+	closeWorkers(e.workers) // unblocks the routines
 	wg.Wait()
 	if e.cfg.ReleaseOnExit {
 		rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := mgr.Release(rctx); err != nil {
+		if err := e.mgr.Release(rctx); err != nil {
 			e.log.Warn("could not release lease", "subnet", e.lease.Subnet, "error", err)
 		} else {
 			e.log.Info("lease released", "subnet", e.lease.Subnet)
 		}
 		rcancel()
 	}
-	if kernel {
-		e.stopProgramming(prog)
+	if e.prog != nil {
+		e.stopProgramming(e.prog)
 	}
-	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		return err
-	}
-	return nil
 }
 
 // createTUN creates the TUN queues, with offloads, and a worker for each.
 // Reads leave checksums partial (encapsulate completes them where needed),
 // unless this host is to be one that needs complete checksums: then its
 // TUN checks the ones it receives, as the kernel checks a flanneld host's.
-func (e *Engine) createTUN() ([]*worker, error) {
+func (e *Engine) createTUN() error {
 	opts := []tun.Option{tun.WithOffloads(), tun.WithPartialChecksums()}
 	if e.cfg.CompleteChecksums {
 		opts = []tun.Option{tun.WithOffloads(), tun.WithChecksumVerify()}
 	}
-	devs, err := tun.Create(e.cfg.TunName, e.cfg.Queues, opts...)
+	devs, err := e.host.OpenTUN(e.cfg.TunName, e.cfg.Queues, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("create TUN %s: %w", e.cfg.TunName, err)
+		return err
 	}
-	workers := make([]*worker, 0, len(devs))
 	for i, dev := range devs {
-		workers = append(workers, &worker{id: i, tun: dev})
+		e.workers = append(e.workers, &worker{id: i, tun: dev})
 	}
-	if fr, ok := devs[0].(tun.FeatureReporter); ok {
-		f, err := fr.Features()
-		e.log.Info("TUN offloads", "tun", e.cfg.TunName, "virtio_hdr", f.VirtioHdr, "tso", f.TSO, "uso", f.USO)
-		if err != nil {
-			e.log.Warn("TUN running without some offloads: more system calls and checksums per packet", "error", err)
-		}
-	}
-	return workers, nil
+	return nil
 }
 
 // takesPartialChecksums reports whether this host can tell its peers to
@@ -254,75 +293,16 @@ func (e *Engine) createTUN() ([]*worker, error) {
 // then hands the kernel every TCP and UDP packet marked VirtioNeedsCsum,
 // with the checksum field rewritten (encap.Coalesce), so the checksum a
 // packet came with is never looked at.
-func (e *Engine) takesPartialChecksums(workers []*worker) bool {
-	if e.cfg.CompleteChecksums || len(workers) == 0 {
+func (e *Engine) takesPartialChecksums() bool {
+	if e.cfg.CompleteChecksums || len(e.workers) == 0 {
 		return false
 	}
-	fr, ok := workers[0].tun.(tun.FeatureReporter)
+	fr, ok := e.workers[0].tun.(tun.FeatureReporter)
 	if !ok {
 		return false
 	}
 	f, _ := fr.Features()
 	return f.VirtioHdr
-}
-
-// openDataPath configures the TUN and opens one underlay socket per queue.
-func (e *Engine) openDataPath(workers []*worker) error {
-	if err := configureTUN(e.cfg.TunName, e.tunMTU, e.lease.Subnet, e.network.Network); err != nil {
-		return err
-	}
-	laddr := netip.AddrPortFrom(e.underlay.Addr, uint16(e.backend.Port()))
-	fanout := new(afpacket.Group) // the AF_PACKET workers share flows, neighbours, guard
-	for _, w := range workers {
-		conn, err := e.listenUnderlay(laddr, len(workers), fanout, w.id == 0)
-		if err != nil {
-			return fmt.Errorf("listen on %s: %w", laddr, err)
-		}
-		w.conn = conn
-		w.hdr = e.backend.(forwarder).Header()
-		w.peers = &e.peers
-		w.local = e.lease.Subnet
-		w.tunAddr = e.lease.Subnet.Addr()
-		w.mtu = e.tunMTU
-		w.stats = &e.stats
-		w.log = e.log
-	}
-	return nil
-}
-
-// listenUnderlay opens one worker's underlay: a UDP socket, one per worker
-// with SO_REUSEPORT, or with --underlay=afpacket an AF_PACKET socket in the
-// workers' fanout group. The first worker's is logged.
-func (e *Engine) listenUnderlay(laddr netip.AddrPort, workers int, fanout *afpacket.Group, first bool) (udp.Conn, error) {
-	if e.cfg.Underlay == UnderlayAFPacket {
-		conn, err := afpacket.Listen(e.underlay.Name, laddr, afpacket.Options{Group: fanout, GSO: true})
-		if err == nil && first {
-			eff := conn.(afpacket.Configured).Effective()
-			e.log.Info("underlay afpacket", "iface", e.underlay.Name, "addr", laddr, "guard", eff.Guard, "gso", eff.GSO,
-				"ring_blocks", eff.Blocks, "block_size", eff.BlockSize, "batch", conn.BatchSize(), "queues", workers)
-		}
-		return conn, err
-	}
-	if first {
-		// A crashed afpacket run may have left its tc guard, which would
-		// drop every datagram before the socket saw it.
-		if err := afpacket.RemoveStaleGuard(e.underlay.Name, laddr); err != nil {
-			e.log.Debug("could not check for a stale afpacket guard", "error", err)
-		}
-	}
-	// GSO sends each run of equal datagrams to one peer as one message;
-	// GRO receives a flow's datagrams coalesced. Both are probed and stay
-	// off where the kernel lacks them.
-	conn, err := udp.Listen(laddr, udp.Options{ReusePort: workers > 1, GSO: true, GRO: true})
-	if c, ok := conn.(udp.Configured); ok && err == nil && first {
-		eff := c.Effective()
-		e.log.Info("underlay socket", "addr", laddr, "gso", eff.GSO, "gro", eff.GRO,
-			"rcvbuf", eff.RecvBuffer, "sndbuf", eff.SendBuffer, "batch", conn.BatchSize(), "queues", workers)
-		if err := c.Unsupported(); err != nil {
-			e.log.Warn("running without some underlay offloads: more system calls per packet", "error", err)
-		}
-	}
-	return conn, err
 }
 
 func closeWorkers(workers []*worker) {
@@ -452,7 +432,7 @@ func logPeerChanges(log *slog.Logger, prev, next *subnet.Table) {
 
 // waitForNetworkConfig reads <prefix>/config, waiting while it is absent or
 // etcd is unreachable (as flanneld does); a malformed config is an error.
-func waitForNetworkConfig(ctx context.Context, reg *etcd.Registry, prefix string, log *slog.Logger) (*subnet.Config, error) {
+func waitForNetworkConfig(ctx context.Context, reg subnet.Registry, log *slog.Logger) (*subnet.Config, error) {
 	b := newBackoff(time.Second, 30*time.Second)
 	for {
 		cfg, err := reg.GetConfig(ctx)
@@ -460,12 +440,11 @@ func waitForNetworkConfig(ctx context.Context, reg *etcd.Registry, prefix string
 		case err == nil:
 			return cfg, nil
 		case errors.Is(err, subnet.ErrConfigNotFound):
-			log.Warn("network config not found in etcd; waiting for it", "key", prefix+"/config",
-				"fix", fmt.Sprintf(`overlayd config put --etcd-prefix %s '{"Network":"100.96.0.0/16","Backend":{"Type":"udp"}}'`, prefix))
+			log.Warn("network config not found; waiting for it", "error", err, "retry_in", b.peek())
 		case errors.Is(err, subnet.ErrInvalidConfig):
 			return nil, err
 		default:
-			log.Warn("etcd unreachable; retrying", "error", err, "retry_in", b.peek())
+			log.Warn("registry unreachable; retrying", "error", err, "retry_in", b.peek())
 		}
 		if err := b.wait(ctx); err != nil {
 			return nil, err

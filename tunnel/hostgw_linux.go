@@ -24,7 +24,7 @@ import (
 // than given a route the kernel could not use.
 type hostGW struct {
 	nl       *netlink.Handle
-	underlay Underlay
+	underlay ExtIface
 	log      *slog.Logger
 	network  netip.Prefix // set by Setup: routes to subnets in it are ours
 }
@@ -35,7 +35,7 @@ var _ programmer = (*hostGW)(nil)
 // the underlay interface.
 var errNotOnLink = errors.New("not on the same L2 segment")
 
-func newHostGW(u Underlay, log *slog.Logger) *hostGW {
+func newHostGW(u ExtIface, log *slog.Logger) *hostGW {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

@@ -50,7 +50,7 @@ func TestHostGWPeer(t *testing.T) {
 }
 
 // routesVia lists the routes of the main table through eth0 with a gateway.
-func routesVia(t *testing.T, nl *netlink.Handle, u Underlay) []string {
+func routesVia(t *testing.T, nl *netlink.Handle, u ExtIface) []string {
 	t.Helper()
 	link, err := nl.LinkByIndex(u.Index)
 	if err != nil {

@@ -33,7 +33,7 @@ import (
 type kernelVXLAN struct {
 	vxlanBackend
 	nl       *netlink.Handle
-	underlay Underlay
+	underlay ExtIface
 	log      *slog.Logger
 	name     string
 
@@ -45,7 +45,7 @@ type kernelVXLAN struct {
 
 var _ programmer = (*kernelVXLAN)(nil)
 
-func newKernelVXLAN(vb vxlanBackend, u Underlay, log *slog.Logger) (*kernelVXLAN, error) {
+func newKernelVXLAN(vb vxlanBackend, u ExtIface, log *slog.Logger) (*kernelVXLAN, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

@@ -51,7 +51,7 @@ func privateNetns(t *testing.T) *netlink.Handle {
 
 // addUnderlay makes eth0 (one end of a veth pair) with 198.18.0.1/24, up,
 // and a router 198.18.0.254 towards 198.19.0.0/24.
-func addUnderlay(t *testing.T, nl *netlink.Handle) Underlay {
+func addUnderlay(t *testing.T, nl *netlink.Handle) ExtIface {
 	t.Helper()
 	eth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0", MTU: 1500}, PeerName: "wire0"}
 	if err := nl.LinkAdd(eth); err != nil {
@@ -79,7 +79,7 @@ func addUnderlay(t *testing.T, nl *netlink.Handle) Underlay {
 	if err := nl.RouteAdd(routed); err != nil {
 		t.Fatal(err)
 	}
-	return Underlay{Name: "eth0", Index: link.Attrs().Index, Addr: addr.Addr(), MTU: 1500}
+	return ExtIface{Name: "eth0", Index: link.Attrs().Index, Addr: addr.Addr(), MTU: 1500}
 }
 
 var (
@@ -87,7 +87,7 @@ var (
 	testLease   = subnet.Lease{Subnet: netip.MustParsePrefix("100.96.1.0/24")}
 )
 
-func testKernelVXLAN(t *testing.T, nl *netlink.Handle, u Underlay, port int) *kernelVXLAN {
+func testKernelVXLAN(t *testing.T, nl *netlink.Handle, u ExtIface, port int) *kernelVXLAN {
 	t.Helper()
 	vb, err := newVXLANBackend(subnet.BackendConfig{Type: "vxlan", Port: port, VNI: 1}, u.Addr)
 	if err != nil {

@@ -58,7 +58,7 @@ func (e *Engine) status() Status {
 		Network:  e.network.Network.String(),
 		Subnet:   e.lease.Subnet.String(),
 		PublicIP: e.publicIP.String(),
-		Iface:    e.underlay.Name,
+		Iface:    e.extIface.Name,
 		TUN:      e.cfg.TunName,
 		MTU:      e.tunMTU,
 		Port:     e.backend.Port(),

@@ -41,6 +41,18 @@ func (f *etcdFlags) list() []string {
 	return out
 }
 
+// validate checks what etcd.New would default silently, naming the flag.
+func (f *etcdFlags) validate() error {
+	var errs []error
+	if len(f.list()) == 0 {
+		errs = append(errs, errors.New("--etcd-endpoints: empty; give the etcd client URLs, e.g. http://127.0.0.1:2379"))
+	}
+	if !strings.HasPrefix(f.prefix, "/") {
+		errs = append(errs, fmt.Errorf("--etcd-prefix %q: must be an absolute key path such as /coreos.com/network", f.prefix))
+	}
+	return errors.Join(errs...)
+}
+
 func (f *etcdFlags) options() etcd.Options {
 	return etcd.Options{
 		Endpoints: f.list(), Prefix: f.prefix,

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"runtime"
 	"time"
 
+	"github.com/overlayd/overlayd/subnet/etcd"
 	"github.com/overlayd/overlayd/tunnel"
 )
 
@@ -33,7 +35,7 @@ func runDaemon(ctx context.Context, args []string) error {
 	fs.BoolVar(&cfg.ReleaseOnExit, "release-on-exit", false, "delete this host's lease on a clean exit (flanneld keeps it)")
 	fs.StringVar(&cfg.VXLANDataplane, "vxlan-dataplane", tunnel.DataplaneUserspace,
 		"vxlan backend: \"userspace\" (overlayd forwards) or \"kernel\" (overlayd programs flannel.<VNI>, as flanneld)")
-	fs.StringVar(&cfg.Underlay, "underlay", tunnel.UnderlaySocket,
+	fs.StringVar(&cfg.UnderlayKind, "underlay", tunnel.UnderlaySocket,
 		"how packets reach other hosts: \"socket\" (UDP socket) or \"afpacket\" (AF_PACKET mmap rings)")
 	fs.BoolVar(&partial, "partial-checksums", true,
 		"leave the TCP/UDP checksums of packets to peers that advertise they take them so partial, and advertise it; "+
@@ -49,12 +51,17 @@ func runDaemon(ctx context.Context, args []string) error {
 	if cfg.ControlSocket == "" {
 		cfg.ControlSocket = "/run/overlayd/" + cfg.TunName + ".sock"
 	}
-	cfg.EtcdEndpoints, cfg.EtcdPrefix = ef.list(), ef.prefix
-	cfg.EtcdCAFile, cfg.EtcdCertFile, cfg.EtcdKeyFile = ef.caFile, ef.certFile, ef.keyFile
-	cfg.EtcdUsername, cfg.EtcdPassword = ef.username, ef.password
 	cfg.RenewMargin = time.Duration(renewMinutes) * time.Minute
 	cfg.CompleteChecksums = !partial
 	cfg.Logger = log
+	if err := errors.Join(ef.validate(), cfg.Validate()); err != nil {
+		return err
+	}
 	log.Info("starting overlayd", "version", version, "go", runtime.Version())
-	return tunnel.Run(ctx, cfg)
+	reg, err := etcd.New(ef.options())
+	if err != nil {
+		return err
+	}
+	defer reg.Close()
+	return tunnel.Run(ctx, cfg, tunnel.Deps{Registry: reg, Host: tunnel.SystemHost{Log: log}})
 }

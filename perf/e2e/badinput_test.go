@@ -74,7 +74,7 @@ func TestBadInput(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer p.Stop()
-		waitLog(t, p, log, `network config not found in etcd; waiting for it`, `key=/later/config`)
+		waitLog(t, p, log, `network config not found; waiting for it`, `etcd has no key /later/config`)
 		if out, err := host.NS.Exec(ctx, overlaydBin, "config", "put", "--etcd-endpoints", etcdURL, "--etcd-prefix", "/later",
 			`{"Network":"100.96.0.0/16","Backend":{"Type":"udp","Port":8299}}`); err != nil {
 			t.Fatalf("config put: %v\n%s", err, out)
@@ -92,7 +92,7 @@ func TestBadInput(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer p.Stop()
-		waitLog(t, p, log, "etcd unreachable; retrying")
+		waitLog(t, p, log, "registry unreachable; retrying")
 		if p.Exited() {
 			t.Fatalf("overlayd exited while etcd was unreachable:\n%s", p.Tail(2048))
 		}
