@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 
+	"github.com/overlayd/overlayd/encap"
 	"github.com/overlayd/overlayd/tunnel/tun"
 )
 
@@ -27,6 +28,11 @@ type ChannelDevice struct {
 	// Outbound carries the packets Write was given, each a copy the test
 	// owns. Write blocks while it is full.
 	Outbound chan []byte
+	// InboundGSO carries super-packets into the device, as a kernel TUN
+	// with IFF_VNET_HDR offloads hands them over: Read cuts each into
+	// MTU-sized packets with complete checksums (encap.SplitGSO), as the
+	// native Device does, so that the engine can be fed TSO-sized writes.
+	InboundGSO chan GSOPacket
 
 	name      string
 	mtu       int
@@ -38,17 +44,26 @@ type ChannelDevice struct {
 // name and MTU. Its channels are buffered (1024 packets).
 func NewChannelDevice(name string, mtu int) *ChannelDevice {
 	return &ChannelDevice{
-		Inbound:  make(chan []byte, queueLen),
-		Outbound: make(chan []byte, queueLen),
-		name:     name,
-		mtu:      mtu,
-		closed:   make(chan struct{}),
+		Inbound:    make(chan []byte, queueLen),
+		Outbound:   make(chan []byte, queueLen),
+		InboundGSO: make(chan GSOPacket, queueLen),
+		name:       name,
+		mtu:        mtu,
+		closed:     make(chan struct{}),
 	}
+}
+
+// GSOPacket is a super-packet with the virtio-net header that describes it.
+type GSOPacket struct {
+	Hdr encap.VirtioNetHdr
+	Pkt []byte
 }
 
 // Read blocks for one packet from Inbound, then takes any others already
 // queued, up to len(bufs). A packet too large for its buffer is an
-// io.ErrShortBuffer error, returned after the packets before it.
+// io.ErrShortBuffer error, returned after the packets before it. A
+// super-packet from InboundGSO is returned alone, cut into its segments;
+// one with more segments than bufs is an error.
 func (d *ChannelDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if d.isClosed() {
 		return 0, os.ErrClosed
@@ -61,6 +76,12 @@ func (d *ChannelDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error
 	case <-d.closed:
 		return 0, os.ErrClosed
 	case pkt = <-d.Inbound:
+	case gso := <-d.InboundGSO:
+		n, _, err := encap.SplitGSO(gso.Pkt, gso.Hdr, bufs, sizes, offset, encap.SplitOptions{})
+		if err != nil {
+			return 0, fmt.Errorf("tuntest: split super-packet: %w", err)
+		}
+		return n, nil
 	}
 	n := 0
 	for {

@@ -1,0 +1,397 @@
+package tunnel
+
+// Two engines forwarding to each other in one process: the in-memory
+// registry (subnettest), channel-backed TUN queues (tuntest) and an
+// in-memory underlay network (udptest). No root, kernel or etcd: what is
+// left is the engine itself, from the registry to the data path and back.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/overlayd/overlayd/encap"
+	"github.com/overlayd/overlayd/subnet"
+	"github.com/overlayd/overlayd/subnet/subnettest"
+	"github.com/overlayd/overlayd/tunnel/tun"
+	"github.com/overlayd/overlayd/tunnel/tun/tuntest"
+	"github.com/overlayd/overlayd/tunnel/udp"
+	"github.com/overlayd/overlayd/tunnel/udp/udptest"
+)
+
+// memHost is a Host whose devices live in memory: one TUN queue and one
+// underlay Conn on a shared udptest.Network.
+type memHost struct {
+	iface ExtIface
+	net   *udptest.Network
+
+	mu  sync.Mutex
+	tun *tuntest.ChannelDevice
+}
+
+var _ Host = (*memHost)(nil)
+
+func (h *memHost) ExtIface(string) (ExtIface, error) { return h.iface, nil }
+func (h *memHost) IPForwarding() (bool, error)      { return true, nil }
+
+func (h *memHost) OpenTUN(name string, queues int, _ ...tun.Option) ([]tun.Device, error) {
+	if queues != 1 {
+		return nil, fmt.Errorf("memHost: %d queues; it has one", queues)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.tun = tuntest.NewChannelDevice(name, 0)
+	return []tun.Device{h.tun}, nil
+}
+
+func (h *memHost) ConfigureTUN(string, int, netip.Prefix, netip.Prefix) error { return nil }
+
+func (h *memHost) ListenUnderlay(_ string, _ ExtIface, laddr netip.AddrPort, workers int) ([]udp.Conn, error) {
+	if workers != 1 {
+		return nil, fmt.Errorf("memHost: %d workers; it has one", workers)
+	}
+	c, err := h.net.Listen(laddr)
+	if err != nil {
+		return nil, err
+	}
+	return []udp.Conn{c}, nil
+}
+
+// testEngine is one engine of a pair, running in its own goroutine.
+type testEngine struct {
+	host       *memHost
+	subnetFile string
+	subnet     netip.Prefix // the leased subnet, once ready
+	cancel     context.CancelFunc
+	done       chan error
+}
+
+// pairNetworkConfig is the overlay of every pair: udp backend, the test ranges.
+const pairNetworkConfig = `{"Network":"100.96.0.0/16","SubnetLen":24,"Backend":{"Type":"udp","Port":8285}}`
+
+func newPairRegistry(t testing.TB) *subnettest.Registry {
+	t.Helper()
+	cfg, err := subnet.ParseConfig([]byte(pairNetworkConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return subnettest.New(cfg)
+}
+
+// startEngine runs an engine for host n (underlay 198.18.0.n) and waits
+// until it is ready. dir keeps its subnet file, so that an engine started
+// again with the same dir gets its subnet back.
+func startEngine(t testing.TB, reg subnet.Registry, underlay *udptest.Network, n int, dir string) *testEngine {
+	t.Helper()
+	e := &testEngine{
+		host: &memHost{
+			iface: ExtIface{Name: "ext0", Index: 2, Addr: netip.AddrFrom4([4]byte{198, 18, 0, byte(n)}), MTU: 1500},
+			net:   underlay,
+		},
+		subnetFile: filepath.Join(dir, "subnet.env"),
+		done:       make(chan error, 1),
+	}
+	cfg := Config{
+		SubnetFile:    e.subnetFile,
+		RenewMargin:   time.Hour,
+		LeaseTTL:      24 * time.Hour,
+		TunName:       "flannel0",
+		Queues:        1,
+		ReleaseOnExit: true,
+		Logger:        slog.New(slog.DiscardHandler),
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
+	old, _ := os.Stat(e.subnetFile) // an earlier run's
+	go func() { e.done <- Run(ctx, cfg, Deps{Registry: reg, Host: e.host}) }()
+
+	// Ready means the subnet file is written (anew: it is replaced whole).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if fi, err := os.Stat(e.subnetFile); err == nil && (old == nil || !os.SameFile(old, fi)) {
+			sn, err := subnet.ReadSubnetFile(e.subnetFile)
+			if err != nil {
+				t.Fatalf("engine %d: subnet file: %v", n, err)
+			}
+			e.subnet = sn
+			return e
+		}
+		select {
+		case err := <-e.done:
+			t.Fatalf("engine %d stopped before it was ready: %v", n, err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("engine %d not ready after 10s", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// stop ends the engine and returns Run's error.
+func (e *testEngine) stop() error {
+	e.cancel()
+	return <-e.done
+}
+
+// tun is the engine's TUN queue, as the kernel side sees it.
+func (e *testEngine) tun() *tuntest.ChannelDevice {
+	e.host.mu.Lock()
+	defer e.host.mu.Unlock()
+	return e.host.tun
+}
+
+// addr is a container address on this engine's bridge.
+func (e *testEngine) addr(host byte) string {
+	a := e.subnet.Addr().As4()
+	a[3] = host
+	return netip.AddrFrom4(a).String()
+}
+
+// sendUntil pushes pkt into from's TUN until one packet that match accepts
+// comes out of to's TUN: the first packets may go before the sender has
+// learnt its peer from the registry.
+func sendUntil(t *testing.T, from, to *tuntest.ChannelDevice, pkt []byte, match func([]byte) bool) []byte {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		from.Inbound <- pkt
+		for {
+			select {
+			case got := <-to.Outbound:
+				if match(got) {
+					return got
+				}
+				continue
+			case <-tick.C:
+			case <-deadline:
+				t.Fatal("no packet came through in 10s")
+			}
+			break
+		}
+	}
+}
+
+// receive takes n packets from d's Outbound.
+func receive(t *testing.T, d *tuntest.ChannelDevice, n int) [][]byte {
+	t.Helper()
+	out := make([][]byte, 0, n)
+	deadline := time.After(10 * time.Second)
+	for len(out) < n {
+		select {
+		case p := <-d.Outbound:
+			out = append(out, p)
+		case <-deadline:
+			t.Fatalf("received %d of %d packets in 10s", len(out), n)
+		}
+	}
+	return out
+}
+
+// superPacket is what a TCP sender's kernel hands a TUN with TSO: one
+// IPv4/TCP packet of payload bytes, to be cut into mss-sized segments.
+func superPacket(t testing.TB, src, dst string, payload, mss int) tuntest.GSOPacket {
+	pkt := ipv4TCP(t, src, dst, payload)
+	return tuntest.GSOPacket{Pkt: pkt, Hdr: encap.VirtioNetHdr{
+		Flags: encap.VirtioNeedsCsum, GSOType: encap.GSOTCPv4, HdrLen: 40,
+		GSOSize: uint16(mss), CsumStart: 20, CsumOffset: 16,
+	}}
+}
+
+// checkSegments checks that segs are super's segments, in order, each a
+// valid IPv4/TCP packet of at most mtu bytes carrying the next part of its
+// payload.
+func checkSegments(t *testing.T, super tuntest.GSOPacket, segs [][]byte, mtu int) {
+	t.Helper()
+	var payload []byte
+	for i, s := range segs {
+		if len(s) > mtu {
+			t.Fatalf("segment %d: %d bytes, more than the MTU %d", i, len(s), mtu)
+		}
+		if _, _, err := encap.ParseIPv4(s); err != nil {
+			t.Fatalf("segment %d: %v", i, err)
+		}
+		checkTransportChecksum(t, s)
+		payload = append(payload, s[40:]...)
+	}
+	if !bytes.Equal(payload, super.Pkt[40:]) {
+		t.Fatalf("segments carry %d bytes that differ from the %d sent", len(payload), len(super.Pkt)-40)
+	}
+}
+
+// TestEnginePairForwards runs two engines against one in-memory registry
+// and underlay: small packets and TSO super-packets both ways, a peer that
+// leaves (and is answered for with ICMP) and joins again, and a shutdown
+// that leaves no goroutine behind.
+func TestEnginePairForwards(t *testing.T) {
+	baseline := runtime.NumGoroutine()
+	reg := newPairRegistry(t)
+	underlay := udptest.NewNetwork()
+	dirA, dirB := t.TempDir(), t.TempDir()
+	a := startEngine(t, reg, underlay, 1, dirA)
+	b := startEngine(t, reg, underlay, 2, dirB)
+	if a.subnet == b.subnet {
+		t.Fatalf("both engines leased %s", a.subnet)
+	}
+	const mtu = 1500 - 28 // udp backend over a 1500-byte underlay
+
+	t.Run("SmallBothWays", func(t *testing.T) {
+		for _, dir := range []struct{ from, to *testEngine }{{a, b}, {b, a}} {
+			first := ipv4UDP(t, dir.from.addr(2), dir.to.addr(2), 64, false)
+			sendUntil(t, dir.from.tun(), dir.to.tun(), first, func(p []byte) bool { return bytes.Equal(p, first) })
+			var sent [][]byte
+			for i := range 100 {
+				p := ipv4UDP(t, dir.from.addr(2), dir.to.addr(byte(3+i%100)), 64+i, false)
+				sent = append(sent, p)
+				dir.from.tun().Inbound <- p
+			}
+			for i, got := range receive(t, dir.to.tun(), len(sent)) {
+				if !bytes.Equal(got, sent[i]) {
+					t.Fatalf("%s -> %s: packet %d arrived as\n%x\nsent\n%x", dir.from.subnet, dir.to.subnet, i, got, sent[i])
+				}
+			}
+		}
+	})
+
+	t.Run("SuperPacketsBothWays", func(t *testing.T) {
+		const mss = mtu - 40
+		for _, dir := range []struct{ from, to *testEngine }{{a, b}, {b, a}} {
+			super := superPacket(t, dir.from.addr(2), dir.to.addr(2), 65535-40, mss)
+			dir.from.tun().InboundGSO <- super
+			segs := receive(t, dir.to.tun(), (65535-40+mss-1)/mss)
+			checkSegments(t, super, segs, mtu)
+		}
+	})
+
+	t.Run("PeerLeavesAndJoins", func(t *testing.T) {
+		if err := b.stop(); err != nil {
+			t.Fatalf("engine b: %v", err)
+		}
+		// Once a has seen b's lease go (--release-on-exit), a packet for
+		// b's subnet is answered with "net unreachable" into a's TUN.
+		toB := ipv4UDP(t, a.addr(2), b.addr(2), 64, false)
+		reply := sendUntil(t, a.tun(), a.tun(), toB, func(p []byte) bool { return len(p) > 20 && p[9] == 1 })
+		if src, dst, _ := encap.ParseIPv4(reply); src != a.subnet.Addr() || dst.String() != a.addr(2) {
+			t.Fatalf("ICMP reply %s -> %s", src, dst)
+		}
+		if typ, code := reply[20], reply[21]; typ != 3 || code != 0 {
+			t.Fatalf("ICMP type %d code %d, want 3/0 (net unreachable)", typ, code)
+		}
+
+		prev := b.subnet
+		b = startEngine(t, reg, underlay, 2, dirB)
+		if b.subnet != prev {
+			t.Fatalf("rejoined with %s, want its old subnet %s", b.subnet, prev)
+		}
+		back := ipv4UDP(t, a.addr(2), b.addr(2), 64, false)
+		sendUntil(t, a.tun(), b.tun(), back, func(p []byte) bool { return bytes.Equal(p, back) })
+	})
+
+	for name, e := range map[string]*testEngine{"a": a, "b": b} {
+		if err := e.stop(); err != nil {
+			t.Errorf("engine %s: %v", name, err)
+		}
+	}
+	if got := len(reg.Leases()); got != 0 {
+		t.Errorf("%d leases left after both released theirs", got)
+	}
+	checkNoGoroutinesLeft(t, baseline)
+}
+
+// checkNoGoroutinesLeft waits for the goroutine count to come back to
+// baseline: a stopped engine's goroutines may still be returning.
+func checkNoGoroutinesLeft(t *testing.T, baseline int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > baseline {
+		if time.Now().After(deadline) {
+			var stacks strings.Builder
+			pprof.Lookup("goroutine").WriteTo(&stacks, 1)
+			t.Fatalf("%d goroutines, %d before the engines started:\n%s", runtime.NumGoroutine(), baseline, stacks.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// benchPair starts a pair that has learnt its peers, for the benchmarks.
+func benchPair(b *testing.B) (x, y *testEngine) {
+	b.Helper()
+	reg := newPairRegistry(b)
+	underlay := udptest.NewNetwork()
+	x = startEngine(b, reg, underlay, 1, b.TempDir())
+	y = startEngine(b, reg, underlay, 2, b.TempDir())
+	b.Cleanup(func() { x.stop(); y.stop() })
+	probe := ipv4UDP(b, x.addr(2), y.addr(2), 64, false)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		x.tun().Inbound <- probe
+		select {
+		case <-y.tun().Outbound:
+			return x, y
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("the pair never forwarded")
+		}
+	}
+}
+
+// benchOneWay measures the engine's per-packet cost one way: b.N packets
+// of size bytes pushed into x's TUN and taken out of y's. The in-memory
+// devices copy each packet once on the way: their cost is included.
+func benchOneWay(b *testing.B, size int) {
+	x, y := benchPair(b)
+	pkt := ipv4UDP(b, x.addr(2), y.addr(2), size, false)
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	b.ResetTimer()
+	go func() {
+		for range b.N {
+			x.tun().Inbound <- pkt
+		}
+	}()
+	out := y.tun().Outbound
+	for range b.N {
+		<-out
+	}
+}
+
+func BenchmarkEnginePairSmallPackets(b *testing.B) { benchOneWay(b, 64) }
+func BenchmarkEnginePairLargePackets(b *testing.B) { benchOneWay(b, 1472) }
+
+// BenchmarkEnginePairRoundTrip measures one 64-byte request and its reply
+// at a time, as TCP_RR does: x's container asks, y's answers.
+func BenchmarkEnginePairRoundTrip(b *testing.B) {
+	x, y := benchPair(b)
+	request := ipv4UDP(b, x.addr(2), y.addr(2), 64, false)
+	reply := ipv4UDP(b, y.addr(2), x.addr(2), 64, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { // y's container answers every request
+		for {
+			select {
+			case <-y.tun().Outbound:
+				y.tun().Inbound <- reply
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		x.tun().Inbound <- request
+		<-x.tun().Outbound
+	}
+}
