@@ -71,7 +71,7 @@ var errOtherBackend = errors.New("lease of another backend")
 // backendEnv is what the backends need to know about this host.
 type backendEnv struct {
 	PublicIP  netip.Addr // written into our lease
-	Underlay  Underlay   // the interface peers are reached through
+	ExtIface  ExtIface   // the interface peers are reached through
 	Dataplane string     // vxlan: DataplaneUserspace or DataplaneKernel
 	Log       *slog.Logger
 }
@@ -90,12 +90,12 @@ func newBackend(cfg *subnet.Config, env backendEnv) (backend, error) {
 		case DataplaneUserspace, "":
 			return userspaceVXLAN{vxlanBackend: vb, nl: &netlink.Handle{}, log: env.Log}, nil
 		case DataplaneKernel:
-			return newKernelVXLAN(vb, env.Underlay, env.Log)
+			return newKernelVXLAN(vb, env.ExtIface, env.Log)
 		default:
 			return nil, fmt.Errorf("--vxlan-dataplane %q: use %q or %q", env.Dataplane, DataplaneUserspace, DataplaneKernel)
 		}
 	case subnet.BackendHostGW:
-		return newHostGW(env.Underlay, env.Log), nil
+		return newHostGW(env.ExtIface, env.Log), nil
 	default:
 		return nil, fmt.Errorf("network config Backend.Type %q: unknown; use \"udp\", \"vxlan\" or \"host-gw\"", cfg.Backend.Type)
 	}

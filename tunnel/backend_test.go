@@ -41,7 +41,7 @@ func TestUDPBackendAcceptsFlanneldLeases(t *testing.T) {
 func TestNewBackend(t *testing.T) {
 	env := backendEnv{
 		PublicIP: netip.MustParseAddr("198.18.0.1"),
-		Underlay: Underlay{Name: "eth0", Index: 2, Addr: netip.MustParseAddr("198.18.0.1"), MTU: 1500},
+		ExtIface: ExtIface{Name: "eth0", Index: 2, Addr: netip.MustParseAddr("198.18.0.1"), MTU: 1500},
 	}
 	cases := []struct {
 		config    string

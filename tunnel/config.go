@@ -39,10 +39,11 @@ type Config struct {
 	// programs flannel.<VNI>).
 	VXLANDataplane string
 
-	// Underlay is how the userspace data path reaches the other hosts:
-	// UnderlaySocket (a UDP socket; also when empty) or UnderlayAFPacket
-	// (AF_PACKET with TPACKET_V3 rings, see package afpacket).
-	Underlay string
+	// UnderlayKind is the underlay (underlay.Conn) the userspace data
+	// path reaches the other hosts with (--underlay): UnderlaySocket (a
+	// UDP socket; also when empty) or UnderlayAFPacket (AF_PACKET with
+	// TPACKET_V3 rings, see package afpacket).
+	UnderlayKind string
 
 	// CompleteChecksums makes this host one that needs complete TCP and
 	// UDP checksums, as a flanneld host does: it advertises no
@@ -56,7 +57,7 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// The underlays of Config.Underlay.
+// The underlays of Config.UnderlayKind.
 const (
 	UnderlaySocket   = "socket"
 	UnderlayAFPacket = "afpacket"
@@ -102,10 +103,10 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("--vxlan-dataplane %q: use %q or %q", c.VXLANDataplane, DataplaneUserspace, DataplaneKernel))
 	}
-	switch c.Underlay {
+	switch c.UnderlayKind {
 	case "", UnderlaySocket, UnderlayAFPacket:
 	default:
-		errs = append(errs, fmt.Errorf("--underlay %q: use %q or %q", c.Underlay, UnderlaySocket, UnderlayAFPacket))
+		errs = append(errs, fmt.Errorf("--underlay %q: use %q or %q", c.UnderlayKind, UnderlaySocket, UnderlayAFPacket))
 	}
 	return errors.Join(errs...)
 }

@@ -41,7 +41,7 @@ func TestConfigValidateNamesTheFlag(t *testing.T) {
 		{"healthz ip", func(c *Config) { c.HealthzPort = 8080; c.HealthzIP = "nowhere" }, "--healthz-ip"},
 		{"long tun name", func(c *Config) { c.TunName = "averyveryverylongname" }, "--tun-name"},
 		{"no queues", func(c *Config) { c.Queues = 0 }, "--queues"},
-		{"unknown underlay", func(c *Config) { c.Underlay = "dpdk" }, "--underlay"},
+		{"unknown underlay", func(c *Config) { c.UnderlayKind = "dpdk" }, "--underlay"},
 		{"unknown vxlan data plane", func(c *Config) { c.VXLANDataplane = "ebpf" }, "--vxlan-dataplane"},
 	}
 	for _, tc := range cases {

@@ -16,13 +16,14 @@ import (
 	"github.com/overlayd/overlayd/tunnel/afpacket"
 	"github.com/overlayd/overlayd/tunnel/tun"
 	"github.com/overlayd/overlayd/tunnel/udp"
+	"github.com/overlayd/overlayd/tunnel/underlay"
 )
 
 // Engine is one running overlayd: its lease, its devices and its workers.
 type Engine struct {
 	cfg      Config
 	log      *slog.Logger
-	underlay Underlay
+	extIface ExtIface
 	publicIP netip.Addr
 	network  *subnet.Config
 	backend  backend
@@ -43,7 +44,7 @@ type Engine struct {
 	wanted      atomic.Pointer[[]subnet.Peer]
 	wantChanged chan struct{}
 	// conns are the workers' underlay sockets, for their counters.
-	conns []udp.Conn
+	conns []underlay.Conn
 
 	// rejected remembers why leases were not taken as peers, to log each
 	// reason once rather than at every registry change.
@@ -67,10 +68,10 @@ func Run(ctx context.Context, cfg Config) error {
 
 func (e *Engine) run(ctx context.Context) error {
 	var err error
-	if e.underlay, err = ResolveUnderlay(e.cfg.Iface); err != nil {
+	if e.extIface, err = ResolveExtIface(e.cfg.Iface); err != nil {
 		return err
 	}
-	e.publicIP = e.underlay.Addr
+	e.publicIP = e.extIface.Addr
 	if e.cfg.PublicIP != "" {
 		e.publicIP = netip.MustParseAddr(e.cfg.PublicIP) // checked by Validate
 	}
@@ -95,7 +96,7 @@ func (e *Engine) run(ctx context.Context) error {
 	if e.network, err = waitForNetworkConfig(ctx, reg, e.cfg.EtcdPrefix, e.log); err != nil {
 		return err
 	}
-	env := backendEnv{PublicIP: e.publicIP, Underlay: e.underlay, Dataplane: e.cfg.VXLANDataplane, Log: e.log}
+	env := backendEnv{PublicIP: e.publicIP, ExtIface: e.extIface, Dataplane: e.cfg.VXLANDataplane, Log: e.log}
 	if e.backend, err = newBackend(e.network, env); err != nil {
 		return err
 	}
@@ -131,14 +132,14 @@ func (e *Engine) run(ctx context.Context) error {
 		return err
 	}
 
-	mtuBase := e.underlay.MTU
+	mtuBase := e.extIface.MTU
 	if e.network.Backend.MTU > 0 {
 		mtuBase = e.network.Backend.MTU
 	}
 	e.tunMTU = mtuBase - e.backend.Overhead()
 	e.log.Info("lease acquired",
 		"subnet", e.lease.Subnet, "network", e.network.Network, "backend", e.backend.Type(),
-		"iface", e.underlay.Name, "iface_addr", e.underlay.Addr, "public_ip", e.publicIP,
+		"iface", e.extIface.Name, "iface_addr", e.extIface.Addr, "public_ip", e.publicIP,
 		"mtu", e.tunMTU, "port", e.backend.Port(), "partial_checksums", e.partialChecksums)
 
 	// A forwarder's TUN gets its address and route, and its workers their
@@ -271,7 +272,7 @@ func (e *Engine) openDataPath(workers []*worker) error {
 	if err := configureTUN(e.cfg.TunName, e.tunMTU, e.lease.Subnet, e.network.Network); err != nil {
 		return err
 	}
-	laddr := netip.AddrPortFrom(e.underlay.Addr, uint16(e.backend.Port()))
+	laddr := netip.AddrPortFrom(e.extIface.Addr, uint16(e.backend.Port()))
 	fanout := new(afpacket.Group) // the AF_PACKET workers share flows, neighbours, guard
 	for _, w := range workers {
 		conn, err := e.listenUnderlay(laddr, len(workers), fanout, w.id == 0)
@@ -293,12 +294,12 @@ func (e *Engine) openDataPath(workers []*worker) error {
 // listenUnderlay opens one worker's underlay: a UDP socket, one per worker
 // with SO_REUSEPORT, or with --underlay=afpacket an AF_PACKET socket in the
 // workers' fanout group. The first worker's is logged.
-func (e *Engine) listenUnderlay(laddr netip.AddrPort, workers int, fanout *afpacket.Group, first bool) (udp.Conn, error) {
-	if e.cfg.Underlay == UnderlayAFPacket {
-		conn, err := afpacket.Listen(e.underlay.Name, laddr, afpacket.Options{Group: fanout, GSO: true})
+func (e *Engine) listenUnderlay(laddr netip.AddrPort, workers int, fanout *afpacket.Group, first bool) (underlay.Conn, error) {
+	if e.cfg.UnderlayKind == UnderlayAFPacket {
+		conn, err := afpacket.Listen(e.extIface.Name, laddr, afpacket.Options{Group: fanout, GSO: true})
 		if err == nil && first {
 			eff := conn.(afpacket.Configured).Effective()
-			e.log.Info("underlay afpacket", "iface", e.underlay.Name, "addr", laddr, "guard", eff.Guard, "gso", eff.GSO,
+			e.log.Info("underlay afpacket", "iface", e.extIface.Name, "addr", laddr, "guard", eff.Guard, "gso", eff.GSO,
 				"ring_blocks", eff.Blocks, "block_size", eff.BlockSize, "batch", conn.BatchSize(), "queues", workers)
 		}
 		return conn, err
@@ -306,7 +307,7 @@ func (e *Engine) listenUnderlay(laddr netip.AddrPort, workers int, fanout *afpac
 	if first {
 		// A crashed afpacket run may have left its tc guard, which would
 		// drop every datagram before the socket saw it.
-		if err := afpacket.RemoveStaleGuard(e.underlay.Name, laddr); err != nil {
+		if err := afpacket.RemoveStaleGuard(e.extIface.Name, laddr); err != nil {
 			e.log.Debug("could not check for a stale afpacket guard", "error", err)
 		}
 	}

@@ -11,18 +11,19 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// Underlay is the host interface the overlay runs over (flanneld's --iface).
-type Underlay struct {
+// ExtIface is the host interface the overlay runs over: flanneld's external
+// interface (--iface).
+type ExtIface struct {
 	Name  string
 	Index int
 	Addr  netip.Addr // the interface's IPv4 address: the socket binds here, as flanneld's does
 	MTU   int
 }
 
-// ResolveUnderlay finds the interface named by spec, which is an interface
+// ResolveExtIface finds the interface named by spec, which is an interface
 // name or one of its IPv4 addresses, as flanneld's --iface accepts. An empty
 // spec picks the interface of the default route.
-func ResolveUnderlay(spec string) (Underlay, error) {
+func ResolveExtIface(spec string) (ExtIface, error) {
 	var (
 		link netlink.Link
 		err  error
@@ -36,21 +37,21 @@ func ResolveUnderlay(spec string) (Underlay, error) {
 		link, err = netlink.LinkByName(spec)
 		var notFound netlink.LinkNotFoundError
 		if errors.As(err, &notFound) {
-			return Underlay{}, fmt.Errorf("--iface %q: no such interface (see `ip -br link`); give an interface name or one of its IPv4 addresses", spec)
+			return ExtIface{}, fmt.Errorf("--iface %q: no such interface (see `ip -br link`); give an interface name or one of its IPv4 addresses", spec)
 		}
 	}
 	if err != nil {
-		return Underlay{}, fmt.Errorf("--iface %q: %w", spec, err)
+		return ExtIface{}, fmt.Errorf("--iface %q: %w", spec, err)
 	}
 	attrs := link.Attrs()
-	u := Underlay{Name: attrs.Name, Index: attrs.Index, MTU: attrs.MTU}
+	u := ExtIface{Name: attrs.Name, Index: attrs.Index, MTU: attrs.MTU}
 	if isIP(spec) {
 		u.Addr = netip.MustParseAddr(spec)
 		return u, nil
 	}
 	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
 	if err != nil {
-		return Underlay{}, fmt.Errorf("--iface %q: list addresses: %w", spec, err)
+		return ExtIface{}, fmt.Errorf("--iface %q: list addresses: %w", spec, err)
 	}
 	for _, a := range addrs {
 		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && ip.IsGlobalUnicast() {
@@ -58,7 +59,7 @@ func ResolveUnderlay(spec string) (Underlay, error) {
 			return u, nil
 		}
 	}
-	return Underlay{}, fmt.Errorf("--iface %q: interface %s has no IPv4 address; assign one or name another interface", spec, attrs.Name)
+	return ExtIface{}, fmt.Errorf("--iface %q: interface %s has no IPv4 address; assign one or name another interface", spec, attrs.Name)
 }
 
 func isIP(s string) bool {

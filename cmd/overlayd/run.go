@@ -33,7 +33,7 @@ func runDaemon(ctx context.Context, args []string) error {
 	fs.BoolVar(&cfg.ReleaseOnExit, "release-on-exit", false, "delete this host's lease on a clean exit (flanneld keeps it)")
 	fs.StringVar(&cfg.VXLANDataplane, "vxlan-dataplane", tunnel.DataplaneUserspace,
 		"vxlan backend: \"userspace\" (overlayd forwards) or \"kernel\" (overlayd programs flannel.<VNI>, as flanneld)")
-	fs.StringVar(&cfg.Underlay, "underlay", tunnel.UnderlaySocket,
+	fs.StringVar(&cfg.UnderlayKind, "underlay", tunnel.UnderlaySocket,
 		"how packets reach other hosts: \"socket\" (UDP socket) or \"afpacket\" (AF_PACKET mmap rings)")
 	fs.BoolVar(&partial, "partial-checksums", true,
 		"leave the TCP/UDP checksums of packets to peers that advertise they take them so partial, and advertise it; "+
