@@ -31,9 +31,10 @@ type Config struct {
 	// programs flannel.<VNI>).
 	VXLANDataplane string
 
-	// UnderlayKind is how the userspace data path reaches the other hosts:
-	// UnderlaySocket (a UDP socket; also when empty) or UnderlayAFPacket
-	// (AF_PACKET with TPACKET_V3 rings, see package afpacket).
+	// UnderlayKind is the underlay (underlay.Conn) the userspace data
+	// path reaches the other hosts with (--underlay): UnderlaySocket (a
+	// UDP socket; also when empty) or UnderlayAFPacket (AF_PACKET with
+	// TPACKET_V3 rings, see package afpacket).
 	UnderlayKind string
 
 	// CompleteChecksums makes this host one that needs complete TCP and

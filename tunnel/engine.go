@@ -13,7 +13,7 @@ import (
 
 	"github.com/overlayd/overlayd/subnet"
 	"github.com/overlayd/overlayd/tunnel/tun"
-	"github.com/overlayd/overlayd/tunnel/udp"
+	"github.com/overlayd/overlayd/tunnel/underlay"
 )
 
 // Engine is one running overlayd: its lease, its devices and its workers.
@@ -48,7 +48,7 @@ type Engine struct {
 	wanted      atomic.Pointer[[]subnet.Peer]
 	wantChanged chan struct{}
 	// conns are the workers' underlay sockets, for their counters.
-	conns []udp.Conn
+	conns []underlay.Conn
 
 	// rejected remembers why leases were not taken as peers, to log each
 	// reason once rather than at every registry change.

@@ -36,7 +36,7 @@ import (
 	"github.com/overlayd/overlayd/ringbuf"
 	"github.com/overlayd/overlayd/subnet"
 	"github.com/overlayd/overlayd/tunnel/tun"
-	"github.com/overlayd/overlayd/tunnel/udp"
+	"github.com/overlayd/overlayd/tunnel/underlay"
 )
 
 const (
@@ -57,7 +57,7 @@ const (
 type worker struct {
 	id      int
 	tun     tun.Device
-	conn    udp.Conn
+	conn    underlay.Conn
 	hdr     encap.Header
 	peers   *atomic.Pointer[subnet.Table]
 	local   netip.Prefix // this host's subnet: inbound destinations must lie in it
@@ -180,7 +180,11 @@ func (w *worker) routineTUNToUnderlay() error {
 				if isClosed(err) {
 					return nil
 				}
-				limiter.warn(w.log, "underlay send failed", "error", err, "unsent", len(tx.frames)-sent)
+				if errors.Is(err, underlay.ErrGSODisabled) { // once per Conn
+					w.log.Warn("underlay GSO turned off: sending datagram by datagram", "worker", w.id, "error", err)
+				} else {
+					limiter.warn(w.log, "underlay send failed", "error", err, "unsent", len(tx.frames)-sent)
+				}
 				tx.counts.unsent(DropSendError, tx.frames[sent:], w.hdr.Len())
 			}
 		}

@@ -5,7 +5,7 @@ import (
 
 	"github.com/overlayd/overlayd/subnet"
 	"github.com/overlayd/overlayd/tunnel/tun"
-	"github.com/overlayd/overlayd/tunnel/udp"
+	"github.com/overlayd/overlayd/tunnel/underlay"
 )
 
 // Host is the machine an Engine runs on: where it finds the interface that
@@ -33,7 +33,7 @@ type Host interface {
 	// ListenUnderlay opens one underlay Conn per worker, bound to laddr on
 	// iface, of the kind Config.UnderlayKind names. On error it closes
 	// what it opened.
-	ListenUnderlay(kind string, iface ExtIface, laddr netip.AddrPort, workers int) ([]udp.Conn, error)
+	ListenUnderlay(kind string, iface ExtIface, laddr netip.AddrPort, workers int) ([]underlay.Conn, error)
 }
 
 // Deps are an Engine's connections to the world, which cmd/overlayd (or a

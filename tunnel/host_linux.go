@@ -8,6 +8,7 @@ import (
 	"github.com/overlayd/overlayd/tunnel/afpacket"
 	"github.com/overlayd/overlayd/tunnel/tun"
 	"github.com/overlayd/overlayd/tunnel/udp"
+	"github.com/overlayd/overlayd/tunnel/underlay"
 )
 
 // SystemHost is the Host of a real machine: netlink, /dev/net/tun, UDP or
@@ -41,12 +42,12 @@ func (SystemHost) ConfigureTUN(name string, mtu int, addr, network netip.Prefix)
 // ListenUnderlay opens a UDP socket per worker, sharing laddr with
 // SO_REUSEPORT, or with UnderlayAFPacket an AF_PACKET socket per worker in
 // one fanout group. The first one's settings are logged.
-func (h SystemHost) ListenUnderlay(kind string, iface ExtIface, laddr netip.AddrPort, workers int) ([]udp.Conn, error) {
-	conns := make([]udp.Conn, 0, workers)
+func (h SystemHost) ListenUnderlay(kind string, iface ExtIface, laddr netip.AddrPort, workers int) ([]underlay.Conn, error) {
+	conns := make([]underlay.Conn, 0, workers)
 	fanout := new(afpacket.Group) // the AF_PACKET workers share flows, neighbours, guard
 	for i := 0; i < workers; i++ {
 		var (
-			conn udp.Conn
+			conn underlay.Conn
 			err  error
 		)
 		if kind == UnderlayAFPacket {
@@ -65,7 +66,7 @@ func (h SystemHost) ListenUnderlay(kind string, iface ExtIface, laddr netip.Addr
 	return conns, nil
 }
 
-func (h SystemHost) listenAFPacket(iface ExtIface, laddr netip.AddrPort, workers int, fanout *afpacket.Group, first bool) (udp.Conn, error) {
+func (h SystemHost) listenAFPacket(iface ExtIface, laddr netip.AddrPort, workers int, fanout *afpacket.Group, first bool) (underlay.Conn, error) {
 	conn, err := afpacket.Listen(iface.Name, laddr, afpacket.Options{Group: fanout, GSO: true})
 	if err == nil && first {
 		eff := conn.(afpacket.Configured).Effective()
@@ -75,7 +76,7 @@ func (h SystemHost) listenAFPacket(iface ExtIface, laddr netip.AddrPort, workers
 	return conn, err
 }
 
-func (h SystemHost) listenSocket(iface ExtIface, laddr netip.AddrPort, workers int, first bool) (udp.Conn, error) {
+func (h SystemHost) listenSocket(iface ExtIface, laddr netip.AddrPort, workers int, first bool) (underlay.Conn, error) {
 	if first {
 		// A crashed afpacket run may have left its tc guard, which would
 		// drop every datagram before the socket saw it.

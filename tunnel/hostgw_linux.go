@@ -24,7 +24,7 @@ import (
 // than given a route the kernel could not use.
 type hostGW struct {
 	nl       *netlink.Handle
-	underlay ExtIface
+	extIface ExtIface
 	log      *slog.Logger
 	network  netip.Prefix // set by Setup: routes to subnets in it are ours
 }
@@ -39,7 +39,7 @@ func newHostGW(u ExtIface, log *slog.Logger) *hostGW {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &hostGW{nl: &netlink.Handle{}, underlay: u, log: log}
+	return &hostGW{nl: &netlink.Handle{}, extIface: u, log: log}
 }
 
 func (*hostGW) Type() string                   { return subnet.BackendHostGW }
@@ -69,7 +69,7 @@ func (h *hostGW) Setup(lease subnet.Lease, network netip.Prefix, mtu int) error 
 // to other subnets of the network via a gateway on the underlay interface:
 // those of peers that left, or were skipped.
 func (h *hostGW) Sync(peers []subnet.Peer) ([]subnet.Peer, error) {
-	have, err := listPeerRoutes(h.nl, h.underlay.Index, h.network)
+	have, err := listPeerRoutes(h.nl, h.extIface.Index, h.network)
 	if err != nil {
 		return nil, fmt.Errorf("host-gw: %w", err)
 	}
@@ -108,12 +108,12 @@ func (h *hostGW) addPeer(p subnet.Peer, have map[netip.Prefix]netlink.Route) err
 	if err := h.checkOnLink(gw); err != nil {
 		return err
 	}
-	want := netlink.Route{LinkIndex: h.underlay.Index, Dst: prefixToIPNet(p.Subnet), Gw: gw.AsSlice()}
+	want := netlink.Route{LinkIndex: h.extIface.Index, Dst: prefixToIPNet(p.Subnet), Gw: gw.AsSlice()}
 	if r, ok := have[p.Subnet]; ok && sameNextHop(r, want) {
 		return nil
 	}
 	if err := h.nl.RouteReplace(&want); err != nil {
-		return fmt.Errorf("route %s via %s dev %s: %w", p.Subnet, gw, h.underlay.Name, err)
+		return fmt.Errorf("route %s via %s dev %s: %w", p.Subnet, gw, h.extIface.Name, err)
 	}
 	return nil
 }
@@ -124,19 +124,19 @@ func (h *hostGW) checkOnLink(gw netip.Addr) error {
 	routes, err := h.nl.RouteGet(gw.AsSlice())
 	if err != nil {
 		return fmt.Errorf("%w: no route to %s from this host (%w); host-gw needs every host directly reachable on %s, use the vxlan backend across routers",
-			errNotOnLink, gw, err, h.underlay.Name)
+			errNotOnLink, gw, err, h.extIface.Name)
 	}
 	if len(routes) == 0 {
 		return fmt.Errorf("%w: no route to %s", errNotOnLink, gw)
 	}
 	r := routes[0]
-	if r.Gw != nil || r.LinkIndex != h.underlay.Index {
+	if r.Gw != nil || r.LinkIndex != h.extIface.Index {
 		via := "another interface"
 		if r.Gw != nil {
 			via = "router " + r.Gw.String()
 		}
 		return fmt.Errorf("%w: the kernel reaches %s via %s, not directly on %s; host-gw needs every host on one L2 segment, use the vxlan backend across routers",
-			errNotOnLink, gw, via, h.underlay.Name)
+			errNotOnLink, gw, via, h.extIface.Name)
 	}
 	return nil
 }

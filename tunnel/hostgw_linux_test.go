@@ -74,7 +74,7 @@ func routesVia(t *testing.T, nl *netlink.Handle, u ExtIface) []string {
 // refuses a peer that the kernel reaches through a router, saying so.
 func TestHostGWSync(t *testing.T) {
 	nl := privateNetns(t)
-	u := addUnderlay(t, nl)
+	u := addExtIface(t, nl)
 	h := newHostGW(u, nil)
 	h.nl = nl
 	if err := h.Setup(testLease, testNetwork, 1500); err != nil {

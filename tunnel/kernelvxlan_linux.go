@@ -33,7 +33,7 @@ import (
 type kernelVXLAN struct {
 	vxlanBackend
 	nl       *netlink.Handle
-	underlay ExtIface
+	extIface ExtIface
 	log      *slog.Logger
 	name     string
 
@@ -53,7 +53,7 @@ func newKernelVXLAN(vb vxlanBackend, u ExtIface, log *slog.Logger) (*kernelVXLAN
 	if err != nil {
 		return nil, err
 	}
-	return &kernelVXLAN{vxlanBackend: vb, nl: &netlink.Handle{}, underlay: u, log: log, name: name}, nil
+	return &kernelVXLAN{vxlanBackend: vb, nl: &netlink.Handle{}, extIface: u, log: log, name: name}, nil
 }
 
 // vxlanDeviceName is flanneld's name for the VTEP of vni, flannel.<vni>.
@@ -87,8 +87,8 @@ func (k *kernelVXLAN) device() *netlink.Vxlan {
 			HardwareAddr: net.HardwareAddr(k.mac[:]),
 		},
 		VxlanId:      int(k.vni),
-		VtepDevIndex: k.underlay.Index,
-		SrcAddr:      k.underlay.Addr.AsSlice(),
+		VtepDevIndex: k.extIface.Index,
+		SrcAddr:      k.extIface.Addr.AsSlice(),
 		Port:         k.port,
 		Learning:     false,
 	}
@@ -134,15 +134,15 @@ func (k *kernelVXLAN) ensureDevice() (int, error) {
 func (k *kernelVXLAN) createDevice(want *netlink.Vxlan) (netlink.Link, error) {
 	if err := k.nl.LinkAdd(want); err != nil {
 		return nil, fmt.Errorf("create vxlan device %s (vni %d, local %s, dev %s, dstport %d): %w",
-			k.name, k.vni, k.underlay.Addr, k.underlay.Name, k.port, err)
+			k.name, k.vni, k.extIface.Addr, k.extIface.Name, k.port, err)
 	}
 	link, err := k.nl.LinkByName(k.name)
 	if err != nil {
 		k.nl.LinkDel(want)
 		return nil, fmt.Errorf("vxlan device %s: created but not found: %w", k.name, err)
 	}
-	k.log.Info("created vxlan device", "device", k.name, "vni", k.vni, "local", k.underlay.Addr,
-		"dev", k.underlay.Name, "port", k.port, "vtep_mac", link.Attrs().HardwareAddr.String(), "mtu", k.mtu)
+	k.log.Info("created vxlan device", "device", k.name, "vni", k.vni, "local", k.extIface.Addr,
+		"dev", k.extIface.Name, "port", k.port, "vtep_mac", link.Attrs().HardwareAddr.String(), "mtu", k.mtu)
 	return link, nil
 }
 

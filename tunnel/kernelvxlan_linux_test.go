@@ -49,9 +49,9 @@ func privateNetns(t *testing.T) *netlink.Handle {
 	return r.nl
 }
 
-// addUnderlay makes eth0 (one end of a veth pair) with 198.18.0.1/24, up,
+// addExtIface makes eth0 (one end of a veth pair) with 198.18.0.1/24, up,
 // and a router 198.18.0.254 towards 198.19.0.0/24.
-func addUnderlay(t *testing.T, nl *netlink.Handle) ExtIface {
+func addExtIface(t *testing.T, nl *netlink.Handle) ExtIface {
 	t.Helper()
 	eth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0", MTU: 1500}, PeerName: "wire0"}
 	if err := nl.LinkAdd(eth); err != nil {
@@ -208,7 +208,7 @@ func vxlanLink(t *testing.T, nl *netlink.Handle) *netlink.Vxlan {
 // is replaced.
 func TestKernelVXLANSetup(t *testing.T) {
 	nl := privateNetns(t)
-	u := addUnderlay(t, nl)
+	u := addExtIface(t, nl)
 	k := testKernelVXLAN(t, nl, u, 8472)
 	if err := k.Setup(testLease, testNetwork, 1450); err != nil {
 		t.Fatal(err)
@@ -301,7 +301,7 @@ func checkAddrs(t *testing.T, nl *netlink.Handle, link netlink.Link, want ...str
 // someone else, the device itself deleted.
 func TestKernelVXLANSync(t *testing.T) {
 	nl := privateNetns(t)
-	u := addUnderlay(t, nl)
+	u := addExtIface(t, nl)
 	k := testKernelVXLAN(t, nl, u, 8472)
 	if err := k.Setup(testLease, testNetwork, 1450); err != nil {
 		t.Fatal(err)
@@ -361,7 +361,7 @@ func TestKernelVXLANSync(t *testing.T) {
 // programmed all the same, and the error names it.
 func TestKernelVXLANSyncRollsBackAFailedPeer(t *testing.T) {
 	nl := privateNetns(t)
-	u := addUnderlay(t, nl)
+	u := addExtIface(t, nl)
 	k := testKernelVXLAN(t, nl, u, 8472)
 	if err := k.Setup(testLease, testNetwork, 1450); err != nil {
 		t.Fatal(err)
@@ -386,7 +386,7 @@ func TestKernelVXLANSyncRollsBackAFailedPeer(t *testing.T) {
 // would hold the UDP port, and its routes would take the peers' traffic.
 func TestUserspaceVXLANPrepareDeletesKernelVTEP(t *testing.T) {
 	nl := privateNetns(t)
-	u := addUnderlay(t, nl)
+	u := addExtIface(t, nl)
 	k := testKernelVXLAN(t, nl, u, 8472)
 	if err := k.Setup(testLease, testNetwork, 1450); err != nil {
 		t.Fatal(err)

@@ -32,14 +32,14 @@ func writeMetrics(w io.Writer, s Status) {
 		fmt.Fprintf(w, "overlayd_drops_total{reason=%q} %d\n", r, s.Stats.Drops[r])
 	}
 	if len(s.Underlay) > 0 {
-		fmt.Fprintf(w, "# HELP overlayd_afpacket_total AF_PACKET underlay counters, by kind.\n# TYPE overlayd_afpacket_total counter\n")
+		fmt.Fprintf(w, "# HELP overlayd_underlay_total The underlay sockets' own counters, by kind.\n# TYPE overlayd_underlay_total counter\n")
 		kinds := make([]string, 0, len(s.Underlay))
 		for k := range s.Underlay {
 			kinds = append(kinds, k)
 		}
 		sort.Strings(kinds)
 		for _, k := range kinds {
-			fmt.Fprintf(w, "overlayd_afpacket_total{kind=%q} %d\n", k, s.Underlay[k])
+			fmt.Fprintf(w, "overlayd_underlay_total{kind=%q} %d\n", k, s.Underlay[k])
 		}
 	}
 }

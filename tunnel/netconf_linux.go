@@ -11,8 +11,8 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// ExtIface is the host interface the overlay runs over: flanneld's
-// external interface (--iface).
+// ExtIface is the host interface the overlay runs over: flanneld's external
+// interface (--iface).
 type ExtIface struct {
 	Name  string
 	Index int

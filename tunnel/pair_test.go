@@ -2,7 +2,7 @@ package tunnel
 
 // Two engines forwarding to each other in one process: the in-memory
 // registry (subnettest), channel-backed TUN queues (tuntest) and an
-// in-memory underlay network (udptest). No root, kernel or etcd: what is
+// in-memory underlay network (underlaytest). No root, kernel or etcd: what is
 // left is the engine itself, from the registry to the data path and back.
 
 import (
@@ -25,15 +25,15 @@ import (
 	"github.com/overlayd/overlayd/subnet/subnettest"
 	"github.com/overlayd/overlayd/tunnel/tun"
 	"github.com/overlayd/overlayd/tunnel/tun/tuntest"
-	"github.com/overlayd/overlayd/tunnel/udp"
-	"github.com/overlayd/overlayd/tunnel/udp/udptest"
+	"github.com/overlayd/overlayd/tunnel/underlay"
+	"github.com/overlayd/overlayd/tunnel/underlay/underlaytest"
 )
 
 // memHost is a Host whose devices live in memory: one TUN queue and one
-// underlay Conn on a shared udptest.Network.
+// underlay Conn on a shared underlaytest.Network.
 type memHost struct {
 	iface ExtIface
-	net   *udptest.Network
+	net   *underlaytest.Network
 
 	mu  sync.Mutex
 	tun *tuntest.ChannelDevice
@@ -42,7 +42,7 @@ type memHost struct {
 var _ Host = (*memHost)(nil)
 
 func (h *memHost) ExtIface(string) (ExtIface, error) { return h.iface, nil }
-func (h *memHost) IPForwarding() (bool, error)      { return true, nil }
+func (h *memHost) IPForwarding() (bool, error)       { return true, nil }
 
 func (h *memHost) OpenTUN(name string, queues int, _ ...tun.Option) ([]tun.Device, error) {
 	if queues != 1 {
@@ -56,7 +56,7 @@ func (h *memHost) OpenTUN(name string, queues int, _ ...tun.Option) ([]tun.Devic
 
 func (h *memHost) ConfigureTUN(string, int, netip.Prefix, netip.Prefix) error { return nil }
 
-func (h *memHost) ListenUnderlay(_ string, _ ExtIface, laddr netip.AddrPort, workers int) ([]udp.Conn, error) {
+func (h *memHost) ListenUnderlay(_ string, _ ExtIface, laddr netip.AddrPort, workers int) ([]underlay.Conn, error) {
 	if workers != 1 {
 		return nil, fmt.Errorf("memHost: %d workers; it has one", workers)
 	}
@@ -64,7 +64,7 @@ func (h *memHost) ListenUnderlay(_ string, _ ExtIface, laddr netip.AddrPort, wor
 	if err != nil {
 		return nil, err
 	}
-	return []udp.Conn{c}, nil
+	return []underlay.Conn{c}, nil
 }
 
 // testEngine is one engine of a pair, running in its own goroutine.
@@ -91,12 +91,12 @@ func newPairRegistry(t testing.TB) *subnettest.Registry {
 // startEngine runs an engine for host n (underlay 198.18.0.n) and waits
 // until it is ready. dir keeps its subnet file, so that an engine started
 // again with the same dir gets its subnet back.
-func startEngine(t testing.TB, reg subnet.Registry, underlay *udptest.Network, n int, dir string) *testEngine {
+func startEngine(t testing.TB, reg subnet.Registry, net *underlaytest.Network, n int, dir string) *testEngine {
 	t.Helper()
 	e := &testEngine{
 		host: &memHost{
 			iface: ExtIface{Name: "ext0", Index: 2, Addr: netip.AddrFrom4([4]byte{198, 18, 0, byte(n)}), MTU: 1500},
-			net:   underlay,
+			net:   net,
 		},
 		subnetFile: filepath.Join(dir, "subnet.env"),
 		done:       make(chan error, 1),
@@ -238,10 +238,10 @@ func checkSegments(t *testing.T, super tuntest.GSOPacket, segs [][]byte, mtu int
 func TestEnginePairForwards(t *testing.T) {
 	baseline := runtime.NumGoroutine()
 	reg := newPairRegistry(t)
-	underlay := udptest.NewNetwork()
+	mem := underlaytest.NewNetwork()
 	dirA, dirB := t.TempDir(), t.TempDir()
-	a := startEngine(t, reg, underlay, 1, dirA)
-	b := startEngine(t, reg, underlay, 2, dirB)
+	a := startEngine(t, reg, mem, 1, dirA)
+	b := startEngine(t, reg, mem, 2, dirB)
 	if a.subnet == b.subnet {
 		t.Fatalf("both engines leased %s", a.subnet)
 	}
@@ -291,7 +291,7 @@ func TestEnginePairForwards(t *testing.T) {
 		}
 
 		prev := b.subnet
-		b = startEngine(t, reg, underlay, 2, dirB)
+		b = startEngine(t, reg, mem, 2, dirB)
 		if b.subnet != prev {
 			t.Fatalf("rejoined with %s, want its old subnet %s", b.subnet, prev)
 		}
@@ -329,9 +329,9 @@ func checkNoGoroutinesLeft(t *testing.T, baseline int) {
 func benchPair(b *testing.B) (x, y *testEngine) {
 	b.Helper()
 	reg := newPairRegistry(b)
-	underlay := udptest.NewNetwork()
-	x = startEngine(b, reg, underlay, 1, b.TempDir())
-	y = startEngine(b, reg, underlay, 2, b.TempDir())
+	mem := underlaytest.NewNetwork()
+	x = startEngine(b, reg, mem, 1, b.TempDir())
+	y = startEngine(b, reg, mem, 2, b.TempDir())
 	b.Cleanup(func() { x.stop(); y.stop() })
 	probe := ipv4UDP(b, x.addr(2), y.addr(2), 64, false)
 	for deadline := time.Now().Add(10 * time.Second); ; {

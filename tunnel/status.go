@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/overlayd/overlayd/tunnel/afpacket"
-	"github.com/overlayd/overlayd/tunnel/udp"
 	"io/fs"
 	"net"
 	"net/http"
@@ -16,6 +14,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/overlayd/overlayd/tunnel/underlay"
 )
 
 // Status is what `overlayd status` shows: this host's lease, its peers and
@@ -33,8 +33,9 @@ type Status struct {
 	Queues   int           `json:"queues"`
 	Peers    []PeerStatus  `json:"peers"`
 	Stats    StatsSnapshot `json:"stats"`
-	// Underlay holds the AF_PACKET underlay's own counters, summed over
-	// the workers (--underlay=afpacket only).
+	// Underlay holds the underlay's own counters (underlay.Counters),
+	// summed over the workers: datagrams sent and received, GSO turned
+	// off, and with --underlay=afpacket what its ring dropped.
 	Underlay map[string]uint64 `json:"underlay,omitempty"`
 
 	// PartialChecksums: our lease says we take partial checksums.
@@ -80,35 +81,19 @@ func (e *Engine) status() Status {
 	return s
 }
 
-// underlayCounters sums the AF_PACKET conns' counters; nil for sockets,
-// whose drops the kernel counts (/proc/net/snmp).
-func underlayCounters(conns []udp.Conn) map[string]uint64 {
-	var sum afpacket.Stats
-	found := false
+// underlayCounters sums the workers' underlay counters (underlay.Counting);
+// nil if no Conn keeps any.
+func underlayCounters(conns []underlay.Conn) map[string]uint64 {
+	var sum underlay.Counters
 	for _, c := range conns {
-		if sc, ok := c.(interface{ Stats() afpacket.Stats }); ok {
-			st := sc.Stats()
-			found = true
-			sum.Received += st.Received
-			sum.Sent += st.Sent
-			sum.Malformed += st.Malformed
-			sum.BadChecksum += st.BadChecksum
-			sum.Truncated += st.Truncated
-			sum.RingDrops += st.RingDrops
-			sum.Corrupt += st.Corrupt
-			sum.NoNeighbour += st.NoNeighbour
-			sum.Unroutable += st.Unroutable
+		if cc, ok := c.(underlay.Counting); ok {
+			if sum == nil {
+				sum = underlay.Counters{}
+			}
+			sum.Add(cc.Counters())
 		}
 	}
-	if !found {
-		return nil
-	}
-	return map[string]uint64{
-		"received": sum.Received, "sent": sum.Sent,
-		"malformed": sum.Malformed, "bad_checksum": sum.BadChecksum, "truncated": sum.Truncated,
-		"ring_drops": sum.RingDrops, "corrupt_blocks": sum.Corrupt,
-		"no_neighbour": sum.NoNeighbour, "unroutable": sum.Unroutable,
-	}
+	return sum
 }
 
 // handler serves /status (JSON), /metrics (Prometheus text), /healthz and

@@ -150,7 +150,7 @@ func runStatus(ctx context.Context, args []string) error {
 	}
 	for k, n := range s.Underlay {
 		if n > 0 {
-			fmt.Printf("afpacket %s: %d\n", k, n)
+			fmt.Printf("underlay %s: %d\n", k, n)
 		}
 	}
 	return nil

@@ -37,8 +37,9 @@ type Options struct {
 	// destination as one UDP GSO super-datagram (a virtio_net_hdr with
 	// VIRTIO_NET_HDR_GSO_UDP_L4), which the kernel or the NIC segments
 	// where the frame leaves the machine, and which crosses a veth whole.
-	// Kernels before 6.2 refuse it; the first refusal turns it off, and
-	// Effective reports it.
+	// Kernels before 6.2 refuse it; the first refusal turns it off,
+	// WriteBatch returns an *underlay.GSODisabledError, once, and
+	// Effective and Stats report it.
 	GSO bool
 
 	// Guard is how the kernel is kept from answering the datagrams the
@@ -151,9 +152,11 @@ type Stats struct {
 
 	NoNeighbour uint64 // datagrams not sent: the next hop's MAC is unknown
 	Unroutable  uint64 // datagrams not sent: no route out of the interface
+
+	GSODisabled bool // WriteBatch turned GSO off: the kernel refused it
 }
 
-// Errors of WriteBatch, in a *udp.WriteError. Neither is terminal.
+// Errors of WriteBatch, in an *underlay.WriteError. Neither is terminal.
 var (
 	// ErrNoNeighbour: the next hop's MAC address is not known yet. The
 	// kernel has been asked to resolve it; later batches get through.

@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"net/netip"
 
-	"github.com/overlayd/overlayd/tunnel/udp"
+	"github.com/overlayd/overlayd/tunnel/underlay"
 )
 
 type shared struct{}
 
 // Listen needs Linux's AF_PACKET sockets.
-func Listen(iface string, laddr netip.AddrPort, opts Options) (udp.Conn, error) {
+func Listen(iface string, laddr netip.AddrPort, opts Options) (underlay.Conn, error) {
 	return nil, fmt.Errorf("afpacket: listen on %s %v: %w", iface, laddr, ErrNotSupported)
 }
 

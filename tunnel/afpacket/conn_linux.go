@@ -9,18 +9,18 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/overlayd/overlayd/ringbuf"
-	"github.com/overlayd/overlayd/tunnel/udp"
+	"github.com/overlayd/overlayd/tunnel/underlay"
 )
 
 var (
-	_ udp.Conn   = (*conn)(nil)
-	_ Configured = (*conn)(nil)
+	_ underlay.Conn     = (*conn)(nil)
+	_ underlay.Counting = (*conn)(nil)
+	_ Configured        = (*conn)(nil)
 )
 
 // Listen opens an AF_PACKET underlay on the Ethernet interface iface for
@@ -30,7 +30,7 @@ var (
 // opts.Group) before it returns. The socket, the Guard and the neighbour
 // lookups belong to the network namespace of the calling thread, whatever
 // goroutine later uses or closes the Conn.
-func Listen(iface string, laddr netip.AddrPort, opts Options) (udp.Conn, error) {
+func Listen(iface string, laddr netip.AddrPort, opts Options) (underlay.Conn, error) {
 	c, err := listen(iface, laddr, opts)
 	if err != nil {
 		return nil, fmt.Errorf("afpacket: listen on %s %v: %w", iface, laddr, err)
@@ -79,10 +79,10 @@ type conn struct {
 	opts   Options
 	group  *Group
 	closed atomic.Bool
-	gso    atomic.Bool // WriteBatch sends runs as UDP GSO super-datagrams
 
-	rx rxState
-	tx txBatch
+	rx     rxState
+	tx     txLayout
+	sender *underlay.Sender
 
 	stats      counters
 	statsMu    sync.Mutex
@@ -91,10 +91,11 @@ type conn struct {
 	closeError error
 }
 
-// counters are the Stats updated once per batch.
+// counters are the Stats updated once per batch; the Sender counts what
+// it sent.
 type counters struct {
-	received, sent, malformed, badChecksum, truncated atomic.Uint64
-	noNeighbour, unroutable                           atomic.Uint64
+	received, malformed, badChecksum, truncated atomic.Uint64
+	noNeighbour, unroutable                     atomic.Uint64
 }
 
 // open makes the socket and its ring, bound to s's interface.
@@ -187,7 +188,14 @@ func open(s *shared, laddr netip.AddrPort, opts Options, fanout bool) (_ *conn, 
 	}
 	c.rx.ready = func(uintptr) bool { return c.ring.Ready() }
 	c.tx.init(opts.BatchSize, s, laddr)
-	c.gso.Store(opts.GSO)
+	c.sender = underlay.NewSender(underlay.SenderConfig{
+		Conn:     c.rc,
+		Messages: opts.BatchSize,
+		Layout:   &c.tx,
+		GSO:      opts.GSO,
+		NoGSO:    unix.EINVAL, // no UDP GSO from packet sockets before Linux 6.2
+		Fail:     c.fail,
+	})
 	return c, nil
 }
 
@@ -206,7 +214,7 @@ func (c *conn) BatchSize() int            { return c.opts.BatchSize }
 func (c *conn) LocalAddr() netip.AddrPort { return c.laddr }
 func (c *conn) Effective() Options {
 	o := c.opts
-	o.GSO = c.gso.Load()
+	o.GSO = c.sender.GSO()
 	return o
 }
 
@@ -223,7 +231,7 @@ func (c *conn) Stats() Stats {
 	}
 	return Stats{
 		Received:    c.stats.received.Load(),
-		Sent:        c.stats.sent.Load(),
+		Sent:        c.sender.Sent(),
 		Malformed:   c.stats.malformed.Load(),
 		BadChecksum: c.stats.badChecksum.Load(),
 		Truncated:   c.stats.truncated.Load(),
@@ -231,6 +239,23 @@ func (c *conn) Stats() Stats {
 		Corrupt:     c.ring.Corrupt(),
 		NoNeighbour: c.stats.noNeighbour.Load(),
 		Unroutable:  c.stats.unroutable.Load(),
+		GSODisabled: c.sender.GSODisabled(),
+	}
+}
+
+// Counters reports Stats by name, for `overlayd status` and /metrics.
+func (c *conn) Counters() underlay.Counters {
+	st := c.Stats()
+	gsoOff := uint64(0)
+	if st.GSODisabled {
+		gsoOff = 1
+	}
+	return underlay.Counters{
+		underlay.CounterReceived: st.Received, underlay.CounterSent: st.Sent,
+		underlay.CounterGSODisabled: gsoOff,
+		"malformed":                 st.Malformed, "bad_checksum": st.BadChecksum, "truncated": st.Truncated,
+		"ring_drops": st.RingDrops, "corrupt_blocks": st.Corrupt,
+		"no_neighbour": st.NoNeighbour, "unroutable": st.Unroutable,
 	}
 }
 
@@ -313,7 +338,7 @@ func (c *conn) fill(bufs [][]byte, sizes []int, srcs []netip.AddrPort) int {
 	var malformed, badSum, truncated uint64
 	for n < len(bufs) {
 		if r.rest != nil {
-			k, off := splitDatagram(bufs[n:], sizes[n:], r.rest, r.segment, r.off)
+			k, off := underlay.SplitSegments(bufs[n:], sizes[n:], r.rest, r.segment, r.off)
 			for i := n; i < n+k; i++ {
 				srcs[i] = r.src
 			}
@@ -352,99 +377,70 @@ func (c *conn) fill(bufs [][]byte, sizes []int, srcs []netip.AddrPort) int {
 	return n
 }
 
-// txBatch is WriteBatch's, reused by every call. A batch is sent in
-// chunks of len(msgs) datagrams; message k of a chunk carries segs[k]
-// datagrams from first[k] on: one, or with GSO a run of them as one
-// super-datagram. Its iovecs are the message's headers (in hdrs) and then
-// the payloads, so that nothing is copied.
-type txBatch struct {
+// txLayout lays out WriteBatch's datagrams as sendmmsg messages for the
+// Sender: one per datagram or, with GSO, one per SegmentRun as a UDP GSO
+// super-datagram. A message's iovecs are its Ethernet, IPv4 and UDP
+// headers (in hdrs) and then the payloads, so that nothing is copied.
+type txLayout struct {
 	mu     sync.Mutex
-	msgs   []unix.Mmsghdr
 	iovs   []unix.Iovec // a header and the payloads of each message, in order
 	hdrs   []byte       // txHeaderLen per message
-	first  []int
-	segs   []int
-	dsts   []netip.AddrPort // per message
 	header *header
 	nb     *neighbours
 	mtu    int
-	id     uint16                // IP identification of the last datagram sent
-	send   func(fd uintptr) bool // t.do, bound once
+	id     uint16 // IP identification of the last datagram sent
+	used   int    // iovecs of the last chunk
 
-	// Per chunk.
-	count, next, iovsUsed int
-	// When a GSO message fails, the chunk is sent again unsegmented from
-	// its datagram resend on; gsoBroken turns GSO off for good.
-	resend    int
-	gsoBroken bool
-
-	// Per call.
-	sent, dropped    int
-	counted          int // refusals of datagrams before this one are counted
+	// Per WriteBatch: the refusals to count, and the last destination's
+	// next hop (batches tend to go to one peer).
 	noNeigh, noRoute uint64
-	errAddr          netip.AddrPort
-	err              error
-	// The last destination's next hop: batches tend to go to one peer.
-	lastDst   netip.Addr
-	lastHop   hop
-	lastValid bool
+	lastDst          netip.Addr
+	lastHop          hop
+	lastValid        bool
 }
 
-func (t *txBatch) init(batch int, s *shared, laddr netip.AddrPort) {
-	t.msgs = make([]unix.Mmsghdr, batch)
+func (t *txLayout) init(batch int, s *shared, laddr netip.AddrPort) {
 	t.iovs = make([]unix.Iovec, 2*batch)
 	t.hdrs = make([]byte, batch*txHeaderLen)
-	t.first = make([]int, batch)
-	t.segs = make([]int, batch)
-	t.dsts = make([]netip.AddrPort, batch)
 	t.header = newHeader(s.link.mac, laddr)
 	t.nb = s.neighbours
 	t.mtu = s.link.mtu
-	t.send = t.do
-}
-
-// refuse records that n datagrams to dst were not sent.
-func (t *txBatch) refuse(dst netip.AddrPort, err error, n int) {
-	if t.dropped == 0 {
-		t.errAddr, t.err = dst, err
-	}
-	t.dropped += n
 }
 
 // hop returns the next hop of dst.
-func (t *txBatch) hop(dst netip.Addr) hop {
+func (t *txLayout) hop(dst netip.Addr) hop {
 	if !t.lastValid || dst != t.lastDst {
 		t.lastDst, t.lastHop, t.lastValid = dst, t.nb.lookup(dst), true
 	}
 	return t.lastHop
 }
 
-// build lays out a chunk of datagrams, the batch's from base on, as
-// messages, skipping those that cannot go: no IPv4 destination, too
-// large, next hop unknown. Those are refused, once per WriteBatch even if
-// the chunk is built again.
-func (t *txBatch) build(bufs [][]byte, dsts []netip.AddrPort, base int, gso bool) {
-	t.count, t.next, t.iovsUsed, t.resend, t.gsoBroken = 0, 0, 0, -1, false
-	refuse := func(i int, dst netip.AddrPort, err error) {
-		if base+i >= t.counted {
-			t.refuse(dst, err, 1)
-			switch err {
-			case ErrNoNeighbour:
-				t.noNeigh++
-			case ErrUnroutable:
-				t.noRoute++
-			}
-		}
+// refuse refuses datagram i of the chunk, counting the reasons of its own.
+func (t *txLayout) refuse(s *underlay.Sender, i int, dst netip.AddrPort, err error) {
+	if !s.Refuse(i, dst, err) {
+		return
 	}
+	switch err {
+	case ErrNoNeighbour:
+		t.noNeigh++
+	case ErrUnroutable:
+		t.noRoute++
+	}
+}
+
+// Build lays out a chunk, skipping the datagrams that cannot go: no IPv4
+// destination, too large, next hop unknown.
+func (t *txLayout) Build(s *underlay.Sender, bufs [][]byte, dsts []netip.AddrPort, gso bool) {
+	t.used = 0
 	for i := 0; i < len(bufs); {
 		dst := netip.AddrPortFrom(dsts[i].Addr().Unmap(), dsts[i].Port())
 		if !dst.Addr().Is4() {
-			refuse(i, dst, unix.EAFNOSUPPORT)
+			t.refuse(s, i, dst, unix.EAFNOSUPPORT)
 			i++
 			continue
 		}
 		if overhead+len(bufs[i]) > t.mtu {
-			refuse(i, dst, unix.EMSGSIZE)
+			t.refuse(s, i, dst, unix.EMSGSIZE)
 			i++
 			continue
 		}
@@ -454,15 +450,15 @@ func (t *txBatch) build(bufs [][]byte, dsts []netip.AddrPort, base int, gso bool
 			if h.state == hopUnroutable {
 				err = ErrUnroutable
 			}
-			refuse(i, dst, err)
+			t.refuse(s, i, dst, err)
 			i++
 			continue
 		}
 		segs := 1
 		if gso {
-			segs = udp.SegmentRun(bufs[i:], dsts[i:])
+			segs = underlay.SegmentRun(bufs[i:], dsts[i:])
 		}
-		k := t.count
+		k, m := s.Add(i, segs, dst)
 		hdr := t.hdrs[k*txHeaderLen : (k+1)*txHeaderLen]
 		if segs == 1 {
 			t.id++
@@ -475,56 +471,24 @@ func (t *txBatch) build(bufs [][]byte, dsts []netip.AddrPort, base int, gso bool
 			t.header.writeGSO(hdr, h.mac, dst, total, len(bufs[i]), t.id+1)
 			t.id += uint16(segs) // the kernel numbers the segments on
 		}
-		iov := t.iovs[t.iovsUsed : t.iovsUsed+1+segs]
-		setIovec(&iov[0], hdr)
+		iov := t.iovs[t.used : t.used+1+segs]
+		underlay.SetIovec(&iov[0], hdr)
 		for j, b := range bufs[i : i+segs] {
-			setIovec(&iov[1+j], b)
+			underlay.SetIovec(&iov[1+j], b)
 		}
-		m := &t.msgs[k].Hdr
 		m.Iov = &iov[0]
 		m.SetIovlen(len(iov))
-		t.iovsUsed += len(iov)
-		t.first[k], t.segs[k], t.dsts[k] = i, segs, dst
-		t.count++
+		t.used += len(iov)
 		i += segs
 	}
-	t.counted = max(t.counted, base+len(bufs))
 }
 
-// do sends the chunk's messages from t.next on. It returns false, asking
-// the netpoller to wait, when the send buffer is full. sendmmsg stops at
-// the first message the kernel refuses; an unsegmented one is dropped
-// (ENOBUFS when the device queue is full, with the qdisc bypassed) and the
-// rest sent, a GSO one has its chunk sent again unsegmented.
-func (t *txBatch) do(fd uintptr) bool {
-	for t.next < t.count {
-		n, errno := sendmmsg(fd, t.msgs[t.next:t.count])
-		if errno == 0 && n <= 0 {
-			errno = unix.EIO // impossible for a nonempty batch; do not spin on it
-		}
-		switch {
-		case errno == 0:
-			for _, s := range t.segs[t.next : t.next+n] {
-				t.sent += s
-			}
-			t.next += n
-		case errno == unix.EINTR:
-		case errno == unix.EAGAIN:
-			return false
-		case t.segs[t.next] > 1:
-			// EINVAL: the kernel takes no UDP GSO from packet sockets
-			// (before Linux 6.2). Others would drop the whole run.
-			t.resend = t.first[t.next]
-			t.gsoBroken = errno == unix.EINVAL
-			return true
-		default:
-			t.refuse(t.dsts[t.next], errno, 1)
-			t.next++
-		}
-	}
-	return true
-}
+// Release forgets the chunk's buffers.
+func (t *txLayout) Release() { clear(t.iovs[:t.used]) }
 
+// WriteBatch sends through the Sender. An unsegmented datagram the driver
+// refuses (ENOBUFS when the device queue is full, with the qdisc bypassed)
+// is dropped and the rest sent.
 func (c *conn) WriteBatch(bufs [][]byte, dsts []netip.AddrPort) (int, error) {
 	t := &c.tx
 	t.mu.Lock()
@@ -532,49 +496,9 @@ func (c *conn) WriteBatch(bufs [][]byte, dsts []netip.AddrPort) (int, error) {
 	if c.closed.Load() {
 		return 0, net.ErrClosed
 	}
-	t.sent, t.dropped, t.counted, t.errAddr, t.err = 0, 0, 0, netip.AddrPort{}, nil
 	t.noNeigh, t.noRoute, t.lastValid = 0, 0, false
-	gso := c.gso.Load()
-	for pos := 0; pos < len(bufs); {
-		end := min(pos+len(t.msgs), len(bufs))
-		t.build(bufs[pos:end], dsts[pos:end], pos, gso)
-		err := c.rc.Write(t.send)
-		clear(t.iovs[:t.iovsUsed]) // keep none of the caller's buffers alive
-		if err != nil {
-			c.stats.sent.Add(uint64(t.sent))
-			return t.sent, c.fail("sendmmsg", err)
-		}
-		if t.resend >= 0 {
-			if t.gsoBroken {
-				c.gso.Store(false)
-			}
-			pos, gso = pos+t.resend, false
-			continue
-		}
-		pos = end
-	}
-	c.stats.sent.Add(uint64(t.sent))
-	if t.dropped > 0 {
-		c.stats.noNeighbour.Add(t.noNeigh)
-		c.stats.unroutable.Add(t.noRoute)
-		return t.sent, &udp.WriteError{Dropped: t.dropped, Addr: t.errAddr, Err: t.err}
-	}
-	return t.sent, nil
-}
-
-// sendmmsg sends msgs, len(msgs) > 0, on the socket's bound interface.
-func sendmmsg(fd uintptr, msgs []unix.Mmsghdr) (int, syscall.Errno) {
-	n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, fd,
-		uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), 0, 0, 0)
-	return int(n), errno
-}
-
-// setIovec points iov at buf.
-func setIovec(iov *unix.Iovec, buf []byte) {
-	if len(buf) == 0 {
-		iov.Base = nil
-	} else {
-		iov.Base = &buf[0]
-	}
-	iov.SetLen(len(buf))
+	n, err := c.sender.Write(bufs, dsts)
+	c.stats.noNeighbour.Add(t.noNeigh)
+	c.stats.unroutable.Add(t.noRoute)
+	return n, err
 }

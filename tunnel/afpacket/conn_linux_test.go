@@ -17,6 +17,7 @@ import (
 
 	"github.com/overlayd/overlayd/perf/netns"
 	"github.com/overlayd/overlayd/tunnel/udp"
+	"github.com/overlayd/overlayd/tunnel/underlay"
 )
 
 // The root tests run on two emulated hosts: namespaces a and b joined by a
@@ -96,7 +97,7 @@ func (h *hosts) ip(n *netns.NS, args ...string) {
 // listen opens an afpacket Conn in n on iface, closed when the test ends.
 func (h *hosts) listen(n *netns.NS, iface string, laddr netip.AddrPort, opts Options) *conn {
 	h.t.Helper()
-	var c udp.Conn
+	var c underlay.Conn
 	err := n.Do(func() (err error) {
 		c, err = Listen(iface, laddr, opts)
 		return err
@@ -208,7 +209,7 @@ func newRxBatch(n, size int) *rxBatch {
 
 // readAll reads from c until it has len(want) datagrams, and checks them
 // in order, and their source.
-func readAll(t testing.TB, c udp.Conn, want [][]byte, from netip.AddrPort) {
+func readAll(t testing.TB, c underlay.Conn, want [][]byte, from netip.AddrPort) {
 	t.Helper()
 	// A lost datagram must fail the test, not hang it.
 	watchdog := time.AfterFunc(time.Minute, func() { c.Close() })
@@ -234,7 +235,7 @@ func readAll(t testing.TB, c udp.Conn, want [][]byte, from netip.AddrPort) {
 
 // writeUntilResolved sends probe datagrams to dst until one goes out: the
 // first wait for the next hop's MAC.
-func writeUntilResolved(t testing.TB, c udp.Conn, dst netip.AddrPort) {
+func writeUntilResolved(t testing.TB, c underlay.Conn, dst netip.AddrPort) {
 	t.Helper()
 	probe := [][]byte{[]byte("probe")}
 	deadline := time.Now().Add(20 * time.Second)
@@ -331,7 +332,7 @@ func testSendToKernelSocket(t *testing.T, gso bool) {
 	big := make([]byte, 1500-overhead+1)
 	n2, err := c.WriteBatch([][]byte{big, []byte("ok"), []byte("v6")},
 		[]netip.AddrPort{dst, dst, netip.MustParseAddrPort("[2001:db8::1]:8285")})
-	var we *udp.WriteError
+	var we *underlay.WriteError
 	if n2 != 1 || !errors.As(err, &we) || we.Dropped != 2 {
 		t.Fatalf("WriteBatch with two bad datagrams: sent %d, %v", n2, err)
 	}
@@ -392,7 +393,7 @@ func TestReceiveGSOSuperDatagrams(t *testing.T) {
 	laddr := netip.AddrPortFrom(addrA, tunnelPort)
 	c := h.listen(h.a, "a0", laddr, Options{})
 	from := netip.AddrPortFrom(addrB, tunnelPort)
-	var s udp.Conn
+	var s underlay.Conn
 	if err := h.b.Do(func() (err error) { s, err = udp.Listen(from, udp.Options{GSO: true}); return err }); err != nil {
 		t.Fatal(err)
 	}
@@ -795,7 +796,7 @@ func BenchmarkGuard(b *testing.B) {
 					}
 				}
 			}()
-			var s udp.Conn
+			var s underlay.Conn
 			if err := h.b.Do(func() (err error) {
 				s, err = udp.Listen(netip.AddrPortFrom(addrB, 40000), udp.Options{})
 				return err

@@ -1,6 +1,6 @@
-// Package afpacket is overlayd's second underlay: the batch interface of
-// package udp (udp.Conn) over an AF_PACKET socket instead of a UDP socket,
-// selected with overlayd run --underlay=afpacket. Linux only, no cgo.
+// Package afpacket is overlayd's second underlay: an underlay.Conn on an
+// AF_PACKET socket instead of a UDP socket (package udp), selected with
+// overlayd run --underlay=afpacket. Linux only, no cgo.
 //
 // # Receiving
 //
@@ -35,7 +35,7 @@
 // WriteBatch writes a virtio_net_hdr, Ethernet, IPv4 (DF, TTL 64, an
 // identification counter, header checksum) and UDP header per datagram
 // into buffers of its own and sends them with the caller's payloads as
-// iovec pairs through sendmmsg: nothing is copied in user space. With
+// iovecs through underlay.Sender: nothing is copied in user space. With
 // Options.GSO, a run of equal-sized datagrams to one peer goes as one UDP
 // GSO super-datagram, as from a UDP socket with UDP_SEGMENT: on a veth it
 // crosses to the peer whole, one skb for up to 64 datagrams, which is most
@@ -115,5 +115,6 @@
 // with PACKET_FANOUT_FLAG_UNIQUEID (4.x), PACKET_IGNORE_OUTGOING (4.20)
 // and the fanout flag of the same name (recent; done without where
 // missing), UDP GSO in the virtio_net_hdr (6.2; WriteBatch turns GSO off
-// when the kernel refuses it).
+// when the kernel refuses it, and says so with an
+// *underlay.GSODisabledError).
 package afpacket

@@ -218,24 +218,3 @@ func parse(vnet, frame []byte, wireLen int, status uint32, laddr netip.AddrPort)
 	}
 	return d, delivered
 }
-
-// splitDatagram copies d's payload from byte off on into bufs, one
-// datagram per buffer (GSO segments each in its own), truncating any
-// longer than its buffer. It reports how many buffers it filled and how
-// far into the payload it got.
-func splitDatagram(bufs [][]byte, sizes []int, payload []byte, segment, off int) (n, next int) {
-	if segment <= 0 {
-		segment = len(payload)
-	}
-	if len(payload) == 0 && len(bufs) > 0 {
-		sizes[0] = 0
-		return 1, 0
-	}
-	for n < len(bufs) && off < len(payload) {
-		end := min(off+segment, len(payload))
-		sizes[n] = copy(bufs[n], payload[off:end])
-		off = end
-		n++
-	}
-	return n, off
-}

@@ -12,6 +12,7 @@ import (
 	"github.com/google/gopacket/layers"
 
 	"github.com/overlayd/overlayd/encap"
+	"github.com/overlayd/overlayd/tunnel/underlay"
 )
 
 // sent is what the wire would carry for one WriteBatch datagram: the
@@ -185,31 +186,6 @@ func good2(t *testing.T, dst netip.AddrPort) []byte {
 	return udpFrame(testPeer, dst, payloadOf(50)).build(t)
 }
 
-func TestSplitDatagram(t *testing.T) {
-	t.Parallel()
-	payload := payloadOf(2500)
-	bufs := [][]byte{make([]byte, 2000), make([]byte, 2000), make([]byte, 500)}
-	sizes := make([]int, 3)
-
-	// Segments of 1000: all three fit, the last short.
-	if n, off := splitDatagram(bufs, sizes, payload, 1000, 0); n != 3 || off != 2500 || !slices.Equal(sizes, []int{1000, 1000, 500}) {
-		t.Fatalf("split into 1000s: n %d off %d sizes %v", n, off, sizes)
-	}
-	// Resumed half way, with fewer buffers than segments.
-	if n, off := splitDatagram(bufs[:1], sizes, payload, 1000, 1000); n != 1 || off != 2000 || !bytes.Equal(bufs[0][:sizes[0]], payload[1000:2000]) {
-		t.Fatalf("resumed split: n %d off %d", n, off)
-	}
-	// A single datagram longer than its buffer is truncated to it.
-	if n, off := splitDatagram(bufs[2:], sizes, payload, 0, 0); n != 1 || off != 2500 || sizes[0] != 500 {
-		t.Fatalf("truncated: n %d off %d size %d", n, off, sizes[0])
-	}
-	// An empty datagram fills one buffer with 0 bytes.
-	sizes[0] = 99
-	if n, _ := splitDatagram(bufs, sizes, nil, 0, 0); n != 1 || sizes[0] != 0 {
-		t.Fatalf("empty datagram: n %d size %d", n, sizes[0])
-	}
-}
-
 func TestHeaderAndParseAllocs(t *testing.T) {
 	h := newHeader(testMAC, testPeer)
 	payload := payloadOf(1400)
@@ -325,7 +301,7 @@ func TestHeaderWriteGSO(t *testing.T) {
 		out[i] = make([]byte, 2000)
 	}
 	sizes := make([]int, len(out))
-	n, _ := splitDatagram(out, sizes, d.payload, d.segment, 0)
+	n, _ := underlay.SplitSegments(out, sizes, d.payload, d.segment, 0)
 	if n != len(bufs) {
 		t.Fatalf("%d datagrams out, %d in", n, len(bufs))
 	}

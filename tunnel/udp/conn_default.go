@@ -8,17 +8,19 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+
+	"github.com/overlayd/overlayd/tunnel/underlay"
 )
 
 var (
-	_ Conn       = (*portableConn)(nil)
-	_ Configured = (*portableConn)(nil)
+	_ underlay.Conn = (*portableConn)(nil)
+	_ Configured    = (*portableConn)(nil)
 )
 
 // Listen opens a UDP socket bound to laddr, which must be IPv4. Off Linux
 // each datagram costs one system call (BatchSize is 1), ReusePort and the
 // offloads are ignored, and buffer sizes go through the standard library.
-func Listen(laddr netip.AddrPort, opts Options) (Conn, error) {
+func Listen(laddr netip.AddrPort, opts Options) (underlay.Conn, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
 		return nil, fmt.Errorf("udp: listen on %v: %w", laddr, err)
@@ -77,14 +79,14 @@ func (c *portableConn) WriteBatch(bufs [][]byte, dsts []netip.AddrPort) (int, er
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	sent := 0
-	var werr *WriteError
+	var werr *underlay.WriteError
 	for i, buf := range bufs {
 		if _, err := c.pc.WriteToUDPAddrPort(buf, dsts[i]); err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return sent, net.ErrClosed
 			}
 			if werr == nil {
-				werr = &WriteError{Addr: dsts[i], Err: err}
+				werr = &underlay.WriteError{Addr: dsts[i], Err: err}
 			}
 			werr.Dropped++
 			continue

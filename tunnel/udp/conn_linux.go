@@ -12,18 +12,21 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/overlayd/overlayd/tunnel/underlay"
 )
 
 var (
-	_ Conn       = (*stdConn)(nil)
-	_ Configured = (*stdConn)(nil)
+	_ underlay.Conn     = (*stdConn)(nil)
+	_ underlay.Counting = (*stdConn)(nil)
+	_ Configured        = (*stdConn)(nil)
 )
 
 // Listen opens a UDP socket bound to laddr, which must be IPv4, exactly as
 // flanneld binds <interface address>:8285. Port 0 lets the kernel choose;
 // LocalAddr reports its choice. The socket belongs to the network namespace
 // of the calling thread.
-func Listen(laddr netip.AddrPort, opts Options) (Conn, error) {
+func Listen(laddr netip.AddrPort, opts Options) (underlay.Conn, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
 		return nil, fmt.Errorf("udp: listen on %v: %w", laddr, err)
@@ -68,12 +71,13 @@ type stdConn struct {
 	pc    *net.UDPConn
 	rc    syscall.RawConn
 	laddr netip.AddrPort
-	opts  Options     // as granted; GSO may be turned off later
-	gso   atomic.Bool // UDP_SEGMENT in use
-	unsup error       // the offloads asked for that the kernel lacks
+	opts  Options // as granted; the Sender may turn GSO off later
+	unsup error   // the offloads asked for that the kernel lacks
 
-	rx rxBatch
-	tx txBatch
+	rx       rxBatch
+	received atomic.Uint64
+	tx       txLayout
+	sender   *underlay.Sender
 }
 
 func newStdConn(pc *net.UDPConn, opts Options) (*stdConn, error) {
@@ -88,9 +92,8 @@ func newStdConn(pc *net.UDPConn, opts Options) (*stdConn, error) {
 		return nil, err
 	}
 	c.opts = opts
-	c.gso.Store(opts.GSO)
 	c.rx.init(opts.BatchSize, opts.GRO)
-	c.tx.init(opts.BatchSize, opts.GSO)
+	c.initTx(nil)
 	return c, nil
 }
 
@@ -143,7 +146,7 @@ func (c *stdConn) LocalAddr() netip.AddrPort { return c.laddr }
 
 func (c *stdConn) Effective() Options {
 	o := c.opts
-	o.GSO = c.gso.Load()
+	o.GSO = c.sender.GSO()
 	return o
 }
 
@@ -207,7 +210,7 @@ func (r *rxBatch) init(batch int, gro bool) {
 		h.Iov = &r.iovs[i]
 		h.SetIovlen(1)
 		if gro {
-			setIovec(&r.iovs[i], r.scratch[i])
+			underlay.SetIovec(&r.iovs[i], r.scratch[i])
 			h.Control = &r.ctrl[i*ctrlSpace]
 		}
 	}
@@ -266,7 +269,7 @@ func (c *stdConn) ReadBatch(bufs [][]byte, sizes []int, srcs []netip.AddrPort) (
 
 	want := min(len(bufs), len(r.msgs))
 	for i := range want {
-		setIovec(&r.iovs[i], bufs[i])
+		underlay.SetIovec(&r.iovs[i], bufs[i])
 	}
 	err := c.receive(want)
 	clear(r.iovs[:want]) // keep none of the caller's buffers alive
@@ -277,6 +280,7 @@ func (c *stdConn) ReadBatch(bufs [][]byte, sizes []int, srcs []netip.AddrPort) (
 		sizes[i] = int(r.msgs[i].Len)
 		srcs[i] = addrPort(&r.names[i])
 	}
+	c.received.Add(uint64(r.n))
 	return r.n, nil
 }
 
@@ -296,62 +300,52 @@ func (c *stdConn) readSplit(bufs [][]byte, sizes []int, srcs []netip.AddrPort) (
 		m := &r.msgs[r.next]
 		data := r.scratch[r.next][:m.Len]
 		seg := groSize(r.ctrl[r.next*ctrlSpace:][:m.Hdr.Controllen])
-		k, used := splitSegments(bufs[filled:], sizes[filled:], data[r.off:], seg)
+		k, off := underlay.SplitSegments(bufs[filled:], sizes[filled:], data, seg, r.off)
 		src := addrPort(&r.names[r.next])
 		for i := filled; i < filled+k; i++ {
 			srcs[i] = src
 		}
 		filled += k
-		if r.off += used; r.off >= len(data) {
+		if r.off = off; r.off >= len(data) {
 			r.next, r.off = r.next+1, 0
 		}
 	}
+	c.received.Add(uint64(filled))
 	return filled, nil
 }
 
-// txBatch holds what sendmmsg needs, reused by every WriteBatch. A batch is
-// sent in chunks of len(iovs) datagrams; message k of a chunk carries
-// segs[k] datagrams from first[k] on.
-type txBatch struct {
-	mu       sync.Mutex
-	msgs     []unix.Mmsghdr
-	iovs     []unix.Iovec // one per datagram
-	names    []unix.RawSockaddrInet4
-	ctrl     []byte // ctrlSpace bytes per message, for UDP_SEGMENT
-	first    []int
-	segs     []int
-	sendmmsg mmsgFunc
-	send     func(fd uintptr) bool // t.do, bound once
-
-	// Per chunk.
-	count int // messages built
-	next  int // next message to send
-	// When a segmented message fails, the rest of the chunk is sent
-	// unsegmented from datagram resend on; gsoBroken turns GSO off.
-	resend    int
-	gsoBroken bool
-
-	// Per call.
-	sent    int
-	dropped int
-	errAddr netip.AddrPort
-	err     error
+// txLayout lays out WriteBatch's datagrams as sendmmsg messages for the
+// Sender: one per datagram or, with GSO, one per SegmentRun, each with its
+// destination's sockaddr and, for a run, a UDP_SEGMENT control message.
+type txLayout struct {
+	mu    sync.Mutex
+	iovs  []unix.Iovec // one per datagram
+	names []unix.RawSockaddrInet4
+	ctrl  []byte // ctrlSpace bytes per message, for UDP_SEGMENT
+	built int    // datagrams of the last chunk
+	msgs  int    // messages of the last chunk
 }
 
-func (t *txBatch) init(batch int, gso bool) {
-	t.msgs = make([]unix.Mmsghdr, batch)
+func (t *txLayout) init(batch int, gso bool) {
 	t.iovs = make([]unix.Iovec, batch)
 	t.names = make([]unix.RawSockaddrInet4, batch)
-	t.first = make([]int, batch)
-	t.segs = make([]int, batch)
 	if gso {
 		t.ctrl = make([]byte, batch*ctrlSpace)
 	}
-	for i := range t.msgs {
-		t.msgs[i].Hdr.Name = (*byte)(unsafe.Pointer(&t.names[i]))
-	}
-	t.sendmmsg = sendmmsg
-	t.send = t.do
+}
+
+// initTx sets up WriteBatch, sending with sendmmsg (nil: sendmmsg(2)).
+func (c *stdConn) initTx(sendmmsg underlay.MmsgFunc) {
+	c.tx.init(c.opts.BatchSize, c.opts.GSO)
+	c.sender = underlay.NewSender(underlay.SenderConfig{
+		Conn:     c.rc,
+		Messages: c.opts.BatchSize,
+		Layout:   &c.tx,
+		GSO:      c.opts.GSO,
+		NoGSO:    unix.EIO, // the egress device cannot segment UDP
+		Fail:     c.fail,
+		Sendmmsg: sendmmsg,
+	})
 }
 
 // sendable reports whether dst is an address this IPv4 socket can send to.
@@ -359,34 +353,26 @@ func sendable(dst netip.AddrPort) bool {
 	return dst.Addr().Unmap().Is4()
 }
 
-// refuse records that segs datagrams to dst were refused.
-func (t *txBatch) refuse(dst netip.AddrPort, err error, segs int) {
-	if t.dropped == 0 {
-		t.errAddr, t.err = dst, err
-	}
-	t.dropped += segs
-}
-
-// build lays out one chunk of datagrams as messages, one per datagram or,
-// with gso, one per segmentRun. Datagrams to unsendable destinations are
-// skipped: WriteBatch has refused them already.
-func (t *txBatch) build(bufs [][]byte, dsts []netip.AddrPort, gso bool) {
-	t.count, t.next, t.resend, t.gsoBroken = 0, 0, -1, false
+// Build lays out one chunk. Datagrams to destinations that are not IPv4
+// are refused.
+func (t *txLayout) Build(s *underlay.Sender, bufs [][]byte, dsts []netip.AddrPort, gso bool) {
+	t.built, t.msgs = len(bufs), 0
 	for i := 0; i < len(bufs); {
 		if !sendable(dsts[i]) {
+			s.Refuse(i, dsts[i], unix.EAFNOSUPPORT)
 			i++
 			continue
 		}
 		segs := 1
 		if gso {
-			segs = SegmentRun(bufs[i:], dsts[i:])
+			segs = underlay.SegmentRun(bufs[i:], dsts[i:])
 		}
 		for j := i; j < i+segs; j++ {
-			setIovec(&t.iovs[j], bufs[j])
+			underlay.SetIovec(&t.iovs[j], bufs[j])
 		}
-		k := t.count
+		k, h := s.Add(i, segs, dsts[i])
 		putSockaddr(&t.names[k], dsts[i])
-		h := &t.msgs[k].Hdr
+		h.Name = (*byte)(unsafe.Pointer(&t.names[k]))
 		h.Namelen = unix.SizeofSockaddrInet4
 		h.Iov = &t.iovs[i]
 		h.SetIovlen(segs)
@@ -398,78 +384,33 @@ func (t *txBatch) build(bufs [][]byte, dsts []netip.AddrPort, gso bool) {
 			h.Control = nil
 			h.SetControllen(0)
 		}
-		t.first[k], t.segs[k] = i, segs
-		t.count++
+		t.msgs++
 		i += segs
 	}
 }
 
-// do sends the chunk's messages from t.next on. It returns false, asking
-// the netpoller to wait, when the send buffer is full. sendmmsg stops at
-// the first message it cannot send; that one is refused and the rest sent
-// by the next round of the loop.
-func (t *txBatch) do(fd uintptr) bool {
-	for t.next < t.count {
-		n, errno := t.sendmmsg(fd, t.msgs[t.next:t.count])
-		if errno == 0 && n <= 0 {
-			errno = unix.EIO // impossible for a nonempty batch; do not spin on it
-		}
-		switch {
-		case errno == 0:
-			for _, s := range t.segs[t.next : t.next+n] {
-				t.sent += s
-			}
-			t.next += n
-		case errno == unix.EINTR:
-		case errno == unix.EAGAIN:
-			return false
-		case t.segs[t.next] > 1:
-			// EIO: the egress device cannot segment UDP. Others, such
-			// as EINVAL for a segment above the path MTU, would refuse
-			// the whole run; sent unsegmented, only its oversized
-			// datagrams are.
-			t.resend = t.first[t.next]
-			t.gsoBroken = errno == unix.EIO
-			return true
-		default:
-			t.refuse(addrPort(&t.names[t.next]), errno, 1)
-			t.next++
-		}
-	}
-	return true
-}
+// Release forgets the chunk's buffers.
+func (t *txLayout) Release() { clear(t.iovs[:t.built]) }
 
 func (c *stdConn) WriteBatch(bufs [][]byte, dsts []netip.AddrPort) (int, error) {
-	t := &c.tx
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	c.tx.mu.Lock()
+	defer c.tx.mu.Unlock()
+	return c.sender.Write(bufs, dsts)
+}
 
-	t.sent, t.dropped, t.errAddr, t.err = 0, 0, netip.AddrPort{}, nil
-	for i := range bufs {
-		if !sendable(dsts[i]) {
-			t.refuse(dsts[i], unix.EAFNOSUPPORT, 1)
-		}
+// Counters reports the datagrams received and sent, and whether GSO was
+// turned off.
+func (c *stdConn) Counters() underlay.Counters {
+	return underlay.Counters{
+		underlay.CounterReceived:    c.received.Load(),
+		underlay.CounterSent:        c.sender.Sent(),
+		underlay.CounterGSODisabled: b2u(c.sender.GSODisabled()),
 	}
-	gso := c.gso.Load()
-	for pos := 0; pos < len(bufs); {
-		end := min(pos+len(t.iovs), len(bufs))
-		t.build(bufs[pos:end], dsts[pos:end], gso)
-		err := c.rc.Write(t.send)
-		clear(t.iovs[:end-pos]) // keep none of the caller's buffers alive
-		if err != nil {
-			return t.sent, c.fail("sendmmsg", err)
-		}
-		if t.resend >= 0 {
-			if t.gsoBroken {
-				c.gso.Store(false)
-			}
-			pos, gso = pos+t.resend, false
-			continue
-		}
-		pos = end
+}
+
+func b2u(b bool) uint64 {
+	if b {
+		return 1
 	}
-	if t.dropped > 0 {
-		return t.sent, &WriteError{Dropped: t.dropped, Addr: t.errAddr, Err: t.err}
-	}
-	return t.sent, nil
+	return 0
 }

@@ -7,13 +7,14 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/overlayd/overlayd/tunnel/underlay"
 )
 
 var loopback = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), 0)
@@ -61,7 +62,7 @@ func newBatch(n, size int) *batch {
 
 // receive reads from c until it has want datagrams, and checks them against
 // sent, in order, and their source against from.
-func receive(t *testing.T, c Conn, b *batch, sent [][]byte, from netip.AddrPort) {
+func receive(t *testing.T, c underlay.Conn, b *batch, sent [][]byte, from netip.AddrPort) {
 	t.Helper()
 	// A lost datagram must fail the test, not hang it: closing the socket
 	// ends the pending ReadBatch. The bound is generous, not a timing check.
@@ -153,8 +154,8 @@ func TestSegmentRuns(t *testing.T) {
 			if n != len(sent) || err != nil {
 				t.Fatalf("WriteBatch = %d, %v, want %d, nil", n, err, len(sent))
 			}
-			if v.needsGSO && a.tx.count != 1 {
-				t.Errorf("last chunk of 22 datagrams took %d messages, want 1", a.tx.count)
+			if v.needsGSO && a.tx.msgs != 1 {
+				t.Errorf("last chunk of 22 datagrams took %d messages, want 1", a.tx.msgs)
 			}
 			rb := newBatch(10, 2048)
 			if v.needsGRO {
@@ -210,7 +211,7 @@ func TestRefusedDatagrams(t *testing.T) {
 			dsts[4] = netip.AddrPortFrom(loopback.Addr(), 0)
 			dsts[6] = netip.MustParseAddrPort("[::1]:8285")
 			n, err := a.WriteBatch(sent, dsts)
-			var werr *WriteError
+			var werr *underlay.WriteError
 			if n != 5 || !errors.As(err, &werr) || werr.Dropped != 3 {
 				t.Fatalf("WriteBatch = %d, %v, want 5 and a *WriteError for 3", n, err)
 			}
@@ -242,14 +243,14 @@ func TestPartialSends(t *testing.T) {
 	t.Parallel()
 	a, b := listen(t, Options{}), listen(t, Options{})
 	calls := 0
-	a.tx.sendmmsg = func(fd uintptr, msgs []unix.Mmsghdr) (int, syscall.Errno) {
+	a.initTx(func(fd uintptr, msgs []unix.Mmsghdr) (int, syscall.Errno) {
 		calls++
-		return sendmmsg(fd, msgs[:min(3, len(msgs))])
-	}
+		return underlay.Sendmmsg(fd, msgs[:min(3, len(msgs))])
+	})
 	sent, dsts := datagrams(64, func(i int) int { return 1 + i }, b.LocalAddr())
 	sent[10] = make([]byte, 70000)
 	n, err := a.WriteBatch(sent, dsts)
-	var werr *WriteError
+	var werr *underlay.WriteError
 	if n != 63 || !errors.As(err, &werr) || werr.Dropped != 1 || !errors.Is(err, unix.EMSGSIZE) {
 		t.Fatalf("WriteBatch = %d, %v, want 63 and a *WriteError for 1", n, err)
 	}
@@ -259,79 +260,34 @@ func TestPartialSends(t *testing.T) {
 	receive(t, b, newBatch(64, 2048), append(sent[:10:10], sent[11:]...), a.LocalAddr())
 }
 
-// TestSendLoop drives the sendmmsg loop through a script of partial sends,
-// EAGAIN and a refusal, without a socket.
-func TestSendLoop(t *testing.T) {
-	var tx txBatch
-	tx.init(8, false)
-	bufs, dsts := datagrams(8, func(i int) int { return 1 + i }, netip.MustParseAddrPort("198.18.0.2:8285"))
-	tx.build(bufs, dsts, false)
-
-	type result struct {
-		n     int
-		errno syscall.Errno
-	}
-	script := []result{{3, 0}, {0, unix.EAGAIN}, {0, unix.EINTR}, {2, 0}, {0, unix.EMSGSIZE}, {5, 0}}
-	var firsts []int // size of the first datagram of each call
-	tx.sendmmsg = func(_ uintptr, msgs []unix.Mmsghdr) (int, syscall.Errno) {
-		r := script[0]
-		script = script[1:]
-		firsts = append(firsts, int(msgs[0].Hdr.Iov.Len))
-		return min(r.n, len(msgs)), r.errno
-	}
-	if tx.do(0) {
-		t.Fatal("do did not wait on EAGAIN")
-	}
-	if tx.next != 3 || tx.sent != 3 {
-		t.Fatalf("after EAGAIN: next %d, sent %d, want 3, 3", tx.next, tx.sent)
-	}
-	if !tx.do(0) {
-		t.Fatal("do waited with nothing left to say EAGAIN")
-	}
-	if len(script) != 0 || tx.sent != 7 || tx.dropped != 1 || tx.err != unix.EMSGSIZE {
-		t.Errorf("sent %d, dropped %d (%v), %d results unused; want 7, 1 (EMSGSIZE), 0",
-			tx.sent, tx.dropped, tx.err, len(script))
-	}
-	// Each call starts where the last stopped; the refused datagram (6
-	// bytes) is skipped.
-	if want := []int{1, 4, 4, 4, 6, 7}; !slices.Equal(firsts, want) {
-		t.Errorf("calls started at datagrams of sizes %v, want %v", firsts, want)
-	}
-}
-
-// TestGSOFallback makes every segmented message fail: the batch is sent
-// unsegmented, and GSO turned off if the failure was EIO, as from a device
-// that cannot segment UDP.
+// TestGSOFallback makes every segmented message fail with EIO, as from a
+// device that cannot segment UDP: the batch arrives, sent unsegmented, and
+// WriteBatch, Effective and Counters say GSO is off. The driver's tests
+// (package underlay) cover the other refusals.
 func TestGSOFallback(t *testing.T) {
-	for _, tc := range []struct {
-		errno   syscall.Errno
-		gsoKept bool
-	}{
-		{unix.EIO, false},
-		{unix.EINVAL, true}, // as for a segment above the path MTU
-	} {
-		t.Run(tc.errno.Error(), func(t *testing.T) {
-			t.Parallel()
-			a, b := listen(t, Options{GSO: true}), listen(t, Options{})
-			if !a.Effective().GSO {
-				t.Skip("kernel lacks UDP_SEGMENT")
-			}
-			a.tx.sendmmsg = func(fd uintptr, msgs []unix.Mmsghdr) (int, syscall.Errno) {
-				if msgs[0].Hdr.Controllen > 0 {
-					return 0, tc.errno
-				}
-				return sendmmsg(fd, msgs)
-			}
-			sent, dsts := datagrams(100, func(i int) int { return 1000 - i/10 }, b.LocalAddr())
-			if n, err := a.WriteBatch(sent, dsts); n != len(sent) || err != nil {
-				t.Fatalf("WriteBatch = %d, %v, want %d, nil", n, err, len(sent))
-			}
-			if a.Effective().GSO != tc.gsoKept {
-				t.Errorf("after %v, GSO on = %v, want %v", tc.errno, a.Effective().GSO, tc.gsoKept)
-			}
-			receive(t, b, newBatch(64, 2048), sent, a.LocalAddr())
-		})
+	t.Parallel()
+	a, b := listen(t, Options{GSO: true}), listen(t, Options{})
+	if !a.Effective().GSO {
+		t.Skip("kernel lacks UDP_SEGMENT")
 	}
+	a.initTx(func(fd uintptr, msgs []unix.Mmsghdr) (int, syscall.Errno) {
+		if msgs[0].Hdr.Controllen > 0 {
+			return 0, unix.EIO
+		}
+		return underlay.Sendmmsg(fd, msgs)
+	})
+	sent, dsts := datagrams(100, func(i int) int { return 1000 - i/10 }, b.LocalAddr())
+	if n, err := a.WriteBatch(sent, dsts); n != len(sent) || !errors.Is(err, underlay.ErrGSODisabled) {
+		t.Fatalf("WriteBatch = %d, %v, want %d and GSO turned off", n, err, len(sent))
+	}
+	if a.Effective().GSO || a.Counters()[underlay.CounterGSODisabled] != 1 {
+		t.Errorf("GSO on = %v, counters %v, want GSO off and counted", a.Effective().GSO, a.Counters())
+	}
+	receive(t, b, newBatch(64, 2048), sent, a.LocalAddr())
+	if n, err := a.WriteBatch(sent[:1], dsts[:1]); n != 1 || err != nil {
+		t.Errorf("next WriteBatch = %d, %v, want 1, nil: GSO is reported off once", n, err)
+	}
+	receive(t, b, newBatch(1, 2048), sent[:1], a.LocalAddr())
 }
 
 func TestCloseUnblocksReadBatch(t *testing.T) {

@@ -9,24 +9,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// golang.org/x/sys/unix declares Mmsghdr but wraps neither recvmmsg nor
-// sendmmsg. Both are called from RawConn callbacks on a nonblocking socket,
-// so EAGAIN goes back to the netpoller instead of blocking a thread.
-
-// mmsgFunc is the signature of recvmmsg and sendmmsg, so tests can wrap them.
-type mmsgFunc func(fd uintptr, msgs []unix.Mmsghdr) (int, syscall.Errno)
-
-// recvmmsg receives into msgs; len(msgs) must be > 0.
+// recvmmsg receives into msgs; len(msgs) must be > 0. It is called from a
+// RawConn callback on the nonblocking socket, as underlay.Sendmmsg is.
 func recvmmsg(fd uintptr, msgs []unix.Mmsghdr) (int, syscall.Errno) {
 	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd,
-		uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), 0, 0, 0)
-	return int(n), errno
-}
-
-// sendmmsg sends msgs; len(msgs) must be > 0. It returns how many messages
-// the kernel took; an error only if it took none.
-func sendmmsg(fd uintptr, msgs []unix.Mmsghdr) (int, syscall.Errno) {
-	n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, fd,
 		uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), 0, 0, 0)
 	return int(n), errno
 }
@@ -35,15 +21,9 @@ func sendmmsg(fd uintptr, msgs []unix.Mmsghdr) (int, syscall.Errno) {
 // UDP_GRO message, with space to spare for one more.
 const ctrlSpace = 64
 
-// setIovec points iov at buf.
-func setIovec(iov *unix.Iovec, buf []byte) {
-	if len(buf) == 0 {
-		iov.Base = nil
-	} else {
-		iov.Base = &buf[0]
-	}
-	iov.SetLen(len(buf))
-}
+// groBufSize is the room for one UDP_GRO message: GRO stops coalescing
+// before 64 KiB.
+const groBufSize = 1 << 16
 
 // putSockaddr writes ap, which must be IPv4, into sa.
 func putSockaddr(sa *unix.RawSockaddrInet4, ap netip.AddrPort) {

@@ -1,52 +1,17 @@
-// Package udp is the underlay edge of overlayd's data path: a UDP socket
-// that receives and sends many datagrams per system call.
+// Package udp is overlayd's default underlay: an underlay.Conn on a kernel
+// UDP socket that receives and sends many datagrams per system call.
 //
-// On Linux a Conn uses recvmmsg(2) and sendmmsg(2) on a nonblocking socket
-// driven by Go's netpoller, and can hand the kernel runs of equal datagrams
-// to segment (UDP GSO) and take coalesced ones back (UDP GRO). Buffers are
-// owned by the caller; a Conn keeps no reference to them between calls.
+// On Linux it uses recvmmsg(2) and sendmmsg(2) (underlay.Sender) on a
+// nonblocking socket driven by Go's netpoller, and can hand the kernel runs
+// of equal datagrams to segment (UDP GSO) and take coalesced ones back (UDP
+// GRO). Buffers are owned by the caller; a Conn keeps no reference to them
+// between calls.
 package udp
 
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 )
-
-// Conn is a UDP socket read and written in batches.
-//
-// ReadBatch and WriteBatch may run at the same time. Calls of the same kind
-// are serialized, as each kind has one set of system-call arrays per Conn:
-// serve a Conn with one reader and one writer goroutine, and open more Conns
-// with Options.ReusePort for more parallelism.
-type Conn interface {
-	// ReadBatch receives up to len(bufs) datagrams, datagram i into
-	// bufs[i], its length into sizes[i] and its sender into srcs[i]. It
-	// blocks until at least one datagram is available, then returns what
-	// it can get without blocking again. len(sizes) and len(srcs) must be
-	// >= len(bufs). A datagram longer than its buffer is truncated to it,
-	// as by recvfrom(2). net.ErrClosed is terminal; other errors are not.
-	ReadBatch(bufs [][]byte, sizes []int, srcs []netip.AddrPort) (n int, err error)
-
-	// WriteBatch sends bufs[i] to dsts[i] for every i, len(dsts) >=
-	// len(bufs), and returns how many datagrams the kernel accepted. It
-	// blocks while the socket's send buffer is full. A datagram the kernel
-	// refuses (no route, too large, not an IPv4 destination) does not stop
-	// the batch: the error is then a *WriteError, which is not terminal.
-	// net.ErrClosed is.
-	WriteBatch(bufs [][]byte, dsts []netip.AddrPort) (n int, err error)
-
-	// BatchSize is the number of datagrams per system call; larger batches
-	// are moved in several. It does not change over the lifetime of a Conn.
-	BatchSize() int
-
-	// LocalAddr is the address the socket is bound to.
-	LocalAddr() netip.AddrPort
-
-	// Close closes the socket and unblocks pending calls. Later calls
-	// return net.ErrClosed.
-	Close() error
-}
 
 // Options configures Listen. The zero value is a good start.
 type Options struct {
@@ -70,7 +35,8 @@ type Options struct {
 	// destination as one message, which the kernel segments (UDP_SEGMENT,
 	// Linux 4.18). It is probed at Listen and stays off where the kernel
 	// lacks it, and is turned off for good if the egress device cannot
-	// segment; Effective reports it.
+	// segment: WriteBatch then returns an *underlay.GSODisabledError, once,
+	// and Effective reports it.
 	GSO bool
 
 	// GRO lets the kernel coalesce received datagrams of one flow
@@ -132,18 +98,3 @@ func (e *OffloadError) Error() string {
 
 func (e *OffloadError) Unwrap() error        { return e.Err }
 func (e *OffloadError) Is(target error) bool { return target == ErrOffloadUnsupported }
-
-// A WriteError reports the datagrams of one WriteBatch that the kernel
-// refused. It is not terminal: the batch's other datagrams were sent and
-// the Conn remains usable.
-type WriteError struct {
-	Dropped int            // number of datagrams refused
-	Addr    netip.AddrPort // destination of one of them
-	Err     error          // why that one was refused
-}
-
-func (e *WriteError) Error() string {
-	return fmt.Sprintf("udp: write: %d datagrams refused, one to %v: %v", e.Dropped, e.Addr, e.Err)
-}
-
-func (e *WriteError) Unwrap() error { return e.Err }

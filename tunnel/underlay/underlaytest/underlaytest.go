@@ -1,6 +1,6 @@
-// Package udptest provides channel-backed udp.Conns joined by an in-memory
-// network, so that engines can be tested without sockets.
-package udptest
+// Package underlaytest provides channel-backed underlay.Conns joined by an
+// in-memory network, so that engines can be tested without sockets.
+package underlaytest
 
 import (
 	"fmt"
@@ -8,7 +8,7 @@ import (
 	"net/netip"
 	"sync"
 
-	"github.com/overlayd/overlayd/tunnel/udp"
+	"github.com/overlayd/overlayd/tunnel/underlay"
 )
 
 // BatchSize is the batch size a Conn reports.
@@ -17,7 +17,7 @@ const BatchSize = 64
 // queueLen is how many datagrams a Conn holds unread before senders block.
 const queueLen = 1024
 
-var _ udp.Conn = (*Conn)(nil)
+var _ underlay.Conn = (*Conn)(nil)
 
 // Network delivers datagrams between the Conns listening on it by exact
 // address and port, in order and without loss: a sender blocks while the
@@ -52,7 +52,7 @@ func (n *Network) Listen(addr netip.AddrPort) (*Conn, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if _, ok := n.conns[addr]; ok {
-		return nil, fmt.Errorf("udptest: listen on %v: address in use", addr)
+		return nil, fmt.Errorf("underlaytest: listen on %v: address in use", addr)
 	}
 	c := &Conn{
 		net:    n,
@@ -75,7 +75,7 @@ type datagram struct {
 	data []byte
 }
 
-// Conn is a udp.Conn on a Network.
+// Conn is an underlay.Conn on a Network.
 type Conn struct {
 	net       *Network
 	addr      netip.AddrPort

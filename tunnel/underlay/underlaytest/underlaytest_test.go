@@ -1,4 +1,4 @@
-package udptest
+package underlaytest
 
 import (
 	"net"

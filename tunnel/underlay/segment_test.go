@@ -1,8 +1,9 @@
-package udp
+package underlay
 
 import (
 	"bytes"
 	"net/netip"
+	"slices"
 	"testing"
 )
 
@@ -42,13 +43,13 @@ func TestSegmentRunLimits(t *testing.T) {
 		{"empty first", []int{0, 0}, nil, 1},
 		{"empty second", []int{1400, 0}, nil, 1},
 		{"other destination", []int{1400, 1400, 1400}, []netip.AddrPort{p, p, q}, 2},
-		{"segment limit", repeat(100, 100), nil, maxSegments},
-		{"payload limit", repeat(64, 1400), nil, maxGSOPayload / 1400},
+		{"segment limit", repeat(100, 100), nil, MaxSegments},
+		{"payload limit", repeat(64, 1400), nil, MaxGSOPayload / 1400},
 		{"payload limit exactly", append(repeat(2, 30000), 5507), nil, 3},
 		{"payload limit plus one", append(repeat(2, 30000), 5508), nil, 2},
 	} {
 		if got := run(tc.sizes, tc.dsts); got != tc.want {
-			t.Errorf("%s: segmentRun = %d, want %d", tc.name, got, tc.want)
+			t.Errorf("%s: SegmentRun = %d, want %d", tc.name, got, tc.want)
 		}
 	}
 }
@@ -58,25 +59,49 @@ func TestSplitSegments(t *testing.T) {
 	bufs := [][]byte{make([]byte, 8), make([]byte, 8), make([]byte, 3)}
 	sizes := make([]int, 3)
 
-	n, used := splitSegments(bufs, sizes, data, 4)
+	n, used := SplitSegments(bufs, sizes, data, 4, 0)
 	if n != 3 || used != 10 || string(bufs[0][:sizes[0]]) != "aaaa" ||
 		string(bufs[1][:sizes[1]]) != "bbbb" || string(bufs[2][:sizes[2]]) != "cc" {
 		t.Errorf("split by 4 = %d, %d, %q", n, used, bufs)
 	}
-	n, used = splitSegments(bufs[:2], sizes, data, 4)
+	n, used = SplitSegments(bufs[:2], sizes, data, 4, 0)
 	if n != 2 || used != 8 {
 		t.Errorf("split by 4 into 2 buffers = %d, %d, want 2, 8", n, used)
 	}
-	n, used = splitSegments(bufs, sizes, data, 0)
+	n, used = SplitSegments(bufs, sizes, data, 0, 0)
 	if n != 1 || used != 10 || sizes[0] != 8 {
 		t.Errorf("unsegmented into 8 bytes = %d, %d, size %d, want 1, 10, 8 (truncated)", n, used, sizes[0])
 	}
-	n, used = splitSegments(bufs, sizes, nil, 4)
+	n, used = SplitSegments(bufs, sizes, nil, 4, 0)
 	if n != 1 || used != 0 || sizes[0] != 0 {
 		t.Errorf("empty datagram = %d, %d, size %d, want 1, 0, 0", n, used, sizes[0])
 	}
-	if n, used := splitSegments(nil, nil, data, 4); n != 0 || used != 0 {
+	if n, used := SplitSegments(nil, nil, data, 4, 0); n != 0 || used != 0 {
 		t.Errorf("no buffers = %d, %d", n, used)
+	}
+}
+
+// TestSplitSegmentsResume cuts a GSO super-datagram of 2500 bytes into
+// 1000-byte segments, in one go and resumed half way.
+func TestSplitSegmentsResume(t *testing.T) {
+	payload := make([]byte, 2500)
+	for i := range payload {
+		payload[i] = byte(i)
+	}
+	bufs := [][]byte{make([]byte, 2000), make([]byte, 2000), make([]byte, 500)}
+	sizes := make([]int, 3)
+
+	// Segments of 1000: all three fit, the last short.
+	if n, off := SplitSegments(bufs, sizes, payload, 1000, 0); n != 3 || off != 2500 || !slices.Equal(sizes, []int{1000, 1000, 500}) {
+		t.Fatalf("split into 1000s: n %d off %d sizes %v", n, off, sizes)
+	}
+	// Resumed half way, with fewer buffers than segments.
+	if n, off := SplitSegments(bufs[:1], sizes, payload, 1000, 1000); n != 1 || off != 2000 || !bytes.Equal(bufs[0][:sizes[0]], payload[1000:2000]) {
+		t.Fatalf("resumed split: n %d off %d", n, off)
+	}
+	// A single datagram longer than its buffer is truncated to it.
+	if n, off := SplitSegments(bufs[2:], sizes, payload, 0, 0); n != 1 || off != 2500 || sizes[0] != 500 {
+		t.Fatalf("truncated: n %d off %d size %d", n, off, sizes[0])
 	}
 }
 
@@ -92,7 +117,7 @@ func FuzzSplitSegments(f *testing.F) {
 			bufs[i] = make([]byte, bufSize)
 		}
 		sizes := make([]int, len(bufs))
-		n, used := splitSegments(bufs, sizes, data, seg)
+		n, used := SplitSegments(bufs, sizes, data, seg, 0)
 		if n < 0 || n > len(bufs) || used < 0 || used > len(data) {
 			t.Fatalf("n %d of %d buffers, used %d of %d bytes", n, len(bufs), used, len(data))
 		}
