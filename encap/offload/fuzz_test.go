@@ -1,4 +1,4 @@
-package encap
+package offload
 
 import (
 	"bytes"
@@ -8,6 +8,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/overlayd/overlayd/encap"
+	"github.com/overlayd/overlayd/encap/encaptest"
 )
 
 // The offload fuzz targets take one []byte each, so that their committed
@@ -73,7 +76,7 @@ func coalesceSeeds(tb testing.TB) [][]byte {
 	fixed := udpFlow(tb, segSpec{sport: 1}, 3, 32, 0)
 	for _, d := range fixed {
 		copy(d[ipv4OffID:], fixed[0][ipv4OffID:ipv4OffID+2])
-		fixIPv4Checksum(d)
+		encaptest.FixIPv4Checksum(d)
 	}
 	dgrams6 := udpFlow(tb, segSpec{v6: true, flow: 7}, 3, 100, 0)
 	return [][]byte{
@@ -116,7 +119,7 @@ func fuzzSplitGSO(t *testing.T, data []byte) {
 			checkSplitHead(t, pkt, h)
 		}
 		return
-	case ErrGSOType, ErrVirtioHdr, ErrTruncated, io.ErrShortBuffer:
+	case ErrGSOType, ErrVirtioHdr, encap.ErrTruncated, io.ErrShortBuffer:
 		if n != 0 {
 			t.Fatalf("%d segments written with %v", n, err)
 		}
@@ -234,16 +237,17 @@ func FuzzCoalesce(f *testing.F) {
 			bufs[i] = make([]byte, fuzzOffset+len(p), fuzzOffset+maxIPPacket)
 			copy(bufs[i][fuzzOffset:], p)
 		}
-		toWrite := Coalesce(bufs, fuzzOffset, &table, nil)
+		coalesced := Coalesce(bufs, fuzzOffset, &table, nil)
+		toWrite := indices(coalesced)
 
 		// Indices in range, increasing (hence unique), and every input
 		// packet carried by exactly one written packet.
 		if !slices.IsSorted(toWrite) || len(slices.Compact(slices.Clone(toWrite))) != len(toWrite) {
 			t.Fatalf("toWrite %v not increasing", toWrite)
 		}
-		total, written := 0, 0
+		total := 0
 		for i := range bufs {
-			c := table.Packets(i)
+			c := packets(coalesced, i)
 			if (c > 0) != slices.Contains(toWrite, i) {
 				t.Fatalf("Packets(%d) = %d, toWrite %v", i, c, toWrite)
 			}
@@ -261,7 +265,6 @@ func FuzzCoalesce(f *testing.F) {
 			if i < 0 || i >= len(bufs) {
 				t.Fatalf("index %d out of range", i)
 			}
-			written++
 			pkt := bufs[i][fuzzOffset:]
 			lenOut += len(pkt)
 			var h VirtioNetHdr
@@ -275,7 +278,7 @@ func FuzzCoalesce(f *testing.F) {
 			if len(pkt) > maxIPPacket {
 				t.Fatalf("packet %d is %d bytes", i, len(pkt))
 			}
-			lenOut += (table.Packets(i) - 1) * int(h.HdrLen)
+			lenOut += (packets(coalesced, i) - 1) * int(h.HdrLen)
 			checkCoalesced(t, inputs, bufs, toWrite, i, h)
 		}
 		if lenIn != lenOut {
@@ -294,7 +297,7 @@ func checkCoalesced(t *testing.T, inputs, bufs [][]byte, toWrite []int, i int, h
 		t.Fatalf("packet %d: header %+v for %d bytes", i, h, len(pkt))
 	}
 	_, segs := kernelView(t, bufs[i], fuzzOffset, false)
-	ipValid := naiveChecksum(inputs[i][:h.CsumStart], 0) == 0xffff || inputs[i][0]>>4 == 6
+	ipValid := encaptest.NaiveChecksum(inputs[i][:h.CsumStart], 0) == 0xffff || inputs[i][0]>>4 == 6
 	for _, s := range segs {
 		if p := wireProblem(s); p != "" && (ipValid || h.GSOType != GSONone) {
 			t.Fatalf("packet %d after the kernel: %s", i, p)
@@ -367,7 +370,7 @@ func TestOffloadFuzzSeeds(t *testing.T) {
 			t.Fatalf("%s: no seed corpus (%v)", fuzzer, err)
 		}
 		for _, file := range files {
-			data := readCorpusBytes(t, file)
+			data := encaptest.CorpusBytes(t, file)
 			valid := strings.HasPrefix(filepath.Base(file), "valid_")
 			var ok bool
 			if fuzzer == "FuzzSplitGSO" {
