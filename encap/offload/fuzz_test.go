@@ -14,7 +14,7 @@ import (
 )
 
 // The offload fuzz targets take one []byte each, so that their committed
-// seeds (testdata/fuzz/<FuzzName>/) read like the package's others.
+// seeds (testdata/fuzz/<FuzzName>/) read like encap's.
 //
 // FuzzSplitGSO: byte 0 is the number of output buffers, then what a TUN
 // read gives: a virtio-net header and the packet.
