@@ -37,6 +37,15 @@ func splitSeed(nbufs int, h VirtioNetHdr, pkt []byte) []byte {
 	return append(b, pkt...)
 }
 
+// splitInput takes a FuzzSplitGSO input apart (see splitSeed). ok is false
+// if it is too short to hold a virtio-net header.
+func splitInput(data []byte) (nbufs int, h VirtioNetHdr, pkt []byte, ok bool) {
+	if len(data) < 1 || h.Decode(data[1:]) != nil {
+		return 0, h, nil, false
+	}
+	return int(data[0]), h, data[1+VirtioNetHdrLen:], true
+}
+
 func coalesceSeed(switches byte, pkts ...[]byte) []byte {
 	b := []byte{switches}
 	for _, p := range pkts {
@@ -95,16 +104,12 @@ func FuzzSplitGSO(f *testing.F) {
 }
 
 func fuzzSplitGSO(t *testing.T, data []byte) {
-	if len(data) < 1+VirtioNetHdrLen {
+	nbufs, h, pkt, ok := splitInput(data)
+	if !ok {
 		return
 	}
-	var h VirtioNetHdr
-	if err := h.Decode(data[1:]); err != nil {
-		t.Fatal(err)
-	}
-	pkt := data[1+VirtioNetHdrLen:]
 	orig := bytes.Clone(pkt)
-	out, sizes := newBufs(int(data[0]), fuzzOffset+2000)
+	out, sizes := newBufs(nbufs, fuzzOffset+2000)
 	n, _, err := SplitGSO(pkt, h, out, sizes, fuzzOffset, SplitOptions{})
 	if !bytes.Equal(pkt, orig) {
 		t.Fatal("SplitGSO modified its input")
@@ -374,10 +379,9 @@ func TestOffloadFuzzSeeds(t *testing.T) {
 			valid := strings.HasPrefix(filepath.Base(file), "valid_")
 			var ok bool
 			if fuzzer == "FuzzSplitGSO" {
-				var h VirtioNetHdr
-				h.Decode(data[1:])
-				out, sizes := newBufs(int(data[0]), 2000)
-				_, _, err := SplitGSO(data[1+VirtioNetHdrLen:], h, out, sizes, 0, SplitOptions{})
+				nbufs, h, pkt, _ := splitInput(data)
+				out, sizes := newBufs(nbufs, 2000)
+				_, _, err := SplitGSO(pkt, h, out, sizes, 0, SplitOptions{})
 				ok = err == nil
 			} else {
 				ok = coalescesSomething(data)

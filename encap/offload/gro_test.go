@@ -69,6 +69,43 @@ func packets(written []Coalesced, i int) int {
 	return 0
 }
 
+// coalescePair coalesces a batch of two packets, the first one's buffer
+// with room for capacity bytes of packet if not 0, and checks that the
+// second was merged into the first, or not, as merged says. It returns the
+// batch and the indices written, nil once it has reported that they are
+// not those.
+func coalescePair(t *testing.T, name string, pkts [][]byte, capacity int, table *GROTable, merged bool) (bufs [][]byte, toWrite []int) {
+	t.Helper()
+	bufs = groBatch(pkts, 65535)
+	if capacity != 0 {
+		bufs[0] = append(make([]byte, 0, groOffset+capacity), bufs[0]...)
+	}
+	toWrite = indices(Coalesce(bufs, groOffset, table, nil))
+	want := []int{0, 1}
+	if merged {
+		want = want[:1]
+	}
+	if !slices.Equal(toWrite, want) {
+		t.Errorf("%s: toWrite %v, want %v", name, toWrite, want)
+		return bufs, nil
+	}
+	return bufs, toWrite
+}
+
+// coalesceRoundTrip cuts the super-packet super into segments and
+// coalesces them back with table: they must come out as one packet,
+// bufs[0], that carries them all. It returns the segments and the batch.
+func coalesceRoundTrip(t *testing.T, h VirtioNetHdr, super []byte, table *GROTable) (segs, bufs [][]byte) {
+	t.Helper()
+	segs = splitAll(t, h, super)
+	bufs = groBatch(segs, 65535)
+	written := Coalesce(bufs, groOffset, table, nil)
+	if toWrite := indices(written); !slices.Equal(toWrite, []int{0}) || packets(written, 0) != len(segs) {
+		t.Fatalf("header %+v: toWrite %v, Packets(0) %d; want [0], %d", h, toWrite, packets(written, 0), len(segs))
+	}
+	return segs, bufs
+}
+
 // TestCoalesceTCPRoundTrip splits super-packets into segments, coalesces
 // them back and gets the very same super-packets, header included.
 func TestCoalesceTCPRoundTrip(t *testing.T) {
@@ -79,22 +116,7 @@ func TestCoalesceTCPRoundTrip(t *testing.T) {
 		{payload: pattern(testMSS*3+1, 2)},
 	} {
 		hIn, super := superPacket(t, s, testMSS)
-		out, sizes := newBufs(64, 1500)
-		n, _, err := SplitGSO(super, hIn, out, sizes, 0, SplitOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		segs := make([][]byte, n)
-		for i := range n {
-			segs[i] = out[i][:sizes[i]]
-		}
-		bufs := groBatch(segs, 65535)
-		var table GROTable
-		written := Coalesce(bufs, groOffset, &table, nil)
-		toWrite := indices(written)
-		if !slices.Equal(toWrite, []int{0}) || packets(written, 0) != n {
-			t.Fatalf("toWrite %v, Packets(0) %d; want [0], %d", toWrite, packets(written, 0), n)
-		}
+		segs, bufs := coalesceRoundTrip(t, hIn, super, &GROTable{})
 		got := bufs[0][groOffset:]
 		if !bytes.Equal(got, super) {
 			t.Fatalf("v6=%v: coalesced packet differs from the super-packet", s.v6)
@@ -181,19 +203,8 @@ func TestCoalesceTCPRefuses(t *testing.T) {
 		if tt.mangle != nil {
 			tt.mangle(pkts[0], pkts[1])
 		}
-		bufs := groBatch(pkts, 65535)
-		if tt.capacity != 0 {
-			bufs[0] = append(make([]byte, 0, groOffset+tt.capacity), bufs[0]...)
-		}
-		var table GROTable
-		written := Coalesce(bufs, groOffset, &table, nil)
-		toWrite := indices(written)
-		want := []int{0, 1}
-		if tt.merged {
-			want = want[:1]
-		}
-		if !slices.Equal(toWrite, want) {
-			t.Errorf("%s: toWrite %v, want %v", tt.name, toWrite, want)
+		bufs, toWrite := coalescePair(t, tt.name, pkts, tt.capacity, &GROTable{}, tt.merged)
+		if toWrite == nil {
 			continue
 		}
 		var segs [][]byte
@@ -476,22 +487,7 @@ func TestCoalesceUDPRoundTrip(t *testing.T) {
 		{segSpec{udp: true, payload: pattern(65535-28, 3)}, 1100},                      // 60 datagrams, 65535 bytes
 	} {
 		hIn, super := superPacket(t, tt.s, tt.gsoSize)
-		out, sizes := newBufs(64, 1500)
-		n, _, err := SplitGSO(super, hIn, out, sizes, 0, SplitOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		dgrams := make([][]byte, n)
-		for i := range n {
-			dgrams[i] = out[i][:sizes[i]]
-		}
-		bufs := groBatch(dgrams, 65535)
-		table := GROTable{UDP: true}
-		written := Coalesce(bufs, groOffset, &table, nil)
-		toWrite := indices(written)
-		if !slices.Equal(toWrite, []int{0}) || packets(written, 0) != n {
-			t.Fatalf("v6=%v: toWrite %v, Packets(0) %d; want [0], %d", tt.s.v6, toWrite, packets(written, 0), n)
-		}
+		dgrams, bufs := coalesceRoundTrip(t, hIn, super, &GROTable{UDP: true})
 		if !bytes.Equal(bufs[0][groOffset:], super) {
 			t.Fatalf("v6=%v: coalesced packet differs from the super-packet", tt.s.v6)
 		}
@@ -578,19 +574,8 @@ func TestCoalesceUDPRefuses(t *testing.T) {
 		if tt.mangle != nil {
 			tt.mangle(pkts[0], pkts[1])
 		}
-		bufs := groBatch(pkts, 65535)
-		if tt.capacity != 0 {
-			bufs[0] = append(make([]byte, 0, groOffset+tt.capacity), bufs[0]...)
-		}
-		table := GROTable{UDP: !tt.noUDP}
-		written := Coalesce(bufs, groOffset, &table, nil)
-		toWrite := indices(written)
-		want := []int{0, 1}
-		if tt.merged {
-			want = want[:1]
-		}
-		if !slices.Equal(toWrite, want) {
-			t.Errorf("%s: toWrite %v, want %v", tt.name, toWrite, want)
+		bufs, toWrite := coalescePair(t, tt.name, pkts, tt.capacity, &GROTable{UDP: !tt.noUDP}, tt.merged)
+		if toWrite == nil {
 			continue
 		}
 		var out [][]byte

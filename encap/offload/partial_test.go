@@ -378,17 +378,13 @@ func FuzzCompleteChecksum(f *testing.F) {
 	}
 	f.Add(splitSeed(1, VirtioNetHdr{}, buildSeg(f, segSpec{v6: true, udp: true, payload: []byte("v6")})))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if len(data) < 1+VirtioNetHdrLen {
+		nbufs, h, pkt, ok := splitInput(data)
+		if !ok {
 			return
 		}
-		var h VirtioNetHdr
-		if err := h.Decode(data[1:]); err != nil {
-			t.Fatal(err)
-		}
-		pkt := data[1+VirtioNetHdrLen:]
 		checkCompleteChecksum(t, pkt)
 
-		nbufs := min(int(data[0]), 64)
+		nbufs = min(nbufs, 64)
 		complete, csizes := newBufs(nbufs, 2000)
 		partial, psizes := newBufs(nbufs, 2000)
 		n, _, err := SplitGSO(pkt, h, complete, csizes, 0, SplitOptions{})
