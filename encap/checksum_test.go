@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"strconv"
 	"testing"
+
+	"github.com/overlayd/overlayd/encap/encaptest"
 )
 
 func TestChecksumMatchesNaive(t *testing.T) {
@@ -30,7 +32,7 @@ func TestChecksumMatchesNaive(t *testing.T) {
 		if i%3 == 0 {
 			initial = 0
 		}
-		if got, want := Checksum(b, initial), naiveChecksum(b, initial); got != want {
+		if got, want := Checksum(b, initial), encaptest.NaiveChecksum(b, initial); got != want {
 			t.Fatalf("len %d initial %#x: Checksum = %#04x, naive = %#04x", n, initial, got, want)
 		}
 	}
@@ -76,14 +78,14 @@ func TestFold(t *testing.T) {
 func TestPseudoHeaderSum(t *testing.T) {
 	t.Parallel()
 	src, dst := netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2")
-	want := naiveChecksum([]byte{198, 18, 0, 1, 198, 18, 0, 2, 0, 17, 0x00, 0x34}, 0)
+	want := encaptest.NaiveChecksum([]byte{198, 18, 0, 1, 198, 18, 0, 2, 0, 17, 0x00, 0x34}, 0)
 	if got := PseudoHeaderSum(src, dst, 17, 0x34); uint16(got) != want {
 		t.Errorf("IPv4: %#04x, want %#04x", got, want)
 	}
 	src6, dst6 := netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2")
 	a, b := src6.As16(), dst6.As16()
 	ph := append(append(a[:], b[:]...), 0, 0, 0, 8, 0, 0, 0, 17)
-	if got, want := PseudoHeaderSum(src6, dst6, 17, 8), naiveChecksum(ph, 0); uint16(got) != want {
+	if got, want := PseudoHeaderSum(src6, dst6, 17, 8), encaptest.NaiveChecksum(ph, 0); uint16(got) != want {
 		t.Errorf("IPv6: %#04x, want %#04x", got, want)
 	}
 }
@@ -116,6 +118,6 @@ func BenchmarkChecksumNaive(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(buf)))
 	for b.Loop() {
-		naiveChecksum(buf, 0)
+		encaptest.NaiveChecksum(buf, 0)
 	}
 }

@@ -34,7 +34,4 @@ var (
 	ErrNoHeadroom = errors.New("encap: frame has no room for the header")
 	// ErrVNIOutOfRange: a VNI does not fit in VXLAN's 24 bits.
 	ErrVNIOutOfRange = errors.New("encap: VNI does not fit in 24 bits")
-	// ErrNoTransportChecksum: CompleteChecksum was given a packet with no
-	// TCP or UDP checksum it can finish.
-	ErrNoTransportChecksum = errors.New("encap: no TCP or UDP checksum to complete")
 )

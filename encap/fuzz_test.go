@@ -3,11 +3,11 @@ package encap
 import (
 	"bytes"
 	"encoding/binary"
-	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/overlayd/overlayd/encap/encaptest"
 )
 
 // The fuzz targets check invariants, not exact outputs: no panic, results
@@ -26,7 +26,7 @@ func FuzzParseIPv4(f *testing.F) {
 		}
 		ihl := int(pkt[0]&0x0f) * 4
 		if len(pkt) < 20 || pkt[0]>>4 != 4 || ihl < 20 || ihl > len(pkt) ||
-			int(binary.BigEndian.Uint16(pkt[2:])) != len(pkt) || naiveChecksum(pkt[:ihl], 0) != 0xffff {
+			int(binary.BigEndian.Uint16(pkt[2:])) != len(pkt) || encaptest.NaiveChecksum(pkt[:ihl], 0) != 0xffff {
 			t.Fatalf("accepted a malformed packet %x", pkt)
 		}
 		if !bytes.Equal(src.AsSlice(), pkt[12:16]) || !bytes.Equal(dst.AsSlice(), pkt[16:20]) {
@@ -111,7 +111,7 @@ func FuzzFragNeeded(f *testing.F) {
 				t.Fatalf("reply does not parse: %v", err)
 			}
 			msg := reply[20:]
-			if naiveChecksum(msg, 0) != 0xffff {
+			if encaptest.NaiveChecksum(msg, 0) != 0xffff {
 				t.Fatal("ICMP checksum does not verify")
 			}
 			if msg[0] != 3 || msg[1] != code || binary.BigEndian.Uint16(msg[6:]) != mtu {
@@ -145,31 +145,11 @@ func TestFuzzSeedsValid(t *testing.T) {
 			t.Fatalf("%s: no seed corpus (%v)", fuzzer, err)
 		}
 		for _, file := range files {
-			data := readCorpusBytes(t, file)
+			data := encaptest.CorpusBytes(t, file)
 			err := decode(data)
 			if valid := strings.HasPrefix(filepath.Base(file), "valid_"); valid != (err == nil) {
 				t.Errorf("%s: decode error %v", file, err)
 			}
 		}
 	}
-}
-
-// readCorpusBytes reads the []byte argument of a single-argument corpus
-// file ("go test fuzz v1" format).
-func readCorpusBytes(t *testing.T, file string) []byte {
-	t.Helper()
-	text, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	header, arg, _ := strings.Cut(strings.TrimSpace(string(text)), "\n")
-	quoted, ok := strings.CutPrefix(arg, "[]byte(")
-	if header != "go test fuzz v1" || !ok {
-		t.Fatalf("%s: not a []byte corpus file", file)
-	}
-	s, err := strconv.Unquote(strings.TrimSuffix(quoted, ")"))
-	if err != nil {
-		t.Fatalf("%s: %v", file, err)
-	}
-	return []byte(s)
 }

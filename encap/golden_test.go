@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+	"github.com/overlayd/overlayd/encap/encaptest"
 )
 
 // The golden frames are captures of the Linux kernel's vxlan device and of
@@ -73,7 +74,7 @@ func reserialize(t *testing.T, ls ...gopacket.SerializableLayer) []byte {
 
 func TestGoldenVXLAN(t *testing.T) {
 	t.Parallel()
-	payload := decodeUnderlay(t, loadHex(t, goldenVXLAN), 8472)
+	payload := decodeUnderlay(t, encaptest.LoadHex(t, goldenVXLAN), 8472)
 	flannel1 := [6]byte{0xa6, 0xd7, 0x18, 0xcf, 0xe6, 0xcb} // the sender's VTEP
 
 	// Our decoder.
@@ -131,7 +132,7 @@ func TestGoldenVXLAN(t *testing.T) {
 
 func TestGoldenFlannelUDP(t *testing.T) {
 	t.Parallel()
-	payload := decodeUnderlay(t, loadHex(t, goldenFlannelUDP), 8285)
+	payload := decodeUnderlay(t, encaptest.LoadHex(t, goldenFlannelUDP), 8285)
 
 	inner, err := FlannelUDP.Decap(payload)
 	if err != nil {
@@ -162,7 +163,7 @@ func TestGoldenFlannelUDP(t *testing.T) {
 
 func TestLoadHexIgnoresComments(t *testing.T) {
 	t.Parallel()
-	b := loadHex(t, goldenVXLAN)
+	b := encaptest.LoadHex(t, goldenVXLAN)
 	// 14 Ethernet + 20 IPv4 + 8 UDP + 8 VXLAN + 14 Ethernet + 44 inner.
 	if len(b) != 108 || binary.BigEndian.Uint16(b[12:]) != 0x0800 {
 		t.Fatalf("loaded %d bytes: %x", len(b), b)

@@ -2,11 +2,9 @@ package encap
 
 import (
 	"encoding/binary"
-	"encoding/hex"
 	"net/netip"
-	"os"
-	"strings"
-	"testing"
+
+	"github.com/overlayd/overlayd/encap/encaptest"
 )
 
 var (
@@ -14,26 +12,6 @@ var (
 	testPeerMAC  = [6]byte{0xa6, 0xd7, 0x18, 0xcf, 0xe6, 0xcb}
 	testParams   = Params{VNI: 1, SrcMAC: testPeerMAC, DstMAC: testLocalMAC}
 )
-
-// loadHex reads a hex file in which '#' starts a comment and whitespace is
-// ignored.
-func loadHex(tb testing.TB, path string) []byte {
-	tb.Helper()
-	text, err := os.ReadFile(path)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var digits strings.Builder
-	for line := range strings.Lines(string(text)) {
-		line, _, _ = strings.Cut(line, "#")
-		digits.WriteString(strings.Join(strings.Fields(line), ""))
-	}
-	b, err := hex.DecodeString(digits.String())
-	if err != nil {
-		tb.Fatalf("%s: %v", path, err)
-	}
-	return b
-}
 
 // ipv4Opts shapes a test packet built by makeIPv4.
 type ipv4Opts struct {
@@ -78,29 +56,8 @@ func makeIPv4(o ipv4Opts) []byte {
 	copy(pkt[16:], dst[:])
 	copy(pkt[20:], o.options)
 	copy(pkt[ihl:], o.payload)
-	fixIPv4Checksum(pkt)
+	encaptest.FixIPv4Checksum(pkt)
 	return pkt
-}
-
-func fixIPv4Checksum(pkt []byte) {
-	ihl := int(pkt[0]&0x0f) * 4
-	pkt[10], pkt[11] = 0, 0
-	binary.BigEndian.PutUint16(pkt[10:], ^naiveChecksum(pkt[:ihl], 0))
-}
-
-// naiveChecksum is RFC 1071 straight from the text: 16-bit words, folded.
-func naiveChecksum(b []byte, initial uint32) uint16 {
-	s := uint64(initial)
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint64(b[i])<<8 | uint64(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		s += uint64(b[len(b)-1]) << 8
-	}
-	for s>>16 != 0 {
-		s = s>>16 + s&0xffff
-	}
-	return uint16(s)
 }
 
 // withHeadroom returns a frame of headroom zero bytes followed by a copy of

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+	"github.com/overlayd/overlayd/encap/encaptest"
 )
 
 var tunAddr = netip.MustParseAddr("100.96.1.0")
@@ -74,7 +75,7 @@ func TestNetUnreachable(t *testing.T) {
 	dst := make([]byte, MaxICMPErrorLen+10)
 	orig := makeIPv4(ipv4Opts{src: "100.96.1.2", dst: "100.96.9.9", proto: 17, payload: make([]byte, 100)})
 	orig[1] = 0xb8 // DSCP EF: not copied, the TOS bits are
-	fixIPv4Checksum(orig)
+	encaptest.FixIPv4Checksum(orig)
 	n := NetUnreachable(dst, orig, tunAddr)
 	if n != 20+8+28 {
 		t.Fatalf("NetUnreachable wrote %d bytes", n)

@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"testing"
+
+	"github.com/overlayd/overlayd/encap/encaptest"
 )
 
 func TestParseIPv4(t *testing.T) {
@@ -59,8 +61,8 @@ func TestParseIPv4Malformed(t *testing.T) {
 			p[0] = 0x46 // 24-byte header in a 20-byte packet
 			return p
 		}, ErrBadHeaderLen},
-		{"total length too long", func() []byte { p := valid(); p[3]++; fixIPv4Checksum(p); return p }, ErrTruncated},
-		{"total length too short", func() []byte { p := valid(); p[3]--; fixIPv4Checksum(p); return p }, ErrBadTotalLen},
+		{"total length too long", func() []byte { p := valid(); p[3]++; encaptest.FixIPv4Checksum(p); return p }, ErrTruncated},
+		{"total length too short", func() []byte { p := valid(); p[3]--; encaptest.FixIPv4Checksum(p); return p }, ErrBadTotalLen},
 		{"trailing bytes", func() []byte { return append(valid(), 0) }, ErrBadTotalLen},
 		{"Ethernet padding", func() []byte { return append(valid(), make([]byte, 16)...) }, ErrBadTotalLen},
 		{"checksum", func() []byte { p := valid(); p[11] ^= 1; return p }, ErrBadChecksum},
@@ -129,7 +131,7 @@ func TestDecTTL(t *testing.T) {
 			pkt[8] = uint8(ttl) // makeIPv4 maps 0 to 64
 			pkt[1] = byte(rng.Uint32())
 			pkt[4], pkt[5] = byte(rng.Uint32()), byte(rng.Uint32())
-			fixIPv4Checksum(pkt)
+			encaptest.FixIPv4Checksum(pkt)
 			before := string(pkt)
 
 			ok := DecTTL(pkt)
@@ -166,7 +168,7 @@ func TestParseIPv4Allocs(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(1000, func() {
 		pkt[8] = 64
-		fixIPv4Checksum(pkt)
+		encaptest.FixIPv4Checksum(pkt)
 		DecTTL(pkt)
 	}); n != 0 {
 		t.Errorf("DecTTL allocates %v times", n)

@@ -15,7 +15,7 @@ type Peer struct {
 	Encap    encap.Params   // per-peer header values, precomputed
 	Lease    Lease          // the lease it was built from
 	// PartialChecksums: its lease says it takes TCP and UDP checksums left
-	// partial (encap.SplitOptions), because it never looks at them. Only
+	// partial (offload.SplitOptions), because it never looks at them. Only
 	// an overlayd whose TUN has offloads says so; flanneld and kernel
 	// VTEPs verify every checksum.
 	PartialChecksums bool

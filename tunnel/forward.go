@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/overlayd/overlayd/encap"
+	"github.com/overlayd/overlayd/encap/offload"
 	"github.com/overlayd/overlayd/ringbuf"
 	"github.com/overlayd/overlayd/subnet"
 	"github.com/overlayd/overlayd/tunnel/tun"
@@ -117,7 +118,7 @@ func (w *worker) encapsulate(tx *txScratch, n int, table *subnet.Table) {
 			}
 			continue
 		}
-		if tx.partial[i] && !peer.PartialChecksums && encap.CompleteChecksum(pkt) != nil {
+		if tx.partial[i] && !peer.PartialChecksums && offload.CompleteChecksum(pkt) != nil {
 			tx.counts.drop(DropNotIPv4) // the TUN marks only what it can complete
 			continue
 		}

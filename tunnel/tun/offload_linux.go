@@ -6,7 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/overlayd/overlayd/encap"
+	"github.com/overlayd/overlayd/encap/offload"
 )
 
 // TUNSETOFFLOAD flags, from linux/if_tun.h (x/sys/unix lacks them).
@@ -111,11 +111,11 @@ func (d *nativeDevice) initOffloads(o *options) {
 	d.vnet = true
 	d.gro.Verify = o.verify
 	d.features.VirtioHdr = true
-	d.vread.buf = make([]byte, encap.VirtioNetHdrLen+maxPacketLen)
+	d.vread.buf = make([]byte, offload.VirtioNetHdrLen+maxPacketLen)
 	d.vread.stats = &d.stats
 	d.vread.leavePartial = o.partial
 	d.readFn = d.vread.do
-	d.toWrite = make([]int, 0, offloadBatchSize)
+	d.toWrite = make([]offload.Coalesced, 0, offloadBatchSize)
 }
 
 func (d *nativeDevice) Features() (Features, error) { return d.features, d.offloadErr }
@@ -129,12 +129,12 @@ type offloadCounters struct {
 }
 
 // wrote counts the super-packets of one Write.
-func (c *offloadCounters) wrote(toWrite []int, gro *encap.GROTable) {
+func (c *offloadCounters) wrote(toWrite []offload.Coalesced) {
 	var supers, merged uint64
-	for _, i := range toWrite {
-		if n := gro.Packets(i); n > 1 {
+	for _, w := range toWrite {
+		if w.Packets > 1 {
 			supers++
-			merged += uint64(n)
+			merged += uint64(w.Packets)
 		}
 	}
 	if supers > 0 {
@@ -153,9 +153,9 @@ type vnetReadOp struct {
 	n      int   // packets delivered so far
 	err    error // error that ended the batch
 
-	buf     []byte             // VirtioNetHdrLen+maxPacketLen bytes, for read(2)
-	pending []byte             // in buf: a packet read but not yet delivered
-	hdr     encap.VirtioNetHdr // pending's header
+	buf     []byte               // VirtioNetHdrLen+maxPacketLen bytes, for read(2)
+	pending []byte               // in buf: a packet read but not yet delivered
+	hdr     offload.VirtioNetHdr // pending's header
 	stats   *offloadCounters
 
 	// partial is ReadPartial's: whether each packet delivered is left
@@ -185,7 +185,7 @@ func (op *vnetReadOp) do(fd uintptr) bool {
 				op.err = err
 				return true
 			}
-			op.pending = op.buf[encap.VirtioNetHdrLen:m]
+			op.pending = op.buf[offload.VirtioNetHdrLen:m]
 		}
 		if !op.deliver() {
 			return true
@@ -198,18 +198,18 @@ func (op *vnetReadOp) do(fd uintptr) bool {
 // whether there may be room for more.
 func (op *vnetReadOp) deliver() bool {
 	bufs, sizes := op.bufs[op.n:], op.sizes[op.n:]
-	gso := op.hdr.GSOType != encap.GSONone
-	split := encap.SplitOptions{PartialChecksums: op.leavePartial && op.partial != nil}
-	n, partial, err := encap.SplitGSO(op.pending, op.hdr, bufs, sizes, op.offset, split)
+	gso := op.hdr.GSOType != offload.GSONone
+	split := offload.SplitOptions{PartialChecksums: op.leavePartial && op.partial != nil}
+	n, partial, err := offload.SplitGSO(op.pending, op.hdr, bufs, sizes, op.offset, split)
 	var rest []byte
-	if err == encap.ErrTooManySegments && op.n == 0 {
+	if err == offload.ErrTooManySegments && op.n == 0 {
 		// More segments than the caller has buffers at all: hand over
 		// what fits and keep the rest.
-		n, rest, partial, err = encap.SplitGSOHead(op.pending, &op.hdr, bufs, sizes, op.offset, split)
+		n, rest, partial, err = offload.SplitGSOHead(op.pending, &op.hdr, bufs, sizes, op.offset, split)
 	}
 	switch err {
 	case nil:
-	case encap.ErrTooManySegments:
+	case offload.ErrTooManySegments:
 		return false // for the next Read, which has more buffers
 	default:
 		op.pending = nil // dropped

@@ -13,10 +13,9 @@ import (
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+	"github.com/overlayd/overlayd/encap/offload"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-
-	"github.com/overlayd/overlayd/encap"
 )
 
 // withFaults makes Create treat fault's errors as the kernel's.
@@ -113,8 +112,8 @@ func TestOffloadFallback(t *testing.T) {
 // echo writes echo requests into queue 0 and reads a reply from any queue.
 func echo(t *testing.T, ns *netns, devs []Device) {
 	t.Helper()
-	req := withHeadroom(echoRequest(t, 9, 1, []byte("ping")), testOffset+encap.VirtioNetHdrLen)
-	if n, err := devs[0].Write([][]byte{req}, testOffset+encap.VirtioNetHdrLen); n != 1 || err != nil {
+	req := withHeadroom(echoRequest(t, 9, 1, []byte("ping")), testOffset+offload.VirtioNetHdrLen)
+	if n, err := devs[0].Write([][]byte{req}, testOffset+offload.VirtioNetHdrLen); n != 1 || err != nil {
 		t.Fatalf("Write = %d, %v", n, err)
 	}
 	replies := make(chan struct{}, len(devs))
@@ -350,7 +349,7 @@ func TestOffloadAllocs(t *testing.T) {
 	sock := ns.listenUDP(t, netip.AddrPortFrom(local, 0))
 	dst := sock.LocalAddr().(interface{ AddrPort() netip.AddrPort }).AddrPort()
 
-	const offset = testOffset + encap.VirtioNetHdrLen
+	const offset = testOffset + offload.VirtioNetHdrLen
 	bufs, sizes := newBatch(8, offset+testMTU)
 	payload := []byte("allocs")
 	var err error
@@ -474,25 +473,25 @@ func TestVnetRead(t *testing.T) {
 
 	dst := netip.AddrPortFrom(local, 80)
 	super := tcpSegment(t, dst, 1000, bytes.Repeat([]byte("0123456789"), 1000)) // 10 segments of 1000
-	gso := encap.VirtioNetHdr{Flags: encap.VirtioNeedsCsum, GSOType: encap.GSOTCPv4, HdrLen: 40, GSOSize: 1000, CsumStart: 20, CsumOffset: 16}
+	gso := offload.VirtioNetHdr{Flags: offload.VirtioNeedsCsum, GSOType: offload.GSOTCPv4, HdrLen: 40, GSOSize: 1000, CsumStart: 20, CsumOffset: 16}
 	bad := gso
 	bad.GSOSize = 0
-	frame := func(h encap.VirtioNetHdr, pkt []byte) {
-		b := make([]byte, encap.VirtioNetHdrLen+len(pkt))
+	frame := func(h offload.VirtioNetHdr, pkt []byte) {
+		b := make([]byte, offload.VirtioNetHdrLen+len(pkt))
 		h.Encode(b)
-		copy(b[encap.VirtioNetHdrLen:], pkt)
+		copy(b[offload.VirtioNetHdrLen:], pkt)
 		if _, err := unix.Write(fds[1], b); err != nil {
 			t.Fatal(err)
 		}
 	}
 	plain := udpPacket(t, 1, netip.AddrPortFrom(local, 2), []byte("plain"))
-	frame(encap.VirtioNetHdr{}, plain)
+	frame(offload.VirtioNetHdr{}, plain)
 	frame(gso, super)
 	frame(bad, super)
-	frame(encap.VirtioNetHdr{}, plain)
+	frame(offload.VirtioNetHdr{}, plain)
 
 	stats := new(offloadCounters)
-	op := &vnetReadOp{buf: make([]byte, encap.VirtioNetHdrLen+maxPacketLen), stats: stats}
+	op := &vnetReadOp{buf: make([]byte, offload.VirtioNetHdrLen+maxPacketLen), stats: stats}
 	bufs, sizes := newBatch(4, 2000)
 	var seqs []uint32
 	read := func() (int, error) {
@@ -509,12 +508,12 @@ func TestVnetRead(t *testing.T) {
 		n   int
 		err error
 	}{
-		{1, nil},                // the plain packet; the super-packet does not fit
-		{4, nil},                // more segments than buffers: the first 4
-		{4, nil},                // the next 4
-		{2, encap.ErrVirtioHdr}, // the last 2, then the malformed one
-		{1, nil},                // the last packet
-		{0, nil},                // nothing left: the netpoller would wait
+		{1, nil},                  // the plain packet; the super-packet does not fit
+		{4, nil},                  // more segments than buffers: the first 4
+		{4, nil},                  // the next 4
+		{2, offload.ErrVirtioHdr}, // the last 2, then the malformed one
+		{1, nil},                  // the last packet
+		{0, nil},                  // nothing left: the netpoller would wait
 	} {
 		n, err := read()
 		if n != want.n || err != want.err {

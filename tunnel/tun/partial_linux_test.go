@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/overlayd/overlayd/encap"
+	"github.com/overlayd/overlayd/encap/offload"
 )
 
 // socketDevice is a native Device whose queue is one end of a socket pair
@@ -45,11 +46,11 @@ func socketDevice(t *testing.T, vnet bool, opts ...Option) (d *nativeDevice, ker
 }
 
 // kernelHands writes pkt behind h into the kernel's end of a socketDevice.
-func kernelHands(t testing.TB, fd int, h encap.VirtioNetHdr, pkt []byte) {
+func kernelHands(t testing.TB, fd int, h offload.VirtioNetHdr, pkt []byte) {
 	t.Helper()
-	b := make([]byte, encap.VirtioNetHdrLen+len(pkt))
+	b := make([]byte, offload.VirtioNetHdrLen+len(pkt))
 	h.Encode(b)
-	copy(b[encap.VirtioNetHdrLen:], pkt)
+	copy(b[offload.VirtioNetHdrLen:], pkt)
 	if _, err := unix.Write(fd, b); err != nil {
 		t.Fatal(err)
 	}
@@ -58,12 +59,12 @@ func kernelHands(t testing.TB, fd int, h encap.VirtioNetHdr, pkt []byte) {
 // partialTCP returns a TCP segment to dst of payload bytes as the kernel
 // hands it over with TUN_F_CSUM: its checksum partial, and the header that
 // says so.
-func partialTCP(t testing.TB, dst netip.AddrPort, payload []byte) (encap.VirtioNetHdr, []byte) {
+func partialTCP(t testing.TB, dst netip.AddrPort, payload []byte) (offload.VirtioNetHdr, []byte) {
 	t.Helper()
 	pkt := tcpSegment(t, dst, 1000, payload)
 	sum := encap.PseudoHeaderSum(remote, dst.Addr(), 6, len(pkt)-20)
 	pkt[36], pkt[37] = byte(sum>>8), byte(sum)
-	return encap.VirtioNetHdr{Flags: encap.VirtioNeedsCsum, HdrLen: 40, CsumStart: 20, CsumOffset: 16}, pkt
+	return offload.VirtioNetHdr{Flags: offload.VirtioNeedsCsum, HdrLen: 40, CsumStart: 20, CsumOffset: 16}, pkt
 }
 
 // TestReadPartial hands a Device a plain packet, a TCP super-packet and a
@@ -76,10 +77,10 @@ func TestReadPartial(t *testing.T) {
 	dst := netip.AddrPortFrom(local, 80)
 	plain := udpPacket(t, 1, netip.AddrPortFrom(local, 2), []byte("plain"))
 	hs, super := partialTCP(t, dst, bytes.Repeat([]byte("0123456789"), 1000))
-	hs.GSOType, hs.GSOSize = encap.GSOTCPv4, 1000 // 10 segments
+	hs.GSOType, hs.GSOSize = offload.GSOTCPv4, 1000 // 10 segments
 	h1, single := partialTCP(t, dst, []byte("single"))
 	handOver := func(fd int) {
-		kernelHands(t, fd, encap.VirtioNetHdr{}, plain)
+		kernelHands(t, fd, offload.VirtioNetHdr{}, plain)
 		kernelHands(t, fd, hs, super)
 		kernelHands(t, fd, h1, single)
 	}
@@ -126,7 +127,7 @@ func TestReadPartial(t *testing.T) {
 				if bytes.Equal(pkt, complete[i]) {
 					t.Errorf("%s: packet %d reported partial is complete", tt.name, i)
 				}
-				if err := encap.CompleteChecksum(pkt); err != nil {
+				if err := offload.CompleteChecksum(pkt); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -154,10 +155,10 @@ func TestReadPartial(t *testing.T) {
 func TestReadPartialAllocs(t *testing.T) {
 	d, fd := socketDevice(t, true, WithOffloads(), WithPartialChecksums())
 	hs, super := partialTCP(t, netip.AddrPortFrom(local, 80), make([]byte, 14200))
-	hs.GSOType, hs.GSOSize = encap.GSOTCPv4, 1420
-	frame := make([]byte, encap.VirtioNetHdrLen+len(super))
+	hs.GSOType, hs.GSOSize = offload.GSOTCPv4, 1420
+	frame := make([]byte, offload.VirtioNetHdrLen+len(super))
 	hs.Encode(frame)
-	copy(frame[encap.VirtioNetHdrLen:], super)
+	copy(frame[offload.VirtioNetHdrLen:], super)
 	bufs, sizes := newBatch(16, testOffset+1500)
 	partial := make([]bool, 16)
 	var err error
@@ -201,7 +202,7 @@ func pumpPartial(t testing.TB, from, to Device, complete bool, partials *atomic.
 				if !complete {
 					continue
 				}
-				if err := encap.CompleteChecksum(pkts[i][offset:]); err != nil {
+				if err := offload.CompleteChecksum(pkts[i][offset:]); err != nil {
 					t.Errorf("CompleteChecksum: %v", err)
 				}
 			}

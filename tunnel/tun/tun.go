@@ -99,7 +99,7 @@ type options struct {
 // BatchSize becomes 128: the segments of a 64 KiB super-packet at an MSS of
 // 1432 are 46.
 //
-// Write then needs offset >= encap.VirtioNetHdrLen (10) bytes of headroom
+// Write then needs offset >= offload.VirtioNetHdrLen (10) bytes of headroom
 // in front of every packet, for the header it hands the kernel, and
 // returns ErrNoHeadroom otherwise. A packet merges the following segments
 // of its flow into its own buffer, within that buffer's capacity (bufs[i]
@@ -114,7 +114,7 @@ func WithOffloads() Option {
 
 // WithChecksumVerify makes the Write of a Device with offloads verify the
 // TCP and UDP checksum of every packet before telling the kernel to trust
-// it (see encap.GROTable.Verify); a packet that fails goes to the kernel
+// it (see offload.GROTable.Verify); a packet that fails goes to the kernel
 // untouched, to be dropped there. It costs a pass over every payload, and
 // is worth it when nothing else protects the packets on their way here,
 // such as VXLAN without outer UDP checksums.
@@ -161,9 +161,9 @@ type FeatureReporter interface {
 type PartialReader interface {
 	// ReadPartial is Read, except that on a Device created with
 	// WithPartialChecksums it leaves partial each TCP or UDP checksum
-	// that the kernel left to do, as encap.SplitOptions.PartialChecksums
+	// that the kernel left to do, as offload.SplitOptions.PartialChecksums
 	// describes, and sets partial[i] for each packet i so left; the
-	// others, with partial[i] false, are complete. encap.CompleteChecksum
+	// others, with partial[i] false, are complete. offload.CompleteChecksum
 	// finishes a partial one. len(partial) must be >= len(bufs).
 	ReadPartial(bufs [][]byte, sizes []int, partial []bool, offset int) (n int, err error)
 }

@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/overlayd/overlayd/encap"
+	"github.com/overlayd/overlayd/encap/offload"
 )
 
 // nativeBatchSize is how many packets a native Device is designed to move
@@ -102,8 +102,8 @@ func openQueue(name string, flags uint16, o *options) (*nativeDevice, error) {
 	if vnet {
 		// 10 is the kernel's default, but a persistent interface may
 		// have been left with another size.
-		if err := o.ioctl(unix.TUNSETVNETHDRSZ, encap.VirtioNetHdrLen, func() error {
-			return unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, encap.VirtioNetHdrLen)
+		if err := o.ioctl(unix.TUNSETVNETHDRSZ, offload.VirtioNetHdrLen, func() error {
+			return unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, offload.VirtioNetHdrLen)
 		}); err != nil {
 			unix.Close(fd)
 			return nil, fmt.Errorf("TUNSETVNETHDRSZ: %w", err)
@@ -166,9 +166,9 @@ type nativeDevice struct {
 	vnet       bool
 	features   Features
 	offloadErr error
-	vread      vnetReadOp     // under readMu
-	gro        encap.GROTable // under writeMu
-	toWrite    []int          // under writeMu
+	vread      vnetReadOp          // under readMu
+	gro        offload.GROTable    // under writeMu
+	toWrite    []offload.Coalesced // under writeMu
 	stats      offloadCounters
 }
 
@@ -227,27 +227,26 @@ func (d *nativeDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error)
 type writeOp struct {
 	bufs    [][]byte
 	offset  int
-	order   []int           // with offloads: the indices of bufs to write
-	gro     *encap.GROTable // with offloads: how many packets each carries
-	next    int             // how many of the packets to write were tried
-	n       int             // packets accepted
-	dropped int             // packets refused
-	first   error           // why the first refused packet was refused
-	fatal   error           // error that ended the batch
+	vnet    bool                // with offloads: write what order lists, not each of bufs
+	order   []offload.Coalesced // with offloads: what Coalesce left to write
+	next    int                 // how many of the packets to write were tried
+	n       int                 // packets accepted
+	dropped int                 // packets refused
+	first   error               // why the first refused packet was refused
+	fatal   error               // error that ended the batch
 }
 
 // do writes the packets from op.next on. It returns false, asking the
 // netpoller to wait, when the queue is full.
 func (op *writeOp) do(fd uintptr) bool {
 	count := len(op.bufs)
-	if op.gro != nil {
+	if op.vnet {
 		count = len(op.order)
 	}
 	for op.next < count {
 		i, packets := op.next, 1
-		if op.gro != nil {
-			i = op.order[op.next]
-			packets = op.gro.Packets(i)
+		if op.vnet {
+			i, packets = op.order[op.next].Index, op.order[op.next].Packets
 		}
 		_, err := unix.Write(int(fd), op.bufs[i][op.offset:])
 		switch err {
@@ -280,15 +279,15 @@ func (d *nativeDevice) Write(bufs [][]byte, offset int) (int, error) {
 		if d.closed.Load() {
 			return 0, os.ErrClosed
 		}
-		if offset < encap.VirtioNetHdrLen {
+		if offset < offload.VirtioNetHdrLen {
 			return 0, ErrNoHeadroom
 		}
 		// Each packet goes with the virtio-net header Coalesce wrote in
 		// front of it.
-		d.toWrite = encap.Coalesce(bufs, offset, &d.gro, d.toWrite)
-		op.order, op.gro = d.toWrite, &d.gro
-		op.offset = offset - encap.VirtioNetHdrLen
-		d.stats.wrote(d.toWrite, &d.gro)
+		d.toWrite = offload.Coalesce(bufs, offset, &d.gro, d.toWrite)
+		op.vnet, op.order = true, d.toWrite
+		op.offset = offset - offload.VirtioNetHdrLen
+		d.stats.wrote(d.toWrite)
 	}
 	d.write = op
 	err := d.rc.Write(d.writeFn)

@@ -1,16 +1,26 @@
-package encap
+package offload
 
-import "encoding/binary"
+import (
+	"encoding/binary"
 
-// The offload transforms (gso.go, gro.go) work on IPv4 and IPv6 packets
-// carrying TCP or UDP, at the fixed offsets below. IPv4 header constants
-// shared with the rest of the package are in ipv4.go.
+	"github.com/overlayd/overlayd/encap"
+)
+
+// The offload transforms (gso.go, gro.go, partial.go) work on IPv4 and
+// IPv6 packets carrying TCP or UDP, at the fixed offsets below.
 const (
-	ipv4OffTotalLen = 2
-	ipv4OffID       = 4
-	ipv4OffFlags    = 6 // flags and fragment offset, 16 bits
-	ipv4OffProto    = 9
-	ipv4FlagMF      = 0x20 // in byte 6
+	ipv4MinHeaderLen = 20
+	ipv4OffTotalLen  = 2
+	ipv4OffID        = 4
+	ipv4OffFlags     = 6 // flags and fragment offset, 16 bits
+	ipv4OffTTL       = 8
+	ipv4OffProto     = 9
+	ipv4OffChecksum  = 10
+	ipv4OffSrc       = 12
+	ipv4OffDst       = 16
+	ipv4FlagDF       = 0x40 // in byte 6
+	ipv4FlagMF       = 0x20 // in byte 6
+	ipv4FragOffMask  = 0x1fff
 
 	ipv6HeaderLen     = 40
 	ipv6OffPayloadLen = 4
@@ -52,9 +62,9 @@ const (
 // folding gives the whole pseudo-header sum.
 func addrSum(pkt []byte, v6 bool, proto uint8) uint64 {
 	if v6 {
-		return uint64(Checksum(pkt[ipv6OffSrc:ipv6HeaderLen], uint32(proto)))
+		return uint64(encap.Checksum(pkt[ipv6OffSrc:ipv6HeaderLen], uint32(proto)))
 	}
-	return uint64(Checksum(pkt[ipv4OffSrc:ipv4OffDst+4], uint32(proto)))
+	return uint64(encap.Checksum(pkt[ipv4OffSrc:ipv4OffDst+4], uint32(proto)))
 }
 
 // finishChecksum writes the complement of sum as the checksum at b. A
@@ -72,7 +82,7 @@ func finishChecksum(b []byte, sum uint16) {
 // of pkt, ihl bytes long.
 func setIPv4Checksum(pkt []byte, ihl int) {
 	pkt[ipv4OffChecksum], pkt[ipv4OffChecksum+1] = 0, 0
-	binary.BigEndian.PutUint16(pkt[ipv4OffChecksum:], ^Checksum(pkt[:ihl], 0))
+	binary.BigEndian.PutUint16(pkt[ipv4OffChecksum:], ^encap.Checksum(pkt[:ihl], 0))
 }
 
 // isIPv4Fragment reports whether the IPv4 packet is a fragment: MF set or

@@ -1,4 +1,4 @@
-package encap
+package offload
 
 import (
 	"bytes"
@@ -8,10 +8,13 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/overlayd/overlayd/encap"
+	"github.com/overlayd/overlayd/encap/encaptest"
 )
 
 // The offload fuzz targets take one []byte each, so that their committed
-// seeds (testdata/fuzz/<FuzzName>/) read like the package's others.
+// seeds (testdata/fuzz/<FuzzName>/) read like encap's.
 //
 // FuzzSplitGSO: byte 0 is the number of output buffers, then what a TUN
 // read gives: a virtio-net header and the packet.
@@ -32,6 +35,15 @@ func splitSeed(nbufs int, h VirtioNetHdr, pkt []byte) []byte {
 	b[0] = byte(nbufs)
 	h.Encode(b[1:])
 	return append(b, pkt...)
+}
+
+// splitInput takes a FuzzSplitGSO input apart (see splitSeed). ok is false
+// if it is too short to hold a virtio-net header.
+func splitInput(data []byte) (nbufs int, h VirtioNetHdr, pkt []byte, ok bool) {
+	if len(data) < 1 || h.Decode(data[1:]) != nil {
+		return 0, h, nil, false
+	}
+	return int(data[0]), h, data[1+VirtioNetHdrLen:], true
 }
 
 func coalesceSeed(switches byte, pkts ...[]byte) []byte {
@@ -73,7 +85,7 @@ func coalesceSeeds(tb testing.TB) [][]byte {
 	fixed := udpFlow(tb, segSpec{sport: 1}, 3, 32, 0)
 	for _, d := range fixed {
 		copy(d[ipv4OffID:], fixed[0][ipv4OffID:ipv4OffID+2])
-		fixIPv4Checksum(d)
+		encaptest.FixIPv4Checksum(d)
 	}
 	dgrams6 := udpFlow(tb, segSpec{v6: true, flow: 7}, 3, 100, 0)
 	return [][]byte{
@@ -92,16 +104,12 @@ func FuzzSplitGSO(f *testing.F) {
 }
 
 func fuzzSplitGSO(t *testing.T, data []byte) {
-	if len(data) < 1+VirtioNetHdrLen {
+	nbufs, h, pkt, ok := splitInput(data)
+	if !ok {
 		return
 	}
-	var h VirtioNetHdr
-	if err := h.Decode(data[1:]); err != nil {
-		t.Fatal(err)
-	}
-	pkt := data[1+VirtioNetHdrLen:]
 	orig := bytes.Clone(pkt)
-	out, sizes := newBufs(int(data[0]), fuzzOffset+2000)
+	out, sizes := newBufs(nbufs, fuzzOffset+2000)
 	n, _, err := SplitGSO(pkt, h, out, sizes, fuzzOffset, SplitOptions{})
 	if !bytes.Equal(pkt, orig) {
 		t.Fatal("SplitGSO modified its input")
@@ -116,7 +124,7 @@ func fuzzSplitGSO(t *testing.T, data []byte) {
 			checkSplitHead(t, pkt, h)
 		}
 		return
-	case ErrGSOType, ErrVirtioHdr, ErrTruncated, io.ErrShortBuffer:
+	case ErrGSOType, ErrVirtioHdr, encap.ErrTruncated, io.ErrShortBuffer:
 		if n != 0 {
 			t.Fatalf("%d segments written with %v", n, err)
 		}
@@ -234,16 +242,17 @@ func FuzzCoalesce(f *testing.F) {
 			bufs[i] = make([]byte, fuzzOffset+len(p), fuzzOffset+maxIPPacket)
 			copy(bufs[i][fuzzOffset:], p)
 		}
-		toWrite := Coalesce(bufs, fuzzOffset, &table, nil)
+		coalesced := Coalesce(bufs, fuzzOffset, &table, nil)
+		toWrite := indices(coalesced)
 
 		// Indices in range, increasing (hence unique), and every input
 		// packet carried by exactly one written packet.
 		if !slices.IsSorted(toWrite) || len(slices.Compact(slices.Clone(toWrite))) != len(toWrite) {
 			t.Fatalf("toWrite %v not increasing", toWrite)
 		}
-		total, written := 0, 0
+		total := 0
 		for i := range bufs {
-			c := table.Packets(i)
+			c := packets(coalesced, i)
 			if (c > 0) != slices.Contains(toWrite, i) {
 				t.Fatalf("Packets(%d) = %d, toWrite %v", i, c, toWrite)
 			}
@@ -261,7 +270,6 @@ func FuzzCoalesce(f *testing.F) {
 			if i < 0 || i >= len(bufs) {
 				t.Fatalf("index %d out of range", i)
 			}
-			written++
 			pkt := bufs[i][fuzzOffset:]
 			lenOut += len(pkt)
 			var h VirtioNetHdr
@@ -275,7 +283,7 @@ func FuzzCoalesce(f *testing.F) {
 			if len(pkt) > maxIPPacket {
 				t.Fatalf("packet %d is %d bytes", i, len(pkt))
 			}
-			lenOut += (table.Packets(i) - 1) * int(h.HdrLen)
+			lenOut += (packets(coalesced, i) - 1) * int(h.HdrLen)
 			checkCoalesced(t, inputs, bufs, toWrite, i, h)
 		}
 		if lenIn != lenOut {
@@ -294,7 +302,7 @@ func checkCoalesced(t *testing.T, inputs, bufs [][]byte, toWrite []int, i int, h
 		t.Fatalf("packet %d: header %+v for %d bytes", i, h, len(pkt))
 	}
 	_, segs := kernelView(t, bufs[i], fuzzOffset, false)
-	ipValid := naiveChecksum(inputs[i][:h.CsumStart], 0) == 0xffff || inputs[i][0]>>4 == 6
+	ipValid := encaptest.NaiveChecksum(inputs[i][:h.CsumStart], 0) == 0xffff || inputs[i][0]>>4 == 6
 	for _, s := range segs {
 		if p := wireProblem(s); p != "" && (ipValid || h.GSOType != GSONone) {
 			t.Fatalf("packet %d after the kernel: %s", i, p)
@@ -367,14 +375,13 @@ func TestOffloadFuzzSeeds(t *testing.T) {
 			t.Fatalf("%s: no seed corpus (%v)", fuzzer, err)
 		}
 		for _, file := range files {
-			data := readCorpusBytes(t, file)
+			data := encaptest.CorpusBytes(t, file)
 			valid := strings.HasPrefix(filepath.Base(file), "valid_")
 			var ok bool
 			if fuzzer == "FuzzSplitGSO" {
-				var h VirtioNetHdr
-				h.Decode(data[1:])
-				out, sizes := newBufs(int(data[0]), 2000)
-				_, _, err := SplitGSO(data[1+VirtioNetHdrLen:], h, out, sizes, 0, SplitOptions{})
+				nbufs, h, pkt, _ := splitInput(data)
+				out, sizes := newBufs(nbufs, 2000)
+				_, _, err := SplitGSO(pkt, h, out, sizes, 0, SplitOptions{})
 				ok = err == nil
 			} else {
 				ok = coalescesSomething(data)

@@ -1,4 +1,4 @@
-package encap
+package offload
 
 import (
 	"bytes"
@@ -6,6 +6,9 @@ import (
 	"errors"
 	"io"
 	"testing"
+
+	"github.com/overlayd/overlayd/encap"
+	"github.com/overlayd/overlayd/encap/encaptest"
 )
 
 const testMSS = 1420 // a TUN MTU of 1472 less 20 + 20 + 12 (timestamps)
@@ -147,7 +150,7 @@ func TestSplitGSOZeroChecksum(t *testing.T) {
 	zero := buildSeg(t, segSpec{udp: true, payload: []byte{0, 0}})
 	zero[26], zero[27] = 0, 0
 	pseudo := append(append([]byte(nil), zero[12:20]...), 0, protoUDP, 0, 10)
-	word := ^naiveChecksum(append(pseudo, zero[20:]...), 0)
+	word := ^encaptest.NaiveChecksum(append(pseudo, zero[20:]...), 0)
 
 	for _, gso := range []bool{false, true} {
 		h, pkt := superPacket(t, segSpec{udp: true, payload: []byte{byte(word >> 8), byte(word)}}, 100)
@@ -196,10 +199,10 @@ func TestSplitGSOErrors(t *testing.T) {
 		{"fragment", h4, frag, ErrVirtioHdr},
 		{"TCP data offset < 5", h4, noDoff, ErrVirtioHdr},
 		{"not IP", h4, make([]byte, 100), ErrVirtioHdr},
-		{"empty", h4, nil, ErrTruncated},
-		{"short IPv4 header", h4, tcp4[:19], ErrTruncated},
-		{"short TCP header", h4, tcp4[:39], ErrTruncated},
-		{"short options", with(h4, func(h *VirtioNetHdr) { h.HdrLen = 0 }), bigDoff, ErrTruncated},
+		{"empty", h4, nil, encap.ErrTruncated},
+		{"short IPv4 header", h4, tcp4[:19], encap.ErrTruncated},
+		{"short TCP header", h4, tcp4[:39], encap.ErrTruncated},
+		{"short options", with(h4, func(h *VirtioNetHdr) { h.HdrLen = 0 }), bigDoff, encap.ErrTruncated},
 		{"csum past the end", VirtioNetHdr{Flags: VirtioNeedsCsum, CsumStart: 20, CsumOffset: 4000}, tcp4[:100], ErrVirtioHdr},
 		{"csum inside the IP header", VirtioNetHdr{Flags: VirtioNeedsCsum, CsumStart: 10, CsumOffset: 16}, tcp4[:100], ErrVirtioHdr},
 		{"csum on non-IP", VirtioNetHdr{Flags: VirtioNeedsCsum, CsumStart: 20, CsumOffset: 16}, make([]byte, 100), ErrVirtioHdr},

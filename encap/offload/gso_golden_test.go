@@ -1,4 +1,4 @@
-package encap
+package offload
 
 import (
 	"bytes"
@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/google/gopacket/layers"
+	"github.com/overlayd/overlayd/encap/encaptest"
 )
 
 // goldenTSO is a TCP/IPv4 super-packet read from a real TUN with offloads
@@ -17,7 +18,7 @@ const goldenTSO = "testdata/gso_tcp4_kernel.hex"
 // would have made.
 func TestGoldenKernelTSO(t *testing.T) {
 	t.Parallel()
-	raw := loadHex(t, goldenTSO)
+	raw := encaptest.LoadHex(t, goldenTSO)
 	var h VirtioNetHdr
 	if err := h.Decode(raw); err != nil {
 		t.Fatal(err)

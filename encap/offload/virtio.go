@@ -1,8 +1,9 @@
-package encap
+package offload
 
 import (
 	"encoding/binary"
-	"errors"
+
+	"github.com/overlayd/overlayd/encap"
 )
 
 // VirtioNetHdrLen is the size of the virtio-net header (struct
@@ -31,23 +32,6 @@ const (
 	GSOECN   uint8 = 0x80 // flag: the TCP stream uses ECN (CWR handling); never negotiated here
 )
 
-// Errors of the offload transforms. Like the package's other errors, they
-// are never wrapped, so the data path can count them without allocating.
-var (
-	// ErrTooManySegments: a super-packet holds more segments than the
-	// buffers offered. It is not a drop: the caller keeps the packet and
-	// offers it again with more buffers (or uses SplitGSOHead).
-	ErrTooManySegments = errors.New("encap: more GSO segments than buffers")
-	// ErrGSOType: the virtio-net header asks for a GSO type this package
-	// does not handle (UFO, ECN, or unknown). The packet is dropped.
-	ErrGSOType = errors.New("encap: unsupported virtio-net GSO type")
-	// ErrVirtioHdr: the virtio-net header disagrees with the packet: a
-	// GSO size of 0, a checksum position outside the packet or not at the
-	// transport header, a header length longer than the packet, or a
-	// protocol that does not match the GSO type. The packet is dropped.
-	ErrVirtioHdr = errors.New("encap: virtio-net header disagrees with the packet")
-)
-
 // VirtioNetHdr is the virtio-net header (struct virtio_net_hdr, without
 // num_buffers). A TUN uses the host's byte order for it (the legacy
 // virtio convention), so it is encoded in native endianness.
@@ -66,7 +50,7 @@ type VirtioNetHdr struct {
 // Decode reads the header from the first VirtioNetHdrLen bytes of b.
 func (h *VirtioNetHdr) Decode(b []byte) error {
 	if len(b) < VirtioNetHdrLen {
-		return ErrTruncated
+		return encap.ErrTruncated
 	}
 	h.Flags = b[0]
 	h.GSOType = b[1]
@@ -80,7 +64,7 @@ func (h *VirtioNetHdr) Decode(b []byte) error {
 // Encode writes the header into the first VirtioNetHdrLen bytes of b.
 func (h *VirtioNetHdr) Encode(b []byte) error {
 	if len(b) < VirtioNetHdrLen {
-		return ErrNoHeadroom
+		return encap.ErrNoHeadroom
 	}
 	b[0] = h.Flags
 	b[1] = h.GSOType

@@ -1,13 +1,15 @@
-package encap
+package offload
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"net/netip"
 	"testing"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+	"github.com/overlayd/overlayd/encap/encaptest"
 )
 
 // segSpec shapes a TCP or UDP packet built by buildSeg. Zero fields take
@@ -47,7 +49,7 @@ func timestamps(val, ecr uint32) []layers.TCPOption {
 // checksums independently of this package.
 func buildSeg(tb testing.TB, s segSpec) []byte {
 	tb.Helper()
-	src, dst := orDefault(s.src, "100.96.1.2"), orDefault(s.dst, "100.96.2.2")
+	src, dst := cmp.Or(s.src, "100.96.1.2"), cmp.Or(s.dst, "100.96.2.2")
 	if s.v6 {
 		src, dst = "::ffff:"+src, "::ffff:"+dst
 	}
@@ -188,7 +190,7 @@ func wireProblem(pkt []byte) string {
 		if ihl < 20 || ihl > len(pkt) || int(be16(pkt[2:])) != len(pkt) {
 			return "bad IPv4 lengths"
 		}
-		if naiveChecksum(pkt[:ihl], 0) != 0xffff {
+		if encaptest.NaiveChecksum(pkt[:ihl], 0) != 0xffff {
 			return "bad IPv4 header checksum"
 		}
 		l4 = pkt[ihl:]
@@ -222,7 +224,7 @@ func wireProblem(pkt []byte) string {
 	default:
 		return ""
 	}
-	if naiveChecksum(append(pseudo, l4...), 0) != 0xffff {
+	if encaptest.NaiveChecksum(append(pseudo, l4...), 0) != 0xffff {
 		return "bad transport checksum"
 	}
 	return ""
@@ -267,3 +269,5 @@ func joinPayloads(pkts ...[]byte) []byte {
 	}
 	return all.Bytes()
 }
+
+func be16(b []byte) uint16 { return binary.BigEndian.Uint16(b) }

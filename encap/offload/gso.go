@@ -1,8 +1,10 @@
-package encap
+package offload
 
 import (
 	"encoding/binary"
 	"io"
+
+	"github.com/overlayd/overlayd/encap"
 )
 
 // SplitOptions say how SplitGSO and SplitGSOHead finish the packets they
@@ -131,7 +133,7 @@ func copySingle(pkt []byte, h *VirtioNetHdr, out [][]byte, sizes []int, offset i
 	if needsCsum && !partial {
 		// The checksum field holds the pseudo-header sum: summing it with
 		// the rest gives the whole sum.
-		finishChecksum(p[csumAt:], Checksum(p[csumStart:], 0))
+		finishChecksum(p[csumAt:], encap.Checksum(p[csumStart:], 0))
 	}
 	sizes[0] = len(p)
 	return 1, partial, nil
@@ -191,7 +193,7 @@ func parseGSO(pkt []byte, h *VirtioNetHdr) (gsoLayout, error) {
 	l.gsoSize = int(h.GSOSize)
 	l.l4Off = int(h.CsumStart)
 	if len(pkt) == 0 {
-		return l, ErrTruncated
+		return l, encap.ErrTruncated
 	}
 	switch pkt[0] >> 4 {
 	case 4:
@@ -199,7 +201,7 @@ func parseGSO(pkt []byte, h *VirtioNetHdr) (gsoLayout, error) {
 			return l, ErrVirtioHdr
 		}
 		if len(pkt) < ipv4MinHeaderLen {
-			return l, ErrTruncated
+			return l, encap.ErrTruncated
 		}
 		ihl := int(pkt[0]&0x0f) * 4
 		if ihl < ipv4MinHeaderLen || l.l4Off != ihl || pkt[ipv4OffProto] != l.proto || isIPv4Fragment(pkt) {
@@ -210,7 +212,7 @@ func parseGSO(pkt []byte, h *VirtioNetHdr) (gsoLayout, error) {
 			return l, ErrVirtioHdr
 		}
 		if len(pkt) < ipv6HeaderLen {
-			return l, ErrTruncated
+			return l, encap.ErrTruncated
 		}
 		// Extension headers, if any, are copied into every segment.
 		if off, proto := ipv6Transport(pkt); off != l.l4Off || proto != l.proto {
@@ -229,7 +231,7 @@ func parseGSO(pkt []byte, h *VirtioNetHdr) (gsoLayout, error) {
 			return l, ErrVirtioHdr
 		}
 		if len(pkt) < l.l4Off+tcpMinHeaderLen {
-			return l, ErrTruncated
+			return l, encap.ErrTruncated
 		}
 		thl := int(pkt[l.l4Off+tcpOffDataOff]>>4) * 4
 		if thl < tcpMinHeaderLen {
@@ -243,7 +245,7 @@ func parseGSO(pkt []byte, h *VirtioNetHdr) (gsoLayout, error) {
 		l.hdrLen = l.l4Off + udpHeaderLen
 	}
 	if len(pkt) < l.hdrLen {
-		return l, ErrTruncated
+		return l, encap.ErrTruncated
 	}
 	// HdrLen is the kernel's hint of the headers (the linear part of its
 	// buffer, which may include payload); only one past the end is wrong.
@@ -315,12 +317,12 @@ func (l *gsoLayout) split(pkt []byte, out [][]byte, sizes []int, offset, n int, 
 			binary.BigEndian.PutUint16(l4[udpOffLength:], uint16(len(l4)))
 			csum = l4[udpOffChecksum : udpOffChecksum+2]
 		}
-		pseudoSum := Fold(pseudo + uint64(len(l4)))
+		pseudoSum := encap.Fold(pseudo + uint64(len(l4)))
 		if partial {
 			binary.BigEndian.PutUint16(csum, pseudoSum)
 		} else {
 			csum[0], csum[1] = 0, 0
-			finishChecksum(csum, Checksum(l4, uint32(pseudoSum)))
+			finishChecksum(csum, encap.Checksum(l4, uint32(pseudoSum)))
 		}
 	}
 }

@@ -1,8 +1,10 @@
-package encap
+package offload
 
 import (
 	"bytes"
 	"encoding/binary"
+
+	"github.com/overlayd/overlayd/encap"
 )
 
 // udpMaxSegments is the most datagrams the kernel takes in one UDP
@@ -27,9 +29,16 @@ type GROTable struct {
 	// UDP datagram is written alone.
 	UDP bool
 
-	flows   map[groKey]int32 // flow -> index in runs of its latest run
-	runs    []groRun
-	carried []uint16 // per index in bufs: how many input packets it carries
+	flows map[groKey]int32 // flow -> index in runs of its latest run
+	runs  []groRun
+}
+
+// Coalesced is a buffer that Coalesce leaves to be written, with what the
+// writer needs to know of it: which one, and how many input packets it
+// carries (1, or more for a super-packet), for counting.
+type Coalesced struct {
+	Index   int // in bufs: write bufs[Index][offset-VirtioNetHdrLen:]
+	Packets int
 }
 
 // groKey identifies a TCP or UDP flow: protocol, addresses and ports, as
@@ -46,6 +55,7 @@ type groKey struct {
 // flow need to match to be appended to it.
 type groRun struct {
 	head    int32  // index in bufs of the packet
+	out     int32  // index in Coalesce's result of the packet
 	l4Off   uint16 // IP header length
 	hdrLen  uint16 // IP and TCP or UDP headers
 	gsoSize uint16 // payload length of the head; every segment but the last has it
@@ -74,8 +84,9 @@ type groPacket struct {
 // merges consecutive segments of a TCP flow, and with t.UDP consecutive
 // datagrams of a UDP flow, into super-packets (GRO), and writes each
 // packet's virtio-net header into the VirtioNetHdrLen bytes in front of
-// it. It returns toWrite[:0] with the indices of the packets to write,
-// each as bufs[i][offset-VirtioNetHdrLen:]; the others were merged.
+// it. It returns out[:0] with the packets to write, in increasing order
+// of Index, each as bufs[Index][offset-VirtioNetHdrLen:] and with how many
+// input packets it carries; the others were merged.
 //
 // Packet i is bufs[i][offset:]; offset must be at least VirtioNetHdrLen. A
 // packet is appended to the packet before it in its flow, which grows
@@ -108,34 +119,25 @@ type groPacket struct {
 // the kernel's forwarding and delivery paths.
 //
 // A packet is only ever merged into the packet before it in its flow, and
-// the indices are returned in increasing order, so every flow keeps its
-// order. t.Packets tells how many input packets each written one carries.
-func Coalesce(bufs [][]byte, offset int, t *GROTable, toWrite []int) []int {
+// the packets are returned in increasing order, so every flow keeps its
+// order.
+func Coalesce(bufs [][]byte, offset int, t *GROTable, out []Coalesced) []Coalesced {
 	t.reset(len(bufs))
-	toWrite = toWrite[:0]
+	out = out[:0]
 	for i := range bufs {
 		var p groPacket
 		p.parse(bufs[i][offset:])
 		if p.proto == 0 {
 			clear(bufs[i][offset-VirtioNetHdrLen : offset])
-			toWrite = append(toWrite, i)
+			out = append(out, Coalesced{Index: i, Packets: 1})
 			continue
 		}
-		if t.add(bufs, offset, i, &p) {
-			toWrite = append(toWrite, i)
+		if t.add(bufs, offset, i, &p, int32(len(out))) {
+			out = append(out, Coalesced{Index: i, Packets: 1})
 		}
 	}
-	t.finish(bufs, offset)
-	return toWrite
-}
-
-// Packets reports how many input packets bufs[i] carries after the last
-// Coalesce: 0 if it was merged into another, 1 or more if it is written.
-func (t *GROTable) Packets(i int) int {
-	if i < 0 || i >= len(t.carried) {
-		return 0
-	}
-	return int(t.carried[i])
+	t.finish(bufs, offset, out)
+	return out
 }
 
 func (t *GROTable) reset(n int) {
@@ -144,18 +146,12 @@ func (t *GROTable) reset(n int) {
 	}
 	clear(t.flows)
 	t.runs = t.runs[:0]
-	if cap(t.carried) < n {
-		t.carried = make([]uint16, n)
-	}
-	t.carried = t.carried[:n]
-	for i := range t.carried {
-		t.carried[i] = 1
-	}
 }
 
 // add merges the TCP or UDP packet bufs[i] into its flow's latest run, or
-// starts a run with it. It reports whether bufs[i] is to be written.
-func (t *GROTable) add(bufs [][]byte, offset, i int, p *groPacket) bool {
+// starts a run with it, to be written as Coalesce's result out. It reports
+// whether bufs[i] is to be written.
+func (t *GROTable) add(bufs [][]byte, offset, i int, p *groPacket, out int32) bool {
 	pkt := bufs[i][offset:]
 	plain := t.Verify && !p.checksumValid(pkt)
 	merging := p.proto == protoTCP || t.UDP
@@ -166,13 +162,11 @@ func (t *GROTable) add(bufs [][]byte, offset, i int, p *groPacket) bool {
 			r := &t.runs[ri]
 			if r.canAppend(bufs, offset, pkt, p) {
 				r.append(bufs, offset, pkt, p)
-				t.carried[r.head] = r.packets
-				t.carried[i] = 0
 				return false
 			}
 		}
 	}
-	t.runs = append(t.runs, newRun(pkt, i, p, merging, plain))
+	t.runs = append(t.runs, newRun(pkt, i, out, p, merging, plain))
 	if merging {
 		// Even a run that stays closed ends its flow's previous one:
 		// nothing behind it may overtake it.
@@ -181,12 +175,14 @@ func (t *GROTable) add(bufs [][]byte, offset, i int, p *groPacket) bool {
 	return true
 }
 
-// newRun starts a run with pkt, bufs[i]. merging says whether its flow
-// may merge at all, plain whether pkt failed verification.
-func newRun(pkt []byte, i int, p *groPacket, merging, plain bool) groRun {
+// newRun starts a run with pkt, bufs[i], Coalesce's result out. merging
+// says whether its flow may merge at all, plain whether pkt failed
+// verification.
+func newRun(pkt []byte, i int, out int32, p *groPacket, merging, plain bool) groRun {
 	payload := len(pkt) - p.hdrLen
 	r := groRun{
 		head:    int32(i),
+		out:     out,
 		l4Off:   uint16(p.l4Off),
 		hdrLen:  uint16(p.hdrLen),
 		gsoSize: uint16(payload),
@@ -287,10 +283,12 @@ func (r *groRun) append(bufs [][]byte, offset int, pkt []byte, p *groPacket) {
 	r.packets++
 }
 
-// finish writes the headers of the TCP and UDP packets to be written.
-func (t *GROTable) finish(bufs [][]byte, offset int) {
+// finish writes the headers of the TCP and UDP packets to be written, and
+// how many packets each carries into out.
+func (t *GROTable) finish(bufs [][]byte, offset int, out []Coalesced) {
 	for i := range t.runs {
 		r := &t.runs[i]
+		out[r.out].Packets = int(r.packets)
 		vhdr := bufs[r.head][offset-VirtioNetHdrLen : offset]
 		if r.plain {
 			clear(vhdr)
@@ -333,7 +331,7 @@ func (t *GROTable) finish(bufs [][]byte, offset int) {
 // checksum field of the L4 header at l4Off, for the kernel to complete
 // (CHECKSUM_PARTIAL).
 func setPartialChecksum(pkt []byte, v6 bool, proto uint8, l4Off, csumOff int) {
-	s := Fold(addrSum(pkt, v6, proto) + uint64(len(pkt)-l4Off))
+	s := encap.Fold(addrSum(pkt, v6, proto) + uint64(len(pkt)-l4Off))
 	binary.BigEndian.PutUint16(pkt[l4Off+csumOff:], s)
 }
 
@@ -341,7 +339,7 @@ func setPartialChecksum(pkt []byte, v6 bool, proto uint8, l4Off, csumOff int) {
 // has a correct checksum: a merged packet gets a new one, which must not
 // cover up a damaged header.
 func ipv4HeaderValid(pkt []byte, ihl int) bool {
-	return Checksum(pkt[:ihl], 0) == 0xffff
+	return encap.Checksum(pkt[:ihl], 0) == 0xffff
 }
 
 // hasUDPChecksum reports whether the UDP datagram at l4Off carries a
@@ -426,5 +424,5 @@ func (p *groPacket) checksumValid(pkt []byte) bool {
 	if p.proto == protoUDP && !p.v6 && !hasUDPChecksum(pkt, p.l4Off) {
 		return true
 	}
-	return Checksum(l4, uint32(Fold(addrSum(pkt, p.v6, p.proto)+uint64(len(l4))))) == 0xffff
+	return encap.Checksum(l4, uint32(encap.Fold(addrSum(pkt, p.v6, p.proto)+uint64(len(l4))))) == 0xffff
 }

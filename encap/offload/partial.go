@@ -1,4 +1,6 @@
-package encap
+package offload
+
+import "github.com/overlayd/overlayd/encap"
 
 // Partial checksums: a TCP or UDP checksum field that holds the
 // pseudo-header sum, not complemented, for someone further on to finish,
@@ -22,7 +24,7 @@ func CompleteChecksum(pkt []byte) error {
 		return ErrNoTransportChecksum
 	}
 	l4 := pkt[l4Off:]
-	finishChecksum(l4[csumOff:], Checksum(l4, 0))
+	finishChecksum(l4[csumOff:], encap.Checksum(l4, 0))
 	return nil
 }
 

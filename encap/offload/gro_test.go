@@ -1,4 +1,4 @@
-package encap
+package offload
 
 import (
 	"bytes"
@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/google/gopacket/layers"
+	"github.com/overlayd/overlayd/encap/encaptest"
 )
 
 const groOffset = 64 // as the forwarder writes decapsulated packets
@@ -48,6 +49,63 @@ func kernelView(t testing.TB, buf []byte, offset int, valid bool) (VirtioNetHdr,
 	return h, segs
 }
 
+// indices returns the Index of each packet Coalesce left to write.
+func indices(written []Coalesced) []int {
+	idx := make([]int, len(written))
+	for k, w := range written {
+		idx[k] = w.Index
+	}
+	return idx
+}
+
+// packets returns how many input packets bufs[i] carries by written: 0 if
+// it was merged into another.
+func packets(written []Coalesced, i int) int {
+	for _, w := range written {
+		if w.Index == i {
+			return w.Packets
+		}
+	}
+	return 0
+}
+
+// coalescePair coalesces a batch of two packets, the first one's buffer
+// with room for capacity bytes of packet if not 0, and checks that the
+// second was merged into the first, or not, as merged says. It returns the
+// batch and the indices written, nil once it has reported that they are
+// not those.
+func coalescePair(t *testing.T, name string, pkts [][]byte, capacity int, table *GROTable, merged bool) (bufs [][]byte, toWrite []int) {
+	t.Helper()
+	bufs = groBatch(pkts, 65535)
+	if capacity != 0 {
+		bufs[0] = append(make([]byte, 0, groOffset+capacity), bufs[0]...)
+	}
+	toWrite = indices(Coalesce(bufs, groOffset, table, nil))
+	want := []int{0, 1}
+	if merged {
+		want = want[:1]
+	}
+	if !slices.Equal(toWrite, want) {
+		t.Errorf("%s: toWrite %v, want %v", name, toWrite, want)
+		return bufs, nil
+	}
+	return bufs, toWrite
+}
+
+// coalesceRoundTrip cuts the super-packet super into segments and
+// coalesces them back with table: they must come out as one packet,
+// bufs[0], that carries them all. It returns the segments and the batch.
+func coalesceRoundTrip(t *testing.T, h VirtioNetHdr, super []byte, table *GROTable) (segs, bufs [][]byte) {
+	t.Helper()
+	segs = splitAll(t, h, super)
+	bufs = groBatch(segs, 65535)
+	written := Coalesce(bufs, groOffset, table, nil)
+	if toWrite := indices(written); !slices.Equal(toWrite, []int{0}) || packets(written, 0) != len(segs) {
+		t.Fatalf("header %+v: toWrite %v, Packets(0) %d; want [0], %d", h, toWrite, packets(written, 0), len(segs))
+	}
+	return segs, bufs
+}
+
 // TestCoalesceTCPRoundTrip splits super-packets into segments, coalesces
 // them back and gets the very same super-packets, header included.
 func TestCoalesceTCPRoundTrip(t *testing.T) {
@@ -58,21 +116,7 @@ func TestCoalesceTCPRoundTrip(t *testing.T) {
 		{payload: pattern(testMSS*3+1, 2)},
 	} {
 		hIn, super := superPacket(t, s, testMSS)
-		out, sizes := newBufs(64, 1500)
-		n, _, err := SplitGSO(super, hIn, out, sizes, 0, SplitOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		segs := make([][]byte, n)
-		for i := range n {
-			segs[i] = out[i][:sizes[i]]
-		}
-		bufs := groBatch(segs, 65535)
-		var table GROTable
-		toWrite := Coalesce(bufs, groOffset, &table, nil)
-		if !slices.Equal(toWrite, []int{0}) || table.Packets(0) != n {
-			t.Fatalf("toWrite %v, Packets(0) %d; want [0], %d", toWrite, table.Packets(0), n)
-		}
+		segs, bufs := coalesceRoundTrip(t, hIn, super, &GROTable{})
 		got := bufs[0][groOffset:]
 		if !bytes.Equal(got, super) {
 			t.Fatalf("v6=%v: coalesced packet differs from the super-packet", s.v6)
@@ -159,18 +203,8 @@ func TestCoalesceTCPRefuses(t *testing.T) {
 		if tt.mangle != nil {
 			tt.mangle(pkts[0], pkts[1])
 		}
-		bufs := groBatch(pkts, 65535)
-		if tt.capacity != 0 {
-			bufs[0] = append(make([]byte, 0, groOffset+tt.capacity), bufs[0]...)
-		}
-		var table GROTable
-		toWrite := Coalesce(bufs, groOffset, &table, nil)
-		want := []int{0, 1}
-		if tt.merged {
-			want = want[:1]
-		}
-		if !slices.Equal(toWrite, want) {
-			t.Errorf("%s: toWrite %v, want %v", tt.name, toWrite, want)
+		bufs, toWrite := coalescePair(t, tt.name, pkts, tt.capacity, &GROTable{}, tt.merged)
+		if toWrite == nil {
 			continue
 		}
 		var segs [][]byte
@@ -194,10 +228,10 @@ func TestCoalesceTCPOrder(t *testing.T) {
 	}
 	icmp := buildSeg(t, segSpec{udp: true, payload: []byte("x")})
 	icmp[9] = 1 // no longer UDP: some other protocol
-	fixIPv4Checksum(icmp)
+	encaptest.FixIPv4Checksum(icmp)
 	frag := buildSeg(t, segSpec{sport: 9, payload: pattern(100, 0)})
 	frag[6] |= 0x20
-	fixIPv4Checksum(frag)
+	encaptest.FixIPv4Checksum(frag)
 
 	pkts := [][]byte{
 		buildSeg(t, f1(0, 1000)),                                     // 0: run A
@@ -221,19 +255,20 @@ func TestCoalesceTCPOrder(t *testing.T) {
 		}
 	}
 	var table GROTable
-	toWrite := Coalesce(bufs, groOffset, &table, make([]int, 0, len(bufs)))
+	written := Coalesce(bufs, groOffset, &table, make([]Coalesced, 0, len(bufs)))
+	toWrite := indices(written)
 	if want := []int{0, 1, 3, 4, 5, 7, 8, 9, 12}; !slices.Equal(toWrite, want) {
 		t.Fatalf("toWrite %v, want %v", toWrite, want)
 	}
 	carried := map[int]int{0: 2, 1: 3, 3: 1, 4: 1, 5: 2, 7: 1, 8: 1, 9: 1, 12: 1}
 	total := 0
 	for i := range bufs {
-		if got := table.Packets(i); got != carried[i] {
+		if got := packets(written, i); got != carried[i] {
 			t.Errorf("Packets(%d) = %d, want %d", i, got, carried[i])
 		}
-		total += table.Packets(i)
+		total += packets(written, i)
 	}
-	if total != len(bufs) || table.Packets(-1) != 0 || table.Packets(len(bufs)) != 0 {
+	if total != len(bufs) {
 		t.Errorf("Packets sum to %d, want %d", total, len(bufs))
 	}
 
@@ -290,7 +325,8 @@ func TestCoalesceTCPVerify(t *testing.T) {
 	for _, verify := range []bool{false, true} {
 		bufs := groBatch(pkts, 65535)
 		table := GROTable{Verify: verify}
-		toWrite := Coalesce(bufs, groOffset, &table, nil)
+		written := Coalesce(bufs, groOffset, &table, nil)
+		toWrite := indices(written)
 		want := []int{0, 4, 5}
 		if verify {
 			want = []int{0, 1, 2, 4, 5}
@@ -309,8 +345,8 @@ func TestCoalesceTCPVerify(t *testing.T) {
 				t.Errorf("corrupt packet %d: header %+v, modified %v", i, h, !bytes.Equal(bufs[i][groOffset:], pkts[i]))
 			}
 		}
-		if table.Packets(2) != 2 {
-			t.Errorf("Packets(2) = %d, want 2 (segments after the corrupt one)", table.Packets(2))
+		if packets(written, 2) != 2 {
+			t.Errorf("Packets(2) = %d, want 2 (segments after the corrupt one)", packets(written, 2))
 		}
 	}
 }
@@ -358,7 +394,7 @@ func TestCoalesceTCPAllocs(t *testing.T) {
 	bufs := groBatch(pkts, 65535)
 	batch := newRestorer(bufs)
 	var table GROTable
-	toWrite := make([]int, 0, len(bufs))
+	toWrite := make([]Coalesced, 0, len(bufs))
 	allocs := testing.AllocsPerRun(100, func() {
 		batch.restore()
 		toWrite = Coalesce(bufs, groOffset, &table, toWrite)
@@ -380,7 +416,7 @@ func BenchmarkCoalesceTCP(b *testing.B) {
 			bufs := groBatch(pkts, 65535)
 			batch := newRestorer(bufs)
 			var table GROTable
-			toWrite := make([]int, 0, len(bufs))
+			toWrite := make([]Coalesced, 0, len(bufs))
 			b.SetBytes(int64(payload))
 			b.ReportAllocs()
 			for b.Loop() {
@@ -451,21 +487,7 @@ func TestCoalesceUDPRoundTrip(t *testing.T) {
 		{segSpec{udp: true, payload: pattern(65535-28, 3)}, 1100},                      // 60 datagrams, 65535 bytes
 	} {
 		hIn, super := superPacket(t, tt.s, tt.gsoSize)
-		out, sizes := newBufs(64, 1500)
-		n, _, err := SplitGSO(super, hIn, out, sizes, 0, SplitOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		dgrams := make([][]byte, n)
-		for i := range n {
-			dgrams[i] = out[i][:sizes[i]]
-		}
-		bufs := groBatch(dgrams, 65535)
-		table := GROTable{UDP: true}
-		toWrite := Coalesce(bufs, groOffset, &table, nil)
-		if !slices.Equal(toWrite, []int{0}) || table.Packets(0) != n {
-			t.Fatalf("v6=%v: toWrite %v, Packets(0) %d; want [0], %d", tt.s.v6, toWrite, table.Packets(0), n)
-		}
+		dgrams, bufs := coalesceRoundTrip(t, hIn, super, &GROTable{UDP: true})
 		if !bytes.Equal(bufs[0][groOffset:], super) {
 			t.Fatalf("v6=%v: coalesced packet differs from the super-packet", tt.s.v6)
 		}
@@ -530,7 +552,7 @@ func TestCoalesceUDPRefuses(t *testing.T) {
 		{name: "no checksum first", mangle: func(a, _ []byte) { noChecksum(a) }},
 		{name: "bad IPv4 header checksum", mangle: func(_, b []byte) { b[ipv4OffChecksum] ^= 1 }},
 		{name: "bad IPv4 header checksum first", mangle: func(a, _ []byte) { a[ipv4OffChecksum] ^= 1 }},
-		{name: "fragment", mangle: func(_, b []byte) { b[ipv4OffFlags] |= ipv4FlagMF; fixIPv4Checksum(b) }},
+		{name: "fragment", mangle: func(_, b []byte) { b[ipv4OffFlags] |= ipv4FlagMF; encaptest.FixIPv4Checksum(b) }},
 		{name: "over 65535", first: func(s *segSpec) { s.payload = pattern(40000, 0) }, second: func(s *segSpec) { s.payload = pattern(30000, 0) }, capacity: 1 << 17},
 		{name: "no capacity", capacity: 28 + 2*64 - 1},
 		{name: "IPv4 and IPv6", second: v6},
@@ -552,18 +574,8 @@ func TestCoalesceUDPRefuses(t *testing.T) {
 		if tt.mangle != nil {
 			tt.mangle(pkts[0], pkts[1])
 		}
-		bufs := groBatch(pkts, 65535)
-		if tt.capacity != 0 {
-			bufs[0] = append(make([]byte, 0, groOffset+tt.capacity), bufs[0]...)
-		}
-		table := GROTable{UDP: !tt.noUDP}
-		toWrite := Coalesce(bufs, groOffset, &table, nil)
-		want := []int{0, 1}
-		if tt.merged {
-			want = want[:1]
-		}
-		if !slices.Equal(toWrite, want) {
-			t.Errorf("%s: toWrite %v, want %v", tt.name, toWrite, want)
+		bufs, toWrite := coalescePair(t, tt.name, pkts, tt.capacity, &GROTable{UDP: !tt.noUDP}, tt.merged)
+		if toWrite == nil {
 			continue
 		}
 		var out [][]byte
@@ -589,7 +601,8 @@ func TestCoalesceUDPSegmentLimit(t *testing.T) {
 	pkts := udpFlow(t, segSpec{}, 130, 16, 0)
 	bufs := groBatch(pkts, 65535)
 	table := GROTable{UDP: true}
-	toWrite := Coalesce(bufs, groOffset, &table, nil)
+	written := Coalesce(bufs, groOffset, &table, nil)
+	toWrite := indices(written)
 	if want := []int{0, 64, 128}; !slices.Equal(toWrite, want) {
 		t.Fatalf("toWrite %v, want %v", toWrite, want)
 	}
@@ -619,7 +632,7 @@ func TestCoalesceUDPOrder(t *testing.T) {
 	tcp := func(seq uint32) []byte { return buildSeg(t, segSpec{seq: seq, payload: pattern(100, int(seq))}) }
 	icmp := buildSeg(t, segSpec{udp: true, payload: []byte("x")})
 	icmp[ipv4OffProto] = 1
-	fixIPv4Checksum(icmp)
+	encaptest.FixIPv4Checksum(icmp)
 
 	pkts := [][]byte{
 		a[0],     // 0: run A
@@ -638,13 +651,14 @@ func TestCoalesceUDPOrder(t *testing.T) {
 	}
 	bufs := groBatch(pkts, 65535)
 	table := GROTable{UDP: true}
-	toWrite := Coalesce(bufs, groOffset, &table, nil)
+	written := Coalesce(bufs, groOffset, &table, nil)
+	toWrite := indices(written)
 	if want := []int{0, 1, 2, 4, 9, 11}; !slices.Equal(toWrite, want) {
 		t.Fatalf("toWrite %v, want %v", toWrite, want)
 	}
 	carried := map[int]int{0: 4, 1: 4, 2: 2, 4: 1, 9: 1, 11: 1}
 	for i := range bufs {
-		if got := table.Packets(i); got != carried[i] {
+		if got := packets(written, i); got != carried[i] {
 			t.Errorf("Packets(%d) = %d, want %d", i, got, carried[i])
 		}
 	}
@@ -690,7 +704,8 @@ func TestCoalesceUDPVerify(t *testing.T) {
 	for _, verify := range []bool{false, true} {
 		bufs := groBatch(pkts, 65535)
 		table := GROTable{UDP: true, Verify: verify}
-		toWrite := Coalesce(bufs, groOffset, &table, nil)
+		written := Coalesce(bufs, groOffset, &table, nil)
+		toWrite := indices(written)
 		want, carried := []int{0}, []int{5, 0, 0, 0, 0}
 		if verify {
 			want, carried = []int{0, 2, 3}, []int{2, 0, 1, 2, 0}
@@ -700,8 +715,8 @@ func TestCoalesceUDPVerify(t *testing.T) {
 			continue
 		}
 		for i, c := range carried {
-			if table.Packets(i) != c {
-				t.Errorf("verify=%v: Packets(%d) = %d, want %d", verify, i, table.Packets(i), c)
+			if packets(written, i) != c {
+				t.Errorf("verify=%v: Packets(%d) = %d, want %d", verify, i, packets(written, i), c)
 			}
 		}
 		if verify {
@@ -723,7 +738,7 @@ const goldenUSO = "testdata/uso_udp4_kernel.hex"
 // what Coalesce writes as it takes its own.
 func TestGoldenKernelUSO(t *testing.T) {
 	t.Parallel()
-	raw := loadHex(t, goldenUSO)
+	raw := encaptest.LoadHex(t, goldenUSO)
 	var h VirtioNetHdr
 	if err := h.Decode(raw); err != nil {
 		t.Fatal(err)
@@ -753,8 +768,8 @@ func TestGoldenKernelUSO(t *testing.T) {
 
 	bufs := groBatch(dgrams, 65535)
 	table := GROTable{UDP: true}
-	if toWrite := Coalesce(bufs, groOffset, &table, nil); len(toWrite) != 1 {
-		t.Fatalf("coalesced into %d packets, want 1", len(toWrite))
+	if written := Coalesce(bufs, groOffset, &table, nil); len(written) != 1 {
+		t.Fatalf("coalesced into %d packets, want 1", len(written))
 	}
 	if !bytes.Equal(bufs[0][groOffset-VirtioNetHdrLen:], raw) {
 		t.Error("coalesced packet and header differ from the kernel's")
@@ -777,7 +792,7 @@ func TestCoalesceUDPAllocs(t *testing.T) {
 	bufs := groBatch(datagramBatch(t, 128, 3, 64), 65535)
 	batch := newRestorer(bufs)
 	table := GROTable{UDP: true}
-	toWrite := make([]int, 0, len(bufs))
+	toWrite := make([]Coalesced, 0, len(bufs))
 	allocs := testing.AllocsPerRun(100, func() {
 		batch.restore()
 		toWrite = Coalesce(bufs, groOffset, &table, toWrite)
@@ -804,7 +819,7 @@ func BenchmarkCoalesceUDP(b *testing.B) {
 			bufs := groBatch(datagramBatch(b, n, bc.flows, size), 65535)
 			batch := newRestorer(bufs)
 			table := GROTable{UDP: bc.udp}
-			toWrite := make([]int, 0, len(bufs))
+			toWrite := make([]Coalesced, 0, len(bufs))
 			b.SetBytes(n * size)
 			b.ReportAllocs()
 			for b.Loop() {

@@ -1,10 +1,12 @@
-package encap
+package offload
 
 import (
 	"bytes"
 	"testing"
 
 	"github.com/google/gopacket/layers"
+	"github.com/overlayd/overlayd/encap"
+	"github.com/overlayd/overlayd/encap/encaptest"
 )
 
 // partialCopy returns pkt, a valid packet, with its TCP or UDP checksum
@@ -68,7 +70,7 @@ func fixV6Checksum(tb testing.TB, pkt []byte) []byte {
 	tb.Helper()
 	p := partialCopy(tb, pkt)
 	l4Off, csumOff, _ := transportChecksum(p)
-	finishChecksum(p[l4Off+csumOff:], Checksum(p[l4Off:], 0))
+	finishChecksum(p[l4Off+csumOff:], encap.Checksum(p[l4Off:], 0))
 	return p
 }
 
@@ -79,7 +81,7 @@ func TestCompleteChecksumZero(t *testing.T) {
 	zero := buildSeg(t, segSpec{udp: true, payload: []byte{0, 0}})
 	zero[26], zero[27] = 0, 0
 	pseudo := append(append([]byte(nil), zero[12:20]...), 0, protoUDP, 0, 10)
-	word := ^naiveChecksum(append(pseudo, zero[20:]...), 0)
+	word := ^encaptest.NaiveChecksum(append(pseudo, zero[20:]...), 0)
 	pkt := buildSeg(t, segSpec{udp: true, payload: []byte{byte(word >> 8), byte(word)}})
 	p := partialCopy(t, pkt)
 	if err := CompleteChecksum(p); err != nil {
@@ -288,7 +290,8 @@ func TestCoalesceTakesPartialChecksums(t *testing.T) {
 			for _, udp := range []bool{false, true} {
 				bufs := groBatch(segs, 65535)
 				table := GROTable{Verify: verify, UDP: udp}
-				for _, i := range Coalesce(bufs, groOffset, &table, nil) {
+				for _, w := range Coalesce(bufs, groOffset, &table, nil) {
+					i := w.Index
 					var wh VirtioNetHdr
 					if err := wh.Decode(bufs[i][groOffset-VirtioNetHdrLen:]); err != nil {
 						t.Fatal(err)
@@ -375,17 +378,13 @@ func FuzzCompleteChecksum(f *testing.F) {
 	}
 	f.Add(splitSeed(1, VirtioNetHdr{}, buildSeg(f, segSpec{v6: true, udp: true, payload: []byte("v6")})))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if len(data) < 1+VirtioNetHdrLen {
+		nbufs, h, pkt, ok := splitInput(data)
+		if !ok {
 			return
 		}
-		var h VirtioNetHdr
-		if err := h.Decode(data[1:]); err != nil {
-			t.Fatal(err)
-		}
-		pkt := data[1+VirtioNetHdrLen:]
 		checkCompleteChecksum(t, pkt)
 
-		nbufs := min(int(data[0]), 64)
+		nbufs = min(nbufs, 64)
 		complete, csizes := newBufs(nbufs, 2000)
 		partial, psizes := newBufs(nbufs, 2000)
 		n, _, err := SplitGSO(pkt, h, complete, csizes, 0, SplitOptions{})
@@ -458,5 +457,5 @@ func transportChecksumValid(pkt []byte, l4Off int, proto uint8) bool {
 	// IPv6's form (RFC 8200 §8.1) sums to IPv4's too (RFC 768).
 	n := len(l4)
 	pseudo = append(pseudo, byte(n>>24), byte(n>>16), byte(n>>8), byte(n), 0, 0, 0, proto)
-	return naiveChecksum(append(pseudo, l4...), 0) == 0xffff
+	return encaptest.NaiveChecksum(append(pseudo, l4...), 0) == 0xffff
 }
