@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/overlayd/overlayd/encap"
+	"github.com/overlayd/overlayd/encap/offload"
 	"github.com/overlayd/overlayd/subnet"
 	"github.com/overlayd/overlayd/subnet/subnettest"
 	"github.com/overlayd/overlayd/tunnel/tun"
@@ -204,8 +205,8 @@ func receive(t *testing.T, d *tuntest.ChannelDevice, n int) [][]byte {
 // IPv4/TCP packet of payload bytes, to be cut into mss-sized segments.
 func superPacket(t testing.TB, src, dst string, payload, mss int) tuntest.GSOPacket {
 	pkt := ipv4TCP(t, src, dst, payload)
-	return tuntest.GSOPacket{Pkt: pkt, Hdr: encap.VirtioNetHdr{
-		Flags: encap.VirtioNeedsCsum, GSOType: encap.GSOTCPv4, HdrLen: 40,
+	return tuntest.GSOPacket{Pkt: pkt, Hdr: offload.VirtioNetHdr{
+		Flags: offload.VirtioNeedsCsum, GSOType: offload.GSOTCPv4, HdrLen: 40,
 		GSOSize: uint16(mss), CsumStart: 20, CsumOffset: 16,
 	}}
 }

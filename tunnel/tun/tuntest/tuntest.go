@@ -8,7 +8,7 @@ import (
 	"os"
 	"sync"
 
-	"github.com/overlayd/overlayd/encap"
+	"github.com/overlayd/overlayd/encap/offload"
 	"github.com/overlayd/overlayd/tunnel/tun"
 )
 
@@ -30,7 +30,7 @@ type ChannelDevice struct {
 	Outbound chan []byte
 	// InboundGSO carries super-packets into the device, as a kernel TUN
 	// with IFF_VNET_HDR offloads hands them over: Read cuts each into
-	// MTU-sized packets with complete checksums (encap.SplitGSO), as the
+	// MTU-sized packets with complete checksums (offload.SplitGSO), as the
 	// native Device does, so that the engine can be fed TSO-sized writes.
 	InboundGSO chan GSOPacket
 
@@ -55,7 +55,7 @@ func NewChannelDevice(name string, mtu int) *ChannelDevice {
 
 // GSOPacket is a super-packet with the virtio-net header that describes it.
 type GSOPacket struct {
-	Hdr encap.VirtioNetHdr
+	Hdr offload.VirtioNetHdr
 	Pkt []byte
 }
 
@@ -77,7 +77,7 @@ func (d *ChannelDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error
 		return 0, os.ErrClosed
 	case pkt = <-d.Inbound:
 	case gso := <-d.InboundGSO:
-		n, _, err := encap.SplitGSO(gso.Pkt, gso.Hdr, bufs, sizes, offset, encap.SplitOptions{})
+		n, _, err := offload.SplitGSO(gso.Pkt, gso.Hdr, bufs, sizes, offset, offload.SplitOptions{})
 		if err != nil {
 			return 0, fmt.Errorf("tuntest: split super-packet: %w", err)
 		}
