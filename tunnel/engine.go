@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/overlayd/overlayd/internal/backoff"
 	"github.com/overlayd/overlayd/subnet"
 	"github.com/overlayd/overlayd/subnet/etcd"
 	"github.com/overlayd/overlayd/tunnel/afpacket"
@@ -453,9 +454,10 @@ func logPeerChanges(log *slog.Logger, prev, next *subnet.Table) {
 // waitForNetworkConfig reads <prefix>/config, waiting while it is absent or
 // etcd is unreachable (as flanneld does); a malformed config is an error.
 func waitForNetworkConfig(ctx context.Context, reg *etcd.Registry, prefix string, log *slog.Logger) (*subnet.Config, error) {
-	b := newBackoff(time.Second, 30*time.Second)
+	b := backoff.Backoff{Min: time.Second, Max: 30 * time.Second}
 	for {
 		cfg, err := reg.GetConfig(ctx)
+		d := b.Next() // the wait if this attempt failed
 		switch {
 		case err == nil:
 			return cfg, nil
@@ -465,9 +467,9 @@ func waitForNetworkConfig(ctx context.Context, reg *etcd.Registry, prefix string
 		case errors.Is(err, subnet.ErrInvalidConfig):
 			return nil, err
 		default:
-			log.Warn("etcd unreachable; retrying", "error", err, "retry_in", b.peek())
+			log.Warn("etcd unreachable; retrying", "error", err, "retry_in", d)
 		}
-		if err := b.wait(ctx); err != nil {
+		if err := backoff.Sleep(ctx, d); err != nil {
 			return nil, err
 		}
 	}
@@ -475,7 +477,7 @@ func waitForNetworkConfig(ctx context.Context, reg *etcd.Registry, prefix string
 
 // acquireLease retries transient registry failures with backoff.
 func acquireLease(ctx context.Context, mgr *subnet.Manager, log *slog.Logger) (subnet.Lease, error) {
-	b := newBackoff(time.Second, 30*time.Second)
+	b := backoff.Backoff{Min: time.Second, Max: 30 * time.Second}
 	for {
 		l, err := mgr.Acquire(ctx)
 		if err == nil {
@@ -484,8 +486,9 @@ func acquireLease(ctx context.Context, mgr *subnet.Manager, log *slog.Logger) (s
 		if errors.Is(err, subnet.ErrNoFreeSubnet) {
 			return subnet.Lease{}, err
 		}
-		log.Warn("could not acquire a subnet lease; retrying", "error", err, "retry_in", b.peek())
-		if err := b.wait(ctx); err != nil {
+		d := b.Next()
+		log.Warn("could not acquire a subnet lease; retrying", "error", err, "retry_in", d)
+		if err := backoff.Sleep(ctx, d); err != nil {
 			return subnet.Lease{}, err
 		}
 	}
