@@ -7,9 +7,11 @@ import "sync/atomic"
 type DropReason int
 
 const (
-	DropNotIPv4       DropReason = iota // TX: a TUN packet that is not valid IPv4
+	DropNotIPv4       DropReason = iota // TX: a TUN packet that is not IPv4, or shorter than its header
 	DropNoRoute                         // TX: no peer owns the destination
 	DropTooBig                          // TX: larger than the path MTU allows
+	DropChecksumError                   // TX: a checksum the TUN left partial that cannot be completed
+	DropEncapError                      // TX: the peer's encapsulation header cannot be written (e.g. a VNI out of range)
 	DropSendError                       // TX: the underlay refused the datagram
 	DropUnknownPeer                     // RX: the sender is not a registered peer
 	DropMalformed                       // RX: bad IP header, lengths that disagree, bad encapsulation
@@ -23,6 +25,8 @@ var dropNames = [numDropReasons]string{
 	DropNotIPv4:       "not_ipv4",
 	DropNoRoute:       "no_route",
 	DropTooBig:        "too_big",
+	DropChecksumError: "checksum_error",
+	DropEncapError:    "encap_error",
 	DropSendError:     "send_error",
 	DropUnknownPeer:   "unknown_peer",
 	DropMalformed:     "malformed",
