@@ -40,8 +40,8 @@ func (r DropReason) String() string { return dropNames[r] }
 // Stats are the forwarder's counters, shared by all workers. Workers add
 // once per batch, not once per packet, to keep the cache line quiet.
 type Stats struct {
-	TxPackets, TxBytes atomic.Uint64
-	RxPackets, RxBytes atomic.Uint64
+	TxPackets, TxBytes atomic.Uint64 // inner packets, and their bytes, sent to peers
+	RxPackets, RxBytes atomic.Uint64 // inner packets, and their bytes, written into the TUN
 	ICMPSent           atomic.Uint64 // ICMP errors written back into the TUN
 	Drops              [numDropReasons]atomic.Uint64
 }
