@@ -10,6 +10,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/overlayd/overlayd/subnet/backoff"
 )
 
 // Lease timing defaults, flanneld's.
@@ -276,7 +278,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	})
 
 	retry := min(time.Minute, max(m.opts.RenewMargin/4, time.Second))
-	bo := backoff{min: 500 * time.Millisecond, max: 30 * time.Second}
+	bo := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
 	reacquire := false
 	timer := time.NewTimer(m.renewDelay(l))
 	defer timer.Stop()
@@ -317,7 +319,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		switch {
 		case err == nil:
 			reacquire = false
-			bo.reset()
+			bo.Reset()
 			m.setLease(l, true)
 			timer.Reset(m.renewDelay(l))
 		case errors.Is(err, ErrLeaseTaken):
@@ -326,7 +328,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		case ctx.Err() != nil:
 			return nil
 		case reacquire:
-			d := bo.next()
+			d := bo.Next()
 			m.log.Warn("cannot re-acquire our subnet lease; retrying", "subnet", sn, "error", err, "retry_in", d)
 			timer.Reset(d)
 		default:
@@ -424,7 +426,7 @@ func (m *Manager) WatchPeers(ctx context.Context, onChange func(peers []Lease)) 
 // passing every result to apply. Breaks are logged and resumed from the
 // last revision; it returns only when ctx is done.
 func (m *Manager) follow(ctx context.Context, what string, apply func(WatchResult)) {
-	bo := backoff{min: 100 * time.Millisecond, max: 5 * time.Second}
+	bo := backoff.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	var rev int64
 	for ctx.Err() == nil {
 		if rev == 0 {
@@ -433,9 +435,9 @@ func (m *Manager) follow(ctx context.Context, what string, apply func(WatchResul
 				if ctx.Err() != nil {
 					return
 				}
-				d := bo.next()
+				d := bo.Next()
 				m.log.Warn("cannot list leases; retrying", "watch", what, "error", err, "retry_in", d)
-				sleep(ctx, d)
+				backoff.Sleep(ctx, d)
 				continue
 			}
 			apply(WatchResult{Revision: r, Resync: true, Leases: leases})
@@ -445,17 +447,17 @@ func (m *Manager) follow(ctx context.Context, what string, apply func(WatchResul
 		err := m.watchOnce(ctx, rev+1, func(r WatchResult) {
 			apply(r)
 			rev = max(rev, r.Revision)
-			bo.reset()
+			bo.Reset()
 		})
 		if ctx.Err() != nil {
 			return
 		}
-		if time.Since(started) > bo.max {
-			bo.reset() // it was a healthy watch that broke, not a failing one
+		if time.Since(started) > bo.Max {
+			bo.Reset() // it was a healthy watch that broke, not a failing one
 		}
-		d := bo.next()
+		d := bo.Next()
 		m.log.Warn("lease watch broken; resuming", "watch", what, "from_revision", rev+1, "error", err, "retry_in", d)
-		sleep(ctx, d)
+		backoff.Sleep(ctx, d)
 	}
 }
 
@@ -491,24 +493,4 @@ func (m *Manager) Release(ctx context.Context) error {
 	}
 	m.setLease(Lease{}, false)
 	return nil
-}
-
-// backoff doubles a delay from min to max.
-type backoff struct{ min, max, cur time.Duration }
-
-func (b *backoff) next() time.Duration {
-	b.cur = min(max(b.cur*2, b.min), b.max)
-	return b.cur
-}
-
-func (b *backoff) reset() { b.cur = 0 }
-
-// sleep waits d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
 }

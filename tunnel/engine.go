@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/overlayd/overlayd/subnet/backoff"
 	"github.com/overlayd/overlayd/subnet"
 	"github.com/overlayd/overlayd/tunnel/tun"
 	"github.com/overlayd/overlayd/tunnel/underlay"
@@ -433,20 +434,21 @@ func logPeerChanges(log *slog.Logger, prev, next *subnet.Table) {
 // waitForNetworkConfig reads <prefix>/config, waiting while it is absent or
 // etcd is unreachable (as flanneld does); a malformed config is an error.
 func waitForNetworkConfig(ctx context.Context, reg subnet.Registry, log *slog.Logger) (*subnet.Config, error) {
-	b := newBackoff(time.Second, 30*time.Second)
+	b := backoff.Backoff{Min: time.Second, Max: 30 * time.Second}
 	for {
 		cfg, err := reg.GetConfig(ctx)
+		d := b.Next() // the wait if this attempt failed
 		switch {
 		case err == nil:
 			return cfg, nil
 		case errors.Is(err, subnet.ErrConfigNotFound):
-			log.Warn("network config not found; waiting for it", "error", err, "retry_in", b.peek())
+			log.Warn("network config not found; waiting for it", "error", err, "retry_in", d)
 		case errors.Is(err, subnet.ErrInvalidConfig):
 			return nil, err
 		default:
-			log.Warn("registry unreachable; retrying", "error", err, "retry_in", b.peek())
+			log.Warn("registry unreachable; retrying", "error", err, "retry_in", d)
 		}
-		if err := b.wait(ctx); err != nil {
+		if err := backoff.Sleep(ctx, d); err != nil {
 			return nil, err
 		}
 	}
@@ -454,7 +456,7 @@ func waitForNetworkConfig(ctx context.Context, reg subnet.Registry, log *slog.Lo
 
 // acquireLease retries transient registry failures with backoff.
 func acquireLease(ctx context.Context, mgr *subnet.Manager, log *slog.Logger) (subnet.Lease, error) {
-	b := newBackoff(time.Second, 30*time.Second)
+	b := backoff.Backoff{Min: time.Second, Max: 30 * time.Second}
 	for {
 		l, err := mgr.Acquire(ctx)
 		if err == nil {
@@ -463,8 +465,9 @@ func acquireLease(ctx context.Context, mgr *subnet.Manager, log *slog.Logger) (s
 		if errors.Is(err, subnet.ErrNoFreeSubnet) {
 			return subnet.Lease{}, err
 		}
-		log.Warn("could not acquire a subnet lease; retrying", "error", err, "retry_in", b.peek())
-		if err := b.wait(ctx); err != nil {
+		d := b.Next()
+		log.Warn("could not acquire a subnet lease; retrying", "error", err, "retry_in", d)
+		if err := backoff.Sleep(ctx, d); err != nil {
 			return subnet.Lease{}, err
 		}
 	}

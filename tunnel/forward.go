@@ -119,12 +119,12 @@ func (w *worker) encapsulate(tx *txScratch, n int, table *subnet.Table) {
 			continue
 		}
 		if tx.partial[i] && !peer.PartialChecksums && offload.CompleteChecksum(pkt) != nil {
-			tx.counts.drop(DropNotIPv4) // the TUN marks only what it can complete
+			tx.counts.drop(DropChecksumError) // the TUN should mark only what it can complete
 			continue
 		}
 		frame := tx.batch.Bufs[i][Headroom-hdrLen : Headroom+len(pkt)]
 		if err := w.hdr.Encap(frame, &peer.Encap); err != nil {
-			tx.counts.drop(DropNotIPv4)
+			tx.counts.drop(DropEncapError)
 			continue
 		}
 		tx.frames = append(tx.frames, frame)

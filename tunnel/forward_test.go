@@ -122,12 +122,7 @@ func TestEncapsulate(t *testing.T) {
 	checkICMP(t, tx.replies[0][Headroom:], 3, 0, 0)
 	checkICMP(t, tx.replies[1][Headroom:], 3, 4, 1472)
 
-	want := map[DropReason]uint64{DropNotIPv4: 1, DropNoRoute: 1, DropTooBig: 2}
-	for r := DropReason(0); r < numDropReasons; r++ {
-		if tx.counts.drops[r] != want[r] {
-			t.Errorf("drops[%s] = %d, want %d", r, tx.counts.drops[r], want[r])
-		}
-	}
+	checkDrops(t, tx.counts, map[DropReason]uint64{DropNotIPv4: 1, DropNoRoute: 1, DropTooBig: 2})
 	if tx.counts.packets != 2 || tx.counts.bytes != uint64(len(toA)+len(toB)) {
 		t.Errorf("counted %d packets %d bytes", tx.counts.packets, tx.counts.bytes)
 	}
@@ -183,6 +178,33 @@ func TestEncapsulatePartialChecksums(t *testing.T) {
 		}
 		if tt.want == "complete" {
 			checkTransportChecksum(t, tx.frames[0])
+		}
+	}
+}
+
+// A packet the TUN marked partial whose checksum cannot be completed (it
+// has no TCP or UDP header) is dropped as a checksum error, not as
+// something that is not IPv4.
+func TestEncapsulateDropsUncompletableChecksum(t *testing.T) {
+	w := testWorker()
+	tx := newTxScratch(4)
+	pkt := ipv4UDP(t, "100.96.1.2", "100.96.3.9", 100, false)
+	pkt[9] = 1 // ICMP: no transport checksum to complete
+	n := loadTx(tx, pkt)
+	tx.partial[0] = true
+	w.encapsulate(tx, n, w.peers.Load())
+	if len(tx.frames) != 0 {
+		t.Fatalf("%d frames sent, want none", len(tx.frames))
+	}
+	checkDrops(t, tx.counts, map[DropReason]uint64{DropChecksumError: 1})
+}
+
+// checkDrops compares a batch's drops with want, reason by reason.
+func checkDrops(t *testing.T, got batchStats, want map[DropReason]uint64) {
+	t.Helper()
+	for r := DropReason(0); r < numDropReasons; r++ {
+		if got.drops[r] != want[r] {
+			t.Errorf("drops[%s] = %d, want %d", r, got.drops[r], want[r])
 		}
 	}
 }
@@ -261,12 +283,7 @@ func TestDecapsulateChecksEverySource(t *testing.T) {
 	if got := rx.packets[0][Headroom:]; string(got) != string(good) {
 		t.Errorf("delivered packet differs from the one sent")
 	}
-	want := map[DropReason]uint64{DropUnknownPeer: 1, DropSpoofed: 1, DropNotLocal: 1, DropMalformed: 2}
-	for r := DropReason(0); r < numDropReasons; r++ {
-		if rx.counts.drops[r] != want[r] {
-			t.Errorf("drops[%s] = %d, want %d", r, rx.counts.drops[r], want[r])
-		}
-	}
+	checkDrops(t, rx.counts, map[DropReason]uint64{DropUnknownPeer: 1, DropSpoofed: 1, DropNotLocal: 1, DropMalformed: 2})
 }
 
 // The per-packet work of both directions allocates nothing.

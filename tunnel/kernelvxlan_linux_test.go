@@ -5,48 +5,33 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"runtime"
 	"slices"
 	"testing"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/overlayd/overlayd/perf/netns/netnstest"
 	"github.com/overlayd/overlayd/subnet"
 )
 
-// privateNetns gives the test a new network namespace, reached only through
-// the returned handle: the test's own goroutines never enter it. It skips
-// the test without root. The namespace, and every device in it, goes away
-// when the test ends and the handle's socket closes.
+// privateNetns gives the test a new network namespace (netnstest.New),
+// reached only through the returned handle: the test's own goroutines never
+// enter it. It skips the test without root. The handle is closed, and the
+// namespace with every device in it deleted, when the test ends.
 func privateNetns(t *testing.T) *netlink.Handle {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates a network namespace and devices in it")
+	ns := netnstest.New(t, "tunnel")
+	var nl *netlink.Handle
+	err := ns.Do(func() (err error) {
+		nl, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("netlink handle in %s: %v", ns.Name, err)
 	}
-	type result struct {
-		nl  *netlink.Handle
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		// Never unlocked: the thread is retired when this goroutine ends,
-		// so no other goroutine ever runs in the namespace.
-		runtime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			done <- result{err: fmt.Errorf("unshare: %w", err)}
-			return
-		}
-		nl, err := netlink.NewHandle(unix.NETLINK_ROUTE)
-		done <- result{nl, err}
-	}()
-	r := <-done
-	if r.err != nil {
-		t.Fatalf("private network namespace: %v", r.err)
-	}
-	t.Cleanup(r.nl.Close)
-	return r.nl
+	t.Cleanup(nl.Close)
+	return nl
 }
 
 // addExtIface makes eth0 (one end of a veth pair) with 198.18.0.1/24, up,

@@ -7,9 +7,11 @@ import "sync/atomic"
 type DropReason int
 
 const (
-	DropNotIPv4       DropReason = iota // TX: a TUN packet that is not valid IPv4
+	DropNotIPv4       DropReason = iota // TX: a TUN packet that is not IPv4, or shorter than its header
 	DropNoRoute                         // TX: no peer owns the destination
 	DropTooBig                          // TX: larger than the path MTU allows
+	DropChecksumError                   // TX: a checksum the TUN left partial that cannot be completed
+	DropEncapError                      // TX: the peer's encapsulation header cannot be written (e.g. a VNI out of range)
 	DropSendError                       // TX: the underlay refused the datagram
 	DropUnknownPeer                     // RX: the sender is not a registered peer
 	DropMalformed                       // RX: bad IP header, lengths that disagree, bad encapsulation
@@ -23,6 +25,8 @@ var dropNames = [numDropReasons]string{
 	DropNotIPv4:       "not_ipv4",
 	DropNoRoute:       "no_route",
 	DropTooBig:        "too_big",
+	DropChecksumError: "checksum_error",
+	DropEncapError:    "encap_error",
 	DropSendError:     "send_error",
 	DropUnknownPeer:   "unknown_peer",
 	DropMalformed:     "malformed",
@@ -36,8 +40,8 @@ func (r DropReason) String() string { return dropNames[r] }
 // Stats are the forwarder's counters, shared by all workers. Workers add
 // once per batch, not once per packet, to keep the cache line quiet.
 type Stats struct {
-	TxPackets, TxBytes atomic.Uint64
-	RxPackets, RxBytes atomic.Uint64
+	TxPackets, TxBytes atomic.Uint64 // inner packets, and their bytes, sent to peers
+	RxPackets, RxBytes atomic.Uint64 // inner packets, and their bytes, written into the TUN
 	ICMPSent           atomic.Uint64 // ICMP errors written back into the TUN
 	Drops              [numDropReasons]atomic.Uint64
 }

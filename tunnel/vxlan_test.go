@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/overlayd/overlayd/encap"
 	"github.com/overlayd/overlayd/subnet"
 )
 
@@ -305,12 +306,26 @@ func TestVXLANWorkerDropsWhatTheKernelWould(t *testing.T) {
 	if len(rx.packets) != 0 {
 		t.Fatalf("%d bad frames delivered", len(rx.packets))
 	}
-	want := map[DropReason]uint64{DropMalformed: 5, DropSpoofed: 1, DropUnknownPeer: 1}
-	for r := DropReason(0); r < numDropReasons; r++ {
-		if rx.counts.drops[r] != want[r] {
-			t.Errorf("drops[%s] = %d, want %d", r, rx.counts.drops[r], want[r])
-		}
+	checkDrops(t, rx.counts, map[DropReason]uint64{DropMalformed: 5, DropSpoofed: 1, DropUnknownPeer: 1})
+}
+
+// A peer whose header cannot be written (its VNI does not fit in 24 bits)
+// gets nothing, counted as an encapsulation error.
+func TestVXLANWorkerDropsWhatItCannotEncapsulate(t *testing.T) {
+	a, _ := vxlanPair(t)
+	p, ok := a.peers.Load().Lookup(netip.MustParseAddr("100.96.2.7"))
+	if !ok {
+		t.Fatal("no peer for 100.96.2.7")
 	}
+	bad := *p
+	bad.Encap.VNI = encap.MaxVNI + 1
+	a.peers.Store(subnet.NewTable([]subnet.Peer{bad}))
+	tx := newTxScratch(4)
+	a.encapsulate(tx, loadTx(tx, ipv4UDP(t, "100.96.1.2", "100.96.2.7", 100, false)), a.peers.Load())
+	if len(tx.frames) != 0 {
+		t.Fatalf("%d frames sent, want none", len(tx.frames))
+	}
+	checkDrops(t, tx.counts, map[DropReason]uint64{DropEncapError: 1})
 }
 
 func fixIPv4Checksum(h []byte) {

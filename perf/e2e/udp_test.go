@@ -66,19 +66,6 @@ func TestDebianEtcd(t *testing.T) {
 	}
 }
 
-func other(c *cluster.Cluster, not ...*cluster.Daemon) *cluster.Daemon {
-	for _, d := range c.Daemons {
-		skip := false
-		for _, n := range not {
-			skip = skip || d == n
-		}
-		if !skip {
-			return d
-		}
-	}
-	return nil
-}
-
 func waitFullMesh(t *testing.T, c *cluster.Cluster) {
 	t.Helper()
 	for _, d := range c.Daemons {

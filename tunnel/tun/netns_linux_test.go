@@ -15,6 +15,9 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	ovdnetns "github.com/overlayd/overlayd/perf/netns"
+	"github.com/overlayd/overlayd/perf/netns/netnstest"
 )
 
 // Addresses of the tests' network: the TUN holds local, the route for
@@ -25,54 +28,30 @@ var (
 	overlay = netip.MustParsePrefix("100.96.0.0/16")
 )
 
-// netns is a fresh, anonymous network namespace held by one locked OS
-// thread. Do runs functions on that thread. Sockets and devices made there
-// stay in the namespace and may then be used from any goroutine.
+// netns is a network namespace of the test's own (netnstest.New). Do runs
+// functions inside it, each on a locked OS thread of its own. Sockets and
+// devices made there stay in the namespace and may then be used from any
+// goroutine.
 type netns struct {
-	calls chan func()
+	t  testing.TB
+	ns *ovdnetns.NS
 }
 
-// newNetns skips the test unless it runs as root, and otherwise gives it a
-// namespace of its own that lives until the test ends and it has closed
-// what it opened there.
+// newNetns skips the test unless it can make network namespaces and TUN
+// interfaces, and otherwise gives it a namespace of its own that is
+// deleted when the test ends, after it has closed what it opened there.
 func newNetns(t testing.TB) *netns {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates a network namespace and TUN interfaces")
-	}
 	if _, err := os.Stat(tunPath); err != nil {
 		t.Skipf("needs %s: %v", tunPath, err)
 	}
-	ns := &netns{calls: make(chan func())}
-	started := make(chan error, 1)
-	go func() {
-		// Never unlocked: when this goroutine returns, the runtime
-		// retires the thread instead of reusing it, and the namespace
-		// dies with its last thread, socket and device.
-		runtime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		for f := range ns.calls {
-			f()
-		}
-	}()
-	if err := <-started; err != nil {
-		t.Fatalf("unshare network namespace: %v", err)
-	}
-	t.Cleanup(func() { close(ns.calls) })
-	return ns
+	return &netns{t: t, ns: netnstest.New(t, "tun")}
 }
 
 func (ns *netns) Do(f func()) {
-	done := make(chan struct{})
-	ns.calls <- func() {
-		defer close(done)
-		f()
+	if err := ns.ns.Do(func() error { f(); return nil }); err != nil {
+		ns.t.Fatal(err)
 	}
-	<-done
 }
 
 // create opens the TUN interface name with the given queues in ns and
