@@ -11,8 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/overlayd/overlayd/subnet/backoff"
 	"github.com/overlayd/overlayd/subnet"
+	"github.com/overlayd/overlayd/subnet/backoff"
 	"github.com/overlayd/overlayd/tunnel/tun"
 	"github.com/overlayd/overlayd/tunnel/underlay"
 )
