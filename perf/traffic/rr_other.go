@@ -34,5 +34,7 @@ func DialRR(ctx context.Context, opts RROptions) (*RRClient, error) {
 	return nil, fmt.Errorf("rr: %w", errors.ErrUnsupported)
 }
 
-func (c *RRClient) Run(ctx context.Context) (RRResult, error) { return RRResult{}, errors.ErrUnsupported }
-func (c *RRClient) Close() error                              { return nil }
+func (c *RRClient) Run(ctx context.Context) (RRResult, error) {
+	return RRResult{}, errors.ErrUnsupported
+}
+func (c *RRClient) Close() error { return nil }
