@@ -187,7 +187,8 @@ func footnotes(cells [][]string, latency bool) string {
 	if latency {
 		s += "Latency: x kVXLAN above 1 is slower than " + Baseline + ". TCP RR, UDP RR: request/response as netperf's TCP_RR and UDP_RR, " +
 			"one transaction in flight for the test's duration; p50 and p99 of every round trip, transactions per second, " +
-			"and UDP requests that got no response in time (lost%). ping: ICMP echo round trips, average and p99. " +
+			"and UDP requests that got no response in time (lost%). ping: ICMP echoes with idle gaps between them, " +
+			"so that each also pays for waking the path; average and p99 round trip. " +
 			"Each figure is the median over the rounds.\n"
 	}
 	if anyPartial(cells) {
