@@ -168,30 +168,41 @@ func TestSummarize(t *testing.T) {
 	}
 }
 
-// TestResultsBeforeLatency reads a results file written before the latency
-// tests existed: its medians summarise the same again, and its latency
-// figures are absent, not failed.
-func TestResultsBeforeLatency(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join("testdata", "results-before-latency.json"))
-	if err != nil {
-		t.Fatal(err)
+// TestRecordedResults reads results files that real runs wrote: one from
+// before the latency tests existed, whose latency figures must be absent,
+// not failed, and one with them. Summarising their runs again gives the
+// medians they hold, and their markdown tables are golden.
+func TestRecordedResults(t *testing.T) {
+	for _, tt := range []struct {
+		file, golden string
+		latency      bool
+	}{
+		{"results-before-latency.json", "table-before-latency.md.golden", false},
+		{"results-latency.json", "table-latency.md.golden", true},
+	} {
+		t.Run(tt.file, func(t *testing.T) {
+			data, err := os.ReadFile(filepath.Join("testdata", tt.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var r Results
+			if err := json.Unmarshal(data, &r); err != nil {
+				t.Fatal(err)
+			}
+			if r.hasLatency() != tt.latency {
+				t.Errorf("hasLatency = %v, want %v", r.hasLatency(), tt.latency)
+			}
+			again := Summarize(r.Systems, r.Runs)
+			if !reflect.DeepEqual(again, r.Medians) {
+				t.Errorf("summarising the runs again changed the medians:\n got %+v\nwant %+v", again, r.Medians)
+			}
+			var b bytes.Buffer
+			if err := WriteMarkdown(&b, &r); err != nil {
+				t.Fatal(err)
+			}
+			golden(t, tt.golden, b.Bytes())
+		})
 	}
-	var r Results
-	if err := json.Unmarshal(data, &r); err != nil {
-		t.Fatal(err)
-	}
-	if r.hasLatency() {
-		t.Error("old results: hasLatency")
-	}
-	again := Summarize(r.Systems, r.Runs)
-	if !reflect.DeepEqual(again, r.Medians) {
-		t.Errorf("summarising the old runs again changed the medians:\n got %+v\nwant %+v", again, r.Medians)
-	}
-	var b bytes.Buffer
-	if err := WriteMarkdown(&b, &r); err != nil {
-		t.Fatal(err)
-	}
-	golden(t, "table-before-latency.md.golden", b.Bytes())
 }
 
 func TestSummarizeWithoutBaseline(t *testing.T) {

@@ -85,11 +85,19 @@ func (s *RRServer) Serve() error {
 	s.mu.Unlock()
 	defer close(s.done)
 
+	// A failed socket stops the other loop too: half a server would
+	// only confuse the client.
 	udpErr := make(chan error, 1)
-	go func() { udpErr <- s.serveUDP() }()
+	go func() {
+		err := s.serveUDP()
+		if err != nil {
+			s.closed.Store(true)
+		}
+		udpErr <- err
+	}()
 	err := s.serveTCP()
 	if err != nil {
-		s.closed.Store(true) // stop the rest too
+		s.closed.Store(true)
 	}
 	err = errors.Join(err, <-udpErr)
 	s.conns.Wait()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -201,5 +202,28 @@ func TestPingRTT(t *testing.T) {
 	}
 	if st.Sent != 2 || st.Received != 0 {
 		t.Errorf("to nobody: %+v, want 2 sent, none received", st)
+	}
+}
+
+// TestRRRunAllocs checks that a run allocates nothing per transaction: the
+// whole process (client and server) allocates a few times at most, however
+// many transactions there were. Not parallel: MemStats count every
+// goroutine's allocations.
+func TestRRRunAllocs(t *testing.T) {
+	l := newLab(t)
+	a, b, dst := l.pair(1500)
+	srv := startRRServer(t, b, netip.AddrPortFrom(dst, 0))
+	for _, proto := range []string{"tcp", "udp"} {
+		c := dialRR(t, a, RROptions{Protocol: proto, Addr: srv.Addr(), Duration: 200 * time.Millisecond})
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		r, err := c.Run(context.Background())
+		runtime.ReadMemStats(&after)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := after.Mallocs - before.Mallocs; n > 20 {
+			t.Errorf("%s: %d allocations in %d transactions", proto, n, r.Transactions)
+		}
 	}
 }
