@@ -32,16 +32,16 @@ import (
 
 // Options of a bench run.
 type Options struct {
-	Overlayd string // the overlayd binary, for overlayd systems
-	// Lab is the overlayd-lab binary, whose `rr` subcommand runs the
-	// request/response tests in the containers; empty: this program.
-	Lab      string
+	Overlayd string        // the overlayd binary, for overlayd systems
 	Systems  []string      // by name, in table order; empty: DefaultSystems
 	Duration time.Duration // of each iperf3 and request/response test, whole seconds; 0: 10s
 	Rounds   int           // rounds over all systems; 0: 3
 	Out      string        // the JSON results file; empty: DefaultOut(start)
 	Keep     bool          // keep the work directory (logs) even on success
 	Progress io.Writer     // progress lines; nil: discarded
+	// Lab is the overlayd-lab binary, whose `rr` subcommand runs the
+	// request/response tests in the containers; empty: this program.
+	Lab string
 }
 
 func (o Options) withDefaults(start time.Time) (Options, error) {
