@@ -20,7 +20,8 @@ demo: build
 	$(BIN)/overlayd-lab demo --overlayd $(BIN)/overlayd
 
 # overlayd against the kernel (host-gw, kernel VXLAN) on the same emulated
-# hosts, with iperf3 (installed if missing): a table of medians and ratios,
+# hosts: throughput with iperf3 (installed if missing), latency with
+# overlayd-lab rr (TCP_RR, UDP_RR) and ping; tables of medians and ratios,
 # and JSON + markdown in perf/results/. Needs root. Quick try:
 #   make bench BENCHFLAGS="--duration 3s --runs 1"
 bench: build

@@ -3,19 +3,28 @@
 //	overlayd-lab demo  [--overlayd bin/overlayd] [--hosts 3]
 //	overlayd-lab up    [--overlayd bin/overlayd] [--hosts 2]   (a lab kept until Ctrl-C)
 //	overlayd-lab bench [--overlayd bin/overlayd] [--systems host-gw,kernel-vxlan,overlayd-udp] [--duration 10s] [--runs 3] [--out file.json]
+//	overlayd-lab rr server [--listen 0.0.0.0:5301]                  (request/response echo server, TCP and UDP)
+//	overlayd-lab rr client --server ADDR:PORT [--proto tcp] [--size 64] [--duration 10s]   (prints JSON)
+//
+// The bench runs the rr client and server in the emulated containers.
 package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/overlayd/overlayd/perf/bench"
 	"github.com/overlayd/overlayd/perf/demo"
+	"github.com/overlayd/overlayd/perf/traffic"
 )
 
 func main() {
@@ -32,6 +41,8 @@ func main() {
 		err = runBench(ctx, os.Args[2:])
 	case "up":
 		err = runUp(ctx, os.Args[2:])
+	case "rr":
+		err = runRR(ctx, os.Args[2:])
 	default:
 		usage()
 	}
@@ -42,7 +53,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: overlayd-lab demo|bench|up [flags]")
+	fmt.Fprintln(os.Stderr, "usage: overlayd-lab demo|bench|up|rr [flags]")
 	os.Exit(2)
 }
 
@@ -76,7 +87,7 @@ func runBench(ctx context.Context, args []string) error {
 	fs.StringVar(&opts.Overlayd, "overlayd", "bin/overlayd", "the overlayd binary")
 	systems := fs.String("systems", strings.Join(bench.DefaultSystems, ","),
 		"systems to measure, in table order; known: "+strings.Join(bench.SystemNames(), ", "))
-	fs.DurationVar(&opts.Duration, "duration", 0, "length of each iperf3 test, whole seconds (default 10s)")
+	fs.DurationVar(&opts.Duration, "duration", 0, "length of each iperf3 and request/response (latency) test, whole seconds (default 10s)")
 	fs.IntVar(&opts.Rounds, "runs", 0, "rounds over all systems; the table shows medians (default 3)")
 	fs.StringVar(&opts.Out, "out", "", "JSON results file, with a .md table beside it (default perf/results/bench-<UTC time>.json)")
 	fs.BoolVar(&opts.Keep, "keep", false, "keep the work directory (logs) after a run without failures")
@@ -84,4 +95,50 @@ func runBench(ctx context.Context, args []string) error {
 	opts.Systems = strings.Split(*systems, ",")
 	_, err := bench.Run(ctx, opts, os.Stdout)
 	return err
+}
+
+// runRR is one end of a request/response latency test (traffic.RR): the
+// bench starts the server in one container and the client in the other.
+func runRR(ctx context.Context, args []string) error {
+	if len(args) < 1 || (args[0] != "server" && args[0] != "client") {
+		return errors.New("usage: overlayd-lab rr server|client [flags]")
+	}
+	fs := flag.NewFlagSet("rr "+args[0], flag.ExitOnError)
+	if args[0] == "server" {
+		listen := fs.String("listen", "0.0.0.0:5301", "IPv4 address and port to answer on, TCP and UDP")
+		fs.Parse(args[1:])
+		addr, err := netip.ParseAddrPort(*listen)
+		if err != nil {
+			return err
+		}
+		srv, err := traffic.ListenRR(addr)
+		if err != nil {
+			return err
+		}
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve() }()
+		select {
+		case err = <-served:
+		case <-ctx.Done(): // SIGTERM: a normal stop
+		}
+		return errors.Join(err, srv.Close())
+	}
+	var opts traffic.RROptions
+	server := fs.String("server", "", "the server's IPv4 address and port")
+	fs.StringVar(&opts.Protocol, "proto", "tcp", "tcp or udp")
+	fs.IntVar(&opts.Size, "size", traffic.DefaultRRSize, "bytes in each request and response")
+	fs.DurationVar(&opts.Duration, "duration", 10*time.Second, "how long to make transactions")
+	fs.DurationVar(&opts.Timeout, "timeout", traffic.DefaultRRTimeout, "UDP: wait this long for a response, then count the request lost")
+	fs.DurationVar(&opts.Wait, "wait", traffic.DefaultRRWait, "wait this long for the server to answer a first, untimed transaction")
+	fs.Parse(args[1:])
+	addr, err := netip.ParseAddrPort(*server)
+	if err != nil {
+		return fmt.Errorf("--server: %w", err)
+	}
+	opts.Addr = addr
+	res, err := traffic.RR(ctx, opts)
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(os.Stdout).Encode(res)
 }

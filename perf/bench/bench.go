@@ -6,9 +6,12 @@
 // overlayd's modes) gets a fresh topology per round: a container on host 1
 // sends through its bridge, host routing and the system under test to a
 // container on host 2. iperf3 measures single-stream TCP, four-stream TCP
-// and the 64-byte UDP packet rate; /proc gives the CPU time spent, by the
-// whole machine and by overlayd itself. Rounds interleave the systems so
-// that drift on a shared machine hits them all alike.
+// and the 64-byte UDP packet rate; overlayd-lab's own request/response tool
+// (traffic.RR, as netperf's TCP_RR and UDP_RR) and a ping series measure
+// latency: p50 and p99 round trips and transactions per second. /proc
+// gives the CPU time spent, by the whole machine and by overlayd itself.
+// Rounds interleave the systems so that drift on a shared machine hits them
+// all alike.
 //
 // The bench is a command, not a test: it needs root, takes minutes, and
 // its numbers are only meaningful as ratios measured in the same run.
@@ -31,11 +34,14 @@ import (
 type Options struct {
 	Overlayd string        // the overlayd binary, for overlayd systems
 	Systems  []string      // by name, in table order; empty: DefaultSystems
-	Duration time.Duration // of each iperf3 test, whole seconds; 0: 10s
+	Duration time.Duration // of each iperf3 and request/response test, whole seconds; 0: 10s
 	Rounds   int           // rounds over all systems; 0: 3
 	Out      string        // the JSON results file; empty: DefaultOut(start)
 	Keep     bool          // keep the work directory (logs) even on success
 	Progress io.Writer     // progress lines; nil: discarded
+	// Lab is the overlayd-lab binary, whose `rr` subcommand runs the
+	// request/response tests in the containers; empty: this program.
+	Lab string
 }
 
 func (o Options) withDefaults(start time.Time) (Options, error) {
@@ -53,6 +59,13 @@ func (o Options) withDefaults(start time.Time) (Options, error) {
 	}
 	if o.Progress == nil {
 		o.Progress = io.Discard
+	}
+	if o.Lab == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return o, fmt.Errorf("the request/response tests run this program's rr subcommand: %w", err)
+		}
+		o.Lab = self
 	}
 	switch {
 	case o.Duration < time.Second || o.Duration%time.Second != 0:
@@ -108,6 +121,7 @@ func Run(ctx context.Context, opts Options, out io.Writer) (*Results, error) {
 		Started:  start.UTC(),
 		Machine:  ReadMachine(),
 		Iperf3:   iperf3Version(ctx, bin),
+		Latency:  latencyWorkload,
 		Duration: opts.Duration.Seconds(),
 		Rounds:   opts.Rounds,
 		Systems:  opts.Systems,
@@ -199,6 +213,12 @@ func (b *bencher) runOnce(ctx context.Context, round int, s System) (Trial, erro
 // measure runs one workload and turns its report into a Measurement; a
 // failure becomes the measurement's Error.
 func (b *bencher) measure(ctx context.Context, tb Testbed, w workload, logs string) Measurement {
+	switch {
+	case w.rr != "":
+		return b.measureRR(ctx, tb, w, logs)
+	case w.ping:
+		return b.measurePing(ctx, tb, w)
+	}
 	m := Measurement{Test: w.name}
 	rep, use, err := iperfRun{bin: b.bin, tb: tb, w: w, duration: b.opts.Duration, logs: logs}.run(ctx)
 	if err != nil {
@@ -216,11 +236,51 @@ func (b *bencher) measure(ctx context.Context, tb Testbed, w workload, logs stri
 	return m
 }
 
+func (b *bencher) measureRR(ctx context.Context, tb Testbed, w workload, logs string) Measurement {
+	m := Measurement{Test: w.name}
+	res, use, err := rrRun{lab: b.opts.Lab, tb: tb, proto: w.rr, duration: b.opts.Duration, logs: logs}.run(ctx)
+	if err != nil {
+		m.Error = err.Error()
+		return m
+	}
+	m.Result = latencyMeasured(tb, latencyOf(res.RTT, res.Timeouts, res.TPS), use)
+	return m
+}
+
+func (b *bencher) measurePing(ctx context.Context, tb Testbed, w workload) Measurement {
+	m := Measurement{Test: w.name}
+	st, use, err := pingRun(ctx, tb)
+	if err != nil {
+		m.Error = err.Error()
+		return m
+	}
+	m.Result = latencyMeasured(tb, latencyOf(st.RTT, st.Sent-st.Received, 0), use)
+	return m
+}
+
+func latencyMeasured(tb Testbed, l *LatencyResult, use cpuUsage) *Result {
+	r := &Result{Latency: l, Wall: use.Wall.Seconds(), CPU: use.Machine}
+	if len(tb.OverlaydPIDs()) > 0 {
+		r.OverlaydCPU = &use.Procs
+	}
+	return r
+}
+
 // describe is a progress line's account of a measurement.
 func describe(m Measurement) string {
 	switch r := m.Result; {
 	case !m.OK():
 		return "failed: " + m.Error
+	case r.Latency != nil:
+		l := r.Latency
+		s := fmt.Sprintf("p50 %.1f µs, p99 %.1f µs", l.P50US, l.P99US)
+		if l.TPS > 0 {
+			s += fmt.Sprintf(", %.0f transactions/s", l.TPS)
+		}
+		if l.Lost > 0 {
+			s += fmt.Sprintf(", %d lost", l.Lost)
+		}
+		return s
 	case r.UDP != nil:
 		return fmt.Sprintf("%.0f kpps delivered, %.1f%% lost, %.1f CPU s", r.UDP.PPS/1e3, r.UDP.LossPct, r.CPU)
 	default:

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -127,21 +126,5 @@ func (r iperfRun) run(ctx context.Context) (Report, cpuUsage, error) {
 
 // client runs the iperf3 client to completion and returns its output.
 func (r iperfRun) client(ctx context.Context, ns *netns.NS, outPath string, argv []string) ([]byte, error) {
-	p, err := cluster.StartProcess(ctx, ns, outPath, argv...)
-	if err != nil {
-		return nil, fmt.Errorf("start iperf3 client: %w", err)
-	}
-	limit := r.duration + clientGrace
-	t := time.NewTimer(limit)
-	defer t.Stop()
-	select {
-	case <-p.Done():
-	case <-ctx.Done():
-		p.Stop()
-		return nil, ctx.Err()
-	case <-t.C:
-		p.Stop()
-		return nil, fmt.Errorf("iperf3 client did not finish within %s; stopped (output in %s)", limit, filepath.Base(outPath))
-	}
-	return os.ReadFile(outPath)
+	return runToEnd(ctx, ns, outPath, argv, r.duration+clientGrace)
 }

@@ -24,9 +24,44 @@ var columns = []string{
 	"CPU s/Gbit", "overlayd CPU s/Gbit",
 }
 
+// latencyColumns are those of the latency table, whose ratios read the
+// other way: above 1 is slower than the baseline.
+var latencyColumns = []string{
+	"system",
+	"TCP RR p50 µs", slowerRatio, "TCP RR p99 µs", slowerRatio, "TCP RR tx/s",
+	"UDP RR p50 µs", slowerRatio, "UDP RR p99 µs", slowerRatio, "UDP RR tx/s", "UDP RR lost%",
+	"ping avg µs", slowerRatio, "ping p99 µs",
+}
+
+const slowerRatio = "x kVXLAN (>1 slower)"
+
+// latencyTextHeader is latencyColumns in two rows, narrow enough for a
+// terminal, below a caption that says which way the ratios read.
+var latencyTextHeader = [][]string{
+	{"", "TCP RR", "", "", "", "", "UDP RR", "", "", "", "", "", "ping"},
+	{"system", "p50 µs", "x kVXLAN", "p99 µs", "x kVXLAN", "tx/s", "p50 µs", "x kVXLAN", "p99 µs", "x kVXLAN", "tx/s", "lost%", "avg µs", "x kVXLAN", "p99 µs"},
+}
+
+const latencyCaption = "Latency (x kVXLAN above 1 is slower than " + Baseline + ")"
+
+// latencyRows renders the latency table's cells, as rows does.
+func latencyRows(sums []Summary) [][]string {
+	var out [][]string
+	for _, s := range sums {
+		out = append(out, []string{
+			s.System,
+			stat(s.TCPRRP50, "%.1f"), ratio(s.TCPRRP50Ratio), stat(s.TCPRRP99, "%.1f"), ratio(s.TCPRRP99Ratio), stat(s.TCPRRTPS, "%.0f"),
+			stat(s.UDPRRP50, "%.1f"), ratio(s.UDPRRP50Ratio), stat(s.UDPRRP99, "%.1f"), ratio(s.UDPRRP99Ratio), stat(s.UDPRRTPS, "%.0f"), stat(s.UDPRRLost, "%.2f"),
+			stat(s.PingMean, "%.1f"), ratio(s.PingMeanRatio), stat(s.PingP99, "%.1f"),
+		})
+	}
+	return out
+}
+
 // rows renders the summaries as table cells. A metric that failed in every
 // run reads "failed"; one that failed in some runs carries a '*' (the
-// median of the others). Ratios to the baseline read "-" when there is none.
+// median of the others); one never measured reads "-". Ratios to the
+// baseline read "-" when there is none.
 func rows(sums []Summary) [][]string {
 	var out [][]string
 	for _, s := range sums {
@@ -48,6 +83,8 @@ func rows(sums []Summary) [][]string {
 
 func stat(s Stat, format string) string {
 	switch {
+	case s.Runs == 0 && s.Failed == 0:
+		return "-"
 	case s.Runs == 0:
 		return "failed"
 	case s.Failed > 0:
@@ -83,38 +120,77 @@ func WriteTable(w io.Writer, r *Results) error {
 	fmt.Fprintf(&b, "date      %s\n", r.Started.UTC().Format(time.RFC3339))
 	fmt.Fprintf(&b, "kernel    %s\n", r.Machine.Kernel)
 	fmt.Fprintf(&b, "cpu       %s, %d cores\n", r.Machine.CPUModel, r.Machine.Cores)
-	fmt.Fprintf(&b, "workload  %s; %gs per test, median of %d rounds\n\n", r.Iperf3, r.Duration, r.Rounds)
-	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, strings.Join(columns, "\t"))
+	fmt.Fprintf(&b, "workload  %s; %gs per test, median of %d rounds\n", r.Iperf3, r.Duration, r.Rounds)
+	if r.Latency != "" {
+		fmt.Fprintf(&b, "latency   %s\n", r.Latency)
+	}
+	b.WriteString("\n")
 	cells := rows(r.Medians)
+	textTable(&b, [][]string{columns}, cells)
+	latency := r.hasLatency()
+	if latency {
+		lcells := latencyRows(r.Medians)
+		b.WriteString("\n" + latencyCaption + "\n")
+		textTable(&b, latencyTextHeader, lcells)
+		cells = append(cells, lcells...)
+	}
+	b.WriteString("\n" + footnotes(cells, latency))
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+func textTable(b *bytes.Buffer, header [][]string, cells [][]string) {
+	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', 0)
+	for _, row := range header {
+		fmt.Fprintln(tw, strings.Join(row, "\t"))
+	}
 	for _, row := range cells {
 		fmt.Fprintln(tw, strings.Join(row, "\t"))
 	}
 	tw.Flush()
-	b.WriteString("\n" + footnotes(cells))
-	_, err := w.Write(b.Bytes())
-	return err
+}
+
+func markdownTable(b *bytes.Buffer, header []string, cells [][]string) {
+	fmt.Fprintf(b, "| %s |\n", strings.Join(header, " | "))
+	b.WriteString("|---" + strings.Repeat("|--:", len(header)-1) + "|\n")
+	for _, row := range cells {
+		fmt.Fprintf(b, "| %s |\n", strings.Join(row, " | "))
+	}
 }
 
 // WriteMarkdown prints the same table as GitHub markdown, for the README.
 func WriteMarkdown(w io.Writer, r *Results) error {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "overlayd bench, %s: Linux %s, %s (%d cores), %s, %gs per test, median of %d rounds.\n\n",
+	fmt.Fprintf(&b, "overlayd bench, %s: Linux %s, %s (%d cores), %s, %gs per test, median of %d rounds.",
 		r.Started.UTC().Format("2006-01-02"), r.Machine.Kernel, r.Machine.CPUModel, r.Machine.Cores, r.Iperf3, r.Duration, r.Rounds)
-	fmt.Fprintf(&b, "| %s |\n", strings.Join(columns, " | "))
-	b.WriteString("|---" + strings.Repeat("|--:", len(columns)-1) + "|\n")
-	cells := rows(r.Medians)
-	for _, row := range cells {
-		fmt.Fprintf(&b, "| %s |\n", strings.Join(row, " | "))
+	if r.Latency != "" {
+		fmt.Fprintf(&b, " Latency: %s.", r.Latency)
 	}
-	b.WriteString("\n" + footnotes(cells))
+	b.WriteString("\n\n")
+	cells := rows(r.Medians)
+	markdownTable(&b, columns, cells)
+	latency := r.hasLatency()
+	if latency {
+		lcells := latencyRows(r.Medians)
+		b.WriteString("\n")
+		markdownTable(&b, latencyColumns, lcells)
+		cells = append(cells, lcells...)
+	}
+	b.WriteString("\n" + footnotes(cells, latency))
 	_, err := w.Write(b.Bytes())
 	return err
 }
 
-func footnotes(cells [][]string) string {
+func footnotes(cells [][]string, latency bool) string {
 	s := "x kVXLAN: ratio to " + Baseline + " in the same run. CPU: the single-stream TCP test; " +
 		"machine-wide busy time (all cores) or overlayd's own, per Gbit delivered.\n"
+	if latency {
+		s += "Latency: x kVXLAN above 1 is slower than " + Baseline + ". TCP RR, UDP RR: request/response as netperf's TCP_RR and UDP_RR, " +
+			"one transaction in flight for the test's duration; p50 and p99 of every round trip, transactions per second, " +
+			"and UDP requests that got no response in time (lost%). ping: ICMP echoes with idle gaps between them, " +
+			"so that each also pays for waking the path; average and p99 round trip. " +
+			"Each figure is the median over the rounds.\n"
+	}
 	if anyPartial(cells) {
 		s += "*: some runs failed; the median of the others (see the JSON file).\n"
 	}

@@ -21,6 +21,7 @@ func sampleResults() *Results {
 		Finished: time.Date(2026, 11, 22, 2, 6, 10, 0, time.UTC),
 		Machine:  Machine{Kernel: "6.18.44-fc-v669", CPUModel: "AMD EPYC", Cores: 2},
 		Iperf3:   "iperf 3.12 (cJSON 1.7.15)",
+		Latency:  latencyWorkload,
 		Duration: 10,
 		Rounds:   2,
 		Systems:  systems,
@@ -71,6 +72,7 @@ func TestCells(t *testing.T) {
 		{Stat{Median: 12.345, Runs: 3}, "12.35"},
 		{Stat{Median: 12.345, Runs: 2, Failed: 1}, "12.35*"},
 		{Stat{Runs: 0, Failed: 3}, "failed"},
+		{Stat{}, "-"}, // not measured
 	} {
 		if got := stat(tt.s, "%.2f"); got != tt.want {
 			t.Errorf("stat(%+v) = %q, want %q", tt.s, got, tt.want)

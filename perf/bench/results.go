@@ -1,8 +1,11 @@
 package bench
 
 import (
+	"fmt"
 	"slices"
 	"time"
+
+	"github.com/overlayd/overlayd/perf/traffic"
 )
 
 // Baseline is the system every ratio is taken against, measured in the
@@ -14,19 +17,46 @@ const (
 	TCP1  = "tcp1"  // one TCP stream
 	TCP4  = "tcp4"  // four parallel TCP streams (-P 4)
 	UDP64 = "udp64" // 64-byte UDP datagrams at unlimited rate (-u -l 64 -b 0)
+	// Request/response of rrSize bytes, one transaction in flight, as
+	// netperf's TCP_RR and UDP_RR (overlayd-lab rr).
+	TCPRR = "tcp_rr"
+	UDPRR = "udp_rr"
+	// pingCount ICMP echoes, pingInterval apart: unlike the back-to-back
+	// RR transactions, the path idles between them, so each echo also pays
+	// for waking whatever went to sleep on the way (dear on a VM).
+	Ping = "ping"
 )
 
-// workload is one iperf3 test: its name and its client flags besides
-// -c, -p, -t and -J.
+// The latency workloads' parameters.
+const (
+	rrSize       = 64
+	pingCount    = 1000
+	pingInterval = time.Millisecond
+	pingTimeout  = time.Second
+	pingSize     = 84 // ping(8)'s default: 56 bytes of data
+)
+
+// latencyWorkload describes the latency tests for the results and report.
+var latencyWorkload = fmt.Sprintf("overlayd-lab rr request/response, %d B, one transaction in flight, UDP lost after %s; ping: %d × %d B, %s apart",
+	rrSize, traffic.DefaultRRTimeout, pingCount, pingSize, pingInterval)
+
+// workload is one test: an iperf3 run with its client flags besides -c,
+// -p, -t and -J, a request/response run (rr: its protocol), or a ping
+// series.
 type workload struct {
 	name string
 	args []string
+	rr   string // "tcp" or "udp"
+	ping bool
 }
 
 var workloads = []workload{
-	{TCP1, nil},
-	{TCP4, []string{"-P", "4"}},
-	{UDP64, []string{"-u", "-l", "64", "-b", "0"}},
+	{name: TCP1},
+	{name: TCP4, args: []string{"-P", "4"}},
+	{name: UDP64, args: []string{"-u", "-l", "64", "-b", "0"}},
+	{name: TCPRR, rr: "tcp"},
+	{name: UDPRR, rr: "udp"},
+	{name: Ping, ping: true},
 }
 
 // Results is everything one bench run measured: the JSON file's schema.
@@ -34,7 +64,9 @@ type Results struct {
 	Started  time.Time `json:"started"`
 	Finished time.Time `json:"finished"`
 	Machine  Machine   `json:"machine"`
-	Iperf3   string    `json:"iperf3"`     // iperf3's version
+	Iperf3   string    `json:"iperf3"` // iperf3's version
+	// The latency tests; empty in results from before they existed.
+	Latency  string    `json:"latency_workload,omitempty"`
 	Duration float64   `json:"duration_s"` // of each test
 	Rounds   int       `json:"rounds"`
 	Systems  []string  `json:"systems"` // in table order
@@ -60,10 +92,10 @@ type Trial struct {
 	TeardownError string `json:"teardown_error,omitempty"`
 }
 
-// Measurement is one iperf3 test of one run: either an Error or a Result,
-// never a guessed number.
+// Measurement is one test of one run: either an Error or a Result, never
+// a guessed number.
 type Measurement struct {
-	Test   string  `json:"test"` // TCP1, TCP4 or UDP64
+	Test   string  `json:"test"` // TCP1, TCP4, UDP64, TCPRR, UDPRR or Ping
 	Error  string  `json:"error,omitempty"`
 	Result *Result `json:"result,omitempty"` // nil when the test failed
 }
@@ -73,9 +105,11 @@ func (m Measurement) OK() bool { return m.Error == "" && m.Result != nil }
 
 // Result is what a test that succeeded measured.
 type Result struct {
-	Gbps float64    `json:"gbps"`          // the receiver's rate
-	Gbit float64    `json:"gbit"`          // delivered: Gbps × the receiver's seconds
-	UDP  *UDPResult `json:"udp,omitempty"` // for UDP tests
+	Gbps float64    `json:"gbps,omitempty"` // the receiver's rate (iperf3 tests)
+	Gbit float64    `json:"gbit,omitempty"` // delivered: Gbps × the receiver's seconds
+	UDP  *UDPResult `json:"udp,omitempty"`  // for iperf3's UDP test
+	// For the request/response tests and ping.
+	Latency *LatencyResult `json:"latency,omitempty"`
 
 	// CPU time while the client ran (Wall seconds): the whole machine's
 	// busy time, and overlayd's own, which is nil for kernel systems.
@@ -90,6 +124,27 @@ type UDPResult struct {
 	Delivered int64   `json:"delivered_packets"` // to the server
 	PPS       float64 `json:"pps"`               // delivered per second
 	LossPct   float64 `json:"loss_pct"`
+}
+
+// LatencyResult is what a request/response test or a ping series
+// measured: the round trips of the transactions answered in time.
+type LatencyResult struct {
+	Transactions int64   `json:"transactions"`  // answered (ping: replies)
+	Lost         int64   `json:"lost"`          // UDP requests or pings unanswered in time
+	TPS          float64 `json:"tps,omitempty"` // transactions per second; 0 for ping, which waits between echoes
+	MeanUS       float64 `json:"mean_us"`
+	MinUS        float64 `json:"min_us"`
+	P50US        float64 `json:"p50_us"`
+	P99US        float64 `json:"p99_us"`
+	MaxUS        float64 `json:"max_us"`
+}
+
+// LostPct is the share of requests that went unanswered.
+func (l *LatencyResult) LostPct() float64 {
+	if l.Transactions+l.Lost == 0 {
+		return 0
+	}
+	return 100 * float64(l.Lost) / float64(l.Transactions+l.Lost)
 }
 
 // CPUPerGbit is CPU seconds spent per gigabit delivered. It is 0 when
@@ -125,6 +180,43 @@ type Summary struct {
 	TCP1Ratio  *float64 `json:"tcp1_vs_baseline,omitempty"`
 	TCP4Ratio  *float64 `json:"tcp4_vs_baseline,omitempty"`
 	UDP64Ratio *float64 `json:"udp64_vs_baseline,omitempty"`
+
+	// Latency in µs: the medians over the runs of each run's percentiles.
+	// Absent (zero) in results from before these tests existed.
+	TCPRRP50    Stat `json:"tcp_rr_p50_us"`
+	TCPRRP99    Stat `json:"tcp_rr_p99_us"`
+	TCPRRTPS    Stat `json:"tcp_rr_tps"`
+	UDPRRP50    Stat `json:"udp_rr_p50_us"`
+	UDPRRP99    Stat `json:"udp_rr_p99_us"`
+	UDPRRTPS    Stat `json:"udp_rr_tps"`
+	UDPRRLost   Stat `json:"udp_rr_lost_pct"`
+	PingMean    Stat `json:"ping_mean_us"`
+	PingP50     Stat `json:"ping_p50_us"`
+	PingP99     Stat `json:"ping_p99_us"`
+	PingLostPct Stat `json:"ping_lost_pct"`
+
+	// Latency ratios to the baseline: above 1 is slower.
+	TCPRRP50Ratio *float64 `json:"tcp_rr_p50_vs_baseline,omitempty"`
+	TCPRRP99Ratio *float64 `json:"tcp_rr_p99_vs_baseline,omitempty"`
+	UDPRRP50Ratio *float64 `json:"udp_rr_p50_vs_baseline,omitempty"`
+	UDPRRP99Ratio *float64 `json:"udp_rr_p99_vs_baseline,omitempty"`
+	PingMeanRatio *float64 `json:"ping_mean_vs_baseline,omitempty"`
+}
+
+// hasLatency reports whether the latency tests were part of the run: not
+// in results from before they existed.
+func (r *Results) hasLatency() bool {
+	if r.Latency != "" {
+		return true
+	}
+	for _, t := range r.Runs {
+		for _, m := range t.Tests {
+			if m.Test == TCPRR || m.Test == UDPRR || m.Test == Ping {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Summarize takes the medians of every system's runs, in the order of
@@ -152,6 +244,11 @@ func Summarize(systems []string, runs []Trial) []Summary {
 			s.TCP1Ratio = Ratio(s.TCP1Gbps, base.TCP1Gbps)
 			s.TCP4Ratio = Ratio(s.TCP4Gbps, base.TCP4Gbps)
 			s.UDP64Ratio = Ratio(s.UDP64KPPS, base.UDP64KPPS)
+			s.TCPRRP50Ratio = Ratio(s.TCPRRP50, base.TCPRRP50)
+			s.TCPRRP99Ratio = Ratio(s.TCPRRP99, base.TCPRRP99)
+			s.UDPRRP50Ratio = Ratio(s.UDPRRP50, base.UDPRRP50)
+			s.UDPRRP99Ratio = Ratio(s.UDPRRP99, base.UDPRRP99)
+			s.PingMeanRatio = Ratio(s.PingMean, base.PingMean)
 		}
 	}
 	return out
@@ -161,12 +258,16 @@ func summarize(system string, runs []Trial) Summary {
 	s := Summary{System: system}
 	// metric collects value from every run's test; a run whose setup or
 	// test failed counts as a failure, one where value has no number
-	// (ok false) does not count at all.
+	// (ok false) does not count at all, nor does one that ran other tests
+	// but not this one (results from before it existed).
 	metric := func(test string, value func(*Result) (v float64, ok bool)) Stat {
 		var vals []float64
 		failed := 0
 		for _, r := range runs {
 			m, found := r.test(test)
+			if !found && len(r.Tests) > 0 {
+				continue
+			}
 			if !found || !m.OK() {
 				failed++
 				continue
@@ -195,6 +296,23 @@ func summarize(system string, runs []Trial) Summary {
 	s.CPUPerGbit = metric(TCP1, func(r *Result) (float64, bool) {
 		return r.CPUPerGbit(r.CPU), r.Gbit > 0
 	})
+	latency := func(test string, value func(*LatencyResult) float64) Stat {
+		return metric(test, func(r *Result) (float64, bool) {
+			if r.Latency == nil || r.Latency.Transactions == 0 {
+				return 0, false
+			}
+			return value(r.Latency), true
+		})
+	}
+	p50 := func(l *LatencyResult) float64 { return l.P50US }
+	p99 := func(l *LatencyResult) float64 { return l.P99US }
+	tps := func(l *LatencyResult) float64 { return l.TPS }
+	lost := func(l *LatencyResult) float64 { return l.LostPct() }
+	s.TCPRRP50, s.TCPRRP99, s.TCPRRTPS = latency(TCPRR, p50), latency(TCPRR, p99), latency(TCPRR, tps)
+	s.UDPRRP50, s.UDPRRP99, s.UDPRRTPS = latency(UDPRR, p50), latency(UDPRR, p99), latency(UDPRR, tps)
+	s.UDPRRLost = latency(UDPRR, lost)
+	s.PingMean = latency(Ping, func(l *LatencyResult) float64 { return l.MeanUS })
+	s.PingP50, s.PingP99, s.PingLostPct = latency(Ping, p50), latency(Ping, p99), latency(Ping, lost)
 	if hasOverlayd(runs) {
 		st := metric(TCP1, func(r *Result) (float64, bool) {
 			if r.OverlaydCPU == nil || r.Gbit <= 0 {

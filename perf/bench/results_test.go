@@ -1,6 +1,11 @@
 package bench
 
 import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
 	"testing"
 )
 
@@ -57,24 +62,37 @@ func TestCPUPerGbit(t *testing.T) {
 func f64(v float64) *float64 { return &v }
 
 // sampleRuns is two rounds of three systems: overlayd-udp's second UDP test
-// failed, and host-gw's second setup failed.
+// and its second UDP_RR failed, and host-gw's second setup failed. The
+// latency tests take their round trips from rtt: µs at p50, ×3 at p99.
 func sampleRuns() []Trial {
-	tests := func(tcp1, tcp4, kpps, loss, cpu float64, overlayd *float64) []Measurement {
+	tests := func(tcp1, tcp4, kpps, loss, cpu float64, overlayd *float64, rtt float64) []Measurement {
+		lat := func(tps float64, lost int64) *LatencyResult {
+			n := int64(tps * 10)
+			if tps == 0 {
+				n = 200 - lost
+			}
+			return &LatencyResult{Transactions: n, Lost: lost, TPS: tps,
+				MeanUS: rtt * 1.2, MinUS: rtt / 2, P50US: rtt, P99US: rtt * 3, MaxUS: rtt * 10}
+		}
 		return []Measurement{
 			{Test: TCP1, Result: &Result{Gbps: tcp1, Gbit: tcp1 * 10, Wall: 10.2, CPU: cpu, OverlaydCPU: overlayd}},
 			{Test: TCP4, Result: &Result{Gbps: tcp4, Gbit: tcp4 * 10, Wall: 10.2, CPU: cpu, OverlaydCPU: overlayd}},
 			{Test: UDP64, Result: &Result{Gbps: 0.1, Gbit: 1, Wall: 10.2, CPU: cpu, OverlaydCPU: overlayd,
 				UDP: &UDPResult{Sent: 1000, Delivered: 900, PPS: kpps * 1e3, LossPct: loss}}},
+			{Test: TCPRR, Result: &Result{Latency: lat(1e6/rtt, 0), Wall: 10.1, CPU: cpu / 2, OverlaydCPU: overlayd}},
+			{Test: UDPRR, Result: &Result{Latency: lat(1e6/rtt*0.9, 5), Wall: 10.1, CPU: cpu / 2, OverlaydCPU: overlayd}},
+			{Test: Ping, Result: &Result{Latency: lat(0, 1), Wall: 2.1, CPU: 0.1, OverlaydCPU: overlayd}},
 		}
 	}
-	ovd2 := tests(2, 3, 150, 30, 20, f64(8))
+	ovd2 := tests(2, 3, 150, 30, 20, f64(8), 140)
 	ovd2[2] = Measurement{Test: UDP64, Error: "iperf3: control socket has closed unexpectedly"}
+	ovd2[4] = Measurement{Test: UDPRR, Error: "rr udp: no transaction answered in 10.0s (200 timed out)"}
 	return []Trial{
-		{Round: 1, System: "host-gw", Tests: tests(20, 24, 400, 10, 16, nil)},
-		{Round: 1, System: Baseline, Tests: tests(10, 16, 300, 20, 18, nil)},
-		{Round: 1, System: "overlayd-udp", Overlayd: true, Tests: tests(1, 2, 100, 40, 20, f64(6))},
+		{Round: 1, System: "host-gw", Tests: tests(20, 24, 400, 10, 16, nil, 18)},
+		{Round: 1, System: Baseline, Tests: tests(10, 16, 300, 20, 18, nil, 20)},
+		{Round: 1, System: "overlayd-udp", Overlayd: true, Tests: tests(1, 2, 100, 40, 20, f64(6), 120)},
 		{Round: 2, System: "host-gw", SetupError: "topo: exit status 2"},
-		{Round: 2, System: Baseline, Tests: tests(14, 20, 340, 10, 18, nil)},
+		{Round: 2, System: Baseline, Tests: tests(14, 20, 340, 10, 18, nil, 24)},
 		{Round: 2, System: "overlayd-udp", Overlayd: true, Tests: ovd2},
 	}
 }
@@ -118,11 +136,78 @@ func TestSummarize(t *testing.T) {
 	if ovd.OverlaydCPUPerGbit == nil || !near(ovd.OverlaydCPUPerGbit.Median, (0.6+0.4)/2) {
 		t.Errorf("overlayd CPU s/Gbit = %+v, want 0.5", ovd.OverlaydCPUPerGbit)
 	}
+
+	// Latency: medians of the runs' percentiles, and ratios where above 1
+	// is slower. kernel-vxlan's p50 are 20 and 24 µs, overlayd's 120 and 140.
+	if kv.TCPRRP50 != (Stat{Median: 22, Runs: 2}) || kv.TCPRRP99 != (Stat{Median: 66, Runs: 2}) {
+		t.Errorf("kernel-vxlan TCP RR p50, p99 = %+v, %+v; want 22, 66", kv.TCPRRP50, kv.TCPRRP99)
+	}
+	if !near(kv.TCPRRTPS.Median, (1e6/20+1e6/24)/2) {
+		t.Errorf("kernel-vxlan TCP RR tx/s = %v", kv.TCPRRTPS.Median)
+	}
+	if ovd.TCPRRP50Ratio == nil || !near(*ovd.TCPRRP50Ratio, 130.0/22) {
+		t.Errorf("overlayd-udp TCP RR p50 ratio = %v, want 130/22", ovd.TCPRRP50Ratio)
+	}
+	if ovd.TCPRRP99Ratio == nil || !near(*ovd.TCPRRP99Ratio, 390.0/66) {
+		t.Errorf("overlayd-udp TCP RR p99 ratio = %v, want 390/66", ovd.TCPRRP99Ratio)
+	}
+	// The failed UDP_RR counts as failed; the other run stands alone.
+	if ovd.UDPRRP50 != (Stat{Median: 120, Runs: 1, Failed: 1}) || ovd.UDPRRP50Ratio == nil || !near(*ovd.UDPRRP50Ratio, 120.0/22) {
+		t.Errorf("overlayd-udp UDP RR p50 = %+v, ratio %v; want 120 (1 failed), 120/22", ovd.UDPRRP50, ovd.UDPRRP50Ratio)
+	}
+	// 5 lost of 5 + 9×1e6/120×0.9... transactions.
+	n := float64(int64(1e6 / 120.0 * 0.9 * 10))
+	if !near(ovd.UDPRRLost.Median, 100*5/(n+5)) {
+		t.Errorf("overlayd-udp UDP RR lost = %v%%, want %v", ovd.UDPRRLost.Median, 100*5/(n+5))
+	}
+	if !near(kv.PingMean.Median, 22*1.2) || kv.PingLostPct.Median != 0.5 || kv.PingMeanRatio == nil || *kv.PingMeanRatio != 1 {
+		t.Errorf("kernel-vxlan ping = %+v, lost %+v, ratio %v; want mean 26.4 µs, 0.5%% lost, ratio 1", kv.PingMean, kv.PingLostPct, kv.PingMeanRatio)
+	}
+	if gw.TCPRRP50 != (Stat{Median: 18, Runs: 1, Failed: 1}) {
+		t.Errorf("host-gw TCP RR p50 = %+v: the failed setup counts as failed", gw.TCPRRP50)
+	}
+}
+
+// TestRecordedResults reads results files that real runs wrote: one from
+// before the latency tests existed, whose latency figures must be absent,
+// not failed, and one with them. Summarising their runs again gives the
+// medians they hold, and their markdown tables are golden.
+func TestRecordedResults(t *testing.T) {
+	for _, tt := range []struct {
+		file, golden string
+		latency      bool
+	}{
+		{"results-before-latency.json", "table-before-latency.md.golden", false},
+		{"results-latency.json", "table-latency.md.golden", true},
+	} {
+		t.Run(tt.file, func(t *testing.T) {
+			data, err := os.ReadFile(filepath.Join("testdata", tt.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var r Results
+			if err := json.Unmarshal(data, &r); err != nil {
+				t.Fatal(err)
+			}
+			if r.hasLatency() != tt.latency {
+				t.Errorf("hasLatency = %v, want %v", r.hasLatency(), tt.latency)
+			}
+			again := Summarize(r.Systems, r.Runs)
+			if !reflect.DeepEqual(again, r.Medians) {
+				t.Errorf("summarising the runs again changed the medians:\n got %+v\nwant %+v", again, r.Medians)
+			}
+			var b bytes.Buffer
+			if err := WriteMarkdown(&b, &r); err != nil {
+				t.Fatal(err)
+			}
+			golden(t, tt.golden, b.Bytes())
+		})
+	}
 }
 
 func TestSummarizeWithoutBaseline(t *testing.T) {
 	for _, s := range Summarize([]string{"host-gw", "overlayd-udp"}, sampleRuns()) {
-		if s.TCP1Ratio != nil || s.TCP4Ratio != nil || s.UDP64Ratio != nil {
+		if s.TCP1Ratio != nil || s.TCP4Ratio != nil || s.UDP64Ratio != nil || s.TCPRRP50Ratio != nil || s.PingMeanRatio != nil {
 			t.Errorf("%s has ratios without a baseline in the run", s.System)
 		}
 	}

@@ -44,3 +44,10 @@ func (r PingResult) String() string {
 	}
 	return b.String()
 }
+
+// PingStats is what a series of pings ([PingRTT]) measured.
+type PingStats struct {
+	Sent     int64        `json:"sent"`
+	Received int64        `json:"received"` // replies in time
+	RTT      LatencyStats `json:"rtt"`      // of the replies
+}

@@ -130,6 +130,115 @@ func configure(rc syscall.RawConn, df bool) error {
 	return errors.Join(err, sockErr)
 }
 
+// PingRTT sends count echo requests of size bytes (as for [Ping]) from
+// inside ns to dst, one at a time, interval apart, each waiting up to
+// timeout for its reply, and summarises the round trips. An echo that gets
+// no reply in time, or an ICMP error, counts as lost, not as an error.
+//
+// Unlike Ping it keeps one blocking raw socket for the whole series and
+// waits in the kernel, so the round trips are the path's, as ping(8)
+// reports them, without the Go netpoller's wake-up.
+func PingRTT(ctx context.Context, ns *netns.NS, dst netip.Addr, size, count int, interval, timeout time.Duration) (PingStats, error) {
+	dst = dst.Unmap()
+	switch {
+	case ns == nil:
+		return PingStats{}, errors.New("ping: no namespace")
+	case !dst.Is4():
+		return PingStats{}, fmt.Errorf("ping %s: only IPv4 is supported", dst)
+	case size < MinPingSize+8 || size > MaxPingSize:
+		return PingStats{}, fmt.Errorf("ping %s: size %d out of range [%d, %d]", dst, size, MinPingSize+8, MaxPingSize)
+	case count < 1 || interval < 0 || timeout <= 0:
+		return PingStats{}, fmt.Errorf("ping %s: want count ≥ 1, interval ≥ 0 and timeout > 0", dst)
+	}
+	var st PingStats
+	err := ns.Do(func() error {
+		fd, err := blockingRawICMP(dst, timeout)
+		if err != nil {
+			return fmt.Errorf("ping %s from %s: %w", dst, ns.Name, err)
+		}
+		defer unix.Close(fd)
+		echo := make([]byte, size-ipv4HeaderLen)
+		buf := make([]byte, MaxPingSize)
+		h := new(Histogram)
+		id := uint16(echoID.Add(1))
+		for seq := range count {
+			if seq > 0 {
+				if err := sleep(ctx, interval); err != nil {
+					return fmt.Errorf("ping %s: %w", dst, err)
+				}
+			}
+			buildEcho(echo, id, uint16(seq))
+			start := time.Now()
+			if err := writeFull(fd, echo); err != nil {
+				return fmt.Errorf("ping %s from %s: %w", dst, ns.Name, err)
+			}
+			st.Sent++
+			reply, err := awaitEcho(fd, buf, echo, dst)
+			if err != nil {
+				return fmt.Errorf("ping %s: %w", dst, err)
+			}
+			if reply {
+				h.Record(time.Since(start))
+			}
+		}
+		st.Received = int64(h.Count())
+		st.RTT = h.Stats()
+		return nil
+	})
+	return st, err
+}
+
+// blockingRawICMP opens a blocking raw ICMP socket connected to dst, so that
+// it only sees what dst sends, whose receives give up after timeout.
+func blockingRawICMP(dst netip.Addr, timeout time.Duration) (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+	if err != nil {
+		return -1, fmt.Errorf("open raw ICMP socket: %w", err)
+	}
+	tv := unix.NsecToTimeval(timeout.Nanoseconds())
+	const keep = 1<<icmpEchoReply | 1<<icmpDestUnreach | 1<<icmpTimeExceeded | 1<<icmpParamProblem
+	for _, err := range []error{
+		unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv),
+		unix.SetsockoptInt(fd, unix.SOL_RAW, unix.ICMP_FILTER, int(^uint32(keep))),
+		unix.Connect(fd, &unix.SockaddrInet4{Addr: dst.As4()}),
+	} {
+		if err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
+	}
+	return fd, nil
+}
+
+// awaitEcho reads fd until the reply to echo arrives (true), or an ICMP
+// error about it or the receive timeout (false). Anything else is skipped.
+func awaitEcho(fd int, buf, echo []byte, dst netip.Addr) (bool, error) {
+	for {
+		n, err := unix.Read(fd, buf)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return false, nil
+		case err != nil:
+			return false, fmt.Errorf("read: %w", err)
+		case n < ipv4HeaderLen:
+			continue
+		}
+		ihl := int(buf[0]&0x0f) * 4
+		if ihl < ipv4HeaderLen || ihl > n {
+			continue
+		}
+		r, ok, err := match(buf[ihl:n], dst, echo, dst)
+		if err != nil {
+			return false, err
+		}
+		if ok {
+			return r.Reply, nil
+		}
+	}
+}
+
 // routeMTU is the MTU the kernel holds for the route to dst, learnt path MTU
 // included, or 0 if it will not say. IP_MTU needs a connected socket, so it
 // connects the socket, which is about to be closed anyway.
