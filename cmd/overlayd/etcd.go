@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"strings"
 
 	"github.com/overlayd/overlayd/subnet/etcd"
@@ -10,7 +9,7 @@ import (
 
 // runEtcd serves an embedded single-node etcd until interrupted.
 func runEtcd(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("overlayd etcd", flag.ContinueOnError)
+	fs := newFlagSet("etcd")
 	var (
 		lf                  logFlags
 		name, dataDir, peer string
