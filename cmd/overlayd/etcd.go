@@ -41,9 +41,14 @@ func runEtcd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer e.Close()
-	log.Info("embedded etcd ready", "client_urls", advertise, "data_dir", dataDir)
-	<-ctx.Done()
-	log.Info("embedded etcd stopping")
+	// StartEmbedded logged "ready", with the endpoints.
+	select {
+	case <-ctx.Done():
+	case err := <-e.Err():
+		e.Close()
+		return err
+	}
+	e.Close()
+	log.Info("embedded etcd stopped", "data_dir", dataDir)
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"os"
@@ -135,7 +136,7 @@ func printUsage(fs *flag.FlagSet, name string) {
 	if n == 0 {
 		return
 	}
-	fmt.Fprintf(w, "\nflags of %s (also from OVERLAYD_<FLAG> or FLANNELD_<FLAG> in the environment, e.g. OVERLAYD_LOG_LEVEL):\n", fs.Name())
+	fmt.Fprintf(w, "\nflags of %s (each also from the environment: --some-flag as OVERLAYD_SOME_FLAG or FLANNELD_SOME_FLAG):\n", fs.Name())
 	shown.PrintDefaults()
 }
 
@@ -145,6 +146,9 @@ func upperFirst(s string) string {
 	}
 	return strings.ToUpper(s[:1]) + s[1:]
 }
+
+// helpOut is where a requested help goes (tests capture it).
+var helpOut io.Writer = os.Stdout
 
 // fromEnv records, per flag name, the environment variable that set it
 // (and the command line did not override), for explainEnv.
@@ -156,7 +160,7 @@ var fromEnv = map[string]string{}
 // request prints the usage to stdout and returns flag.ErrHelp.
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	if wantsHelp(args) {
-		fs.SetOutput(os.Stdout)
+		fs.SetOutput(helpOut)
 	}
 	var errs []error
 	envSet := map[string]string{}
