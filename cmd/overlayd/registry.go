@@ -55,6 +55,9 @@ func runConfig(ctx context.Context, args []string) error {
 			fmt.Printf(", MTU %d", cfg.Backend.MTU)
 		}
 		fmt.Println(")")
+		if cfg.Ignored != nil {
+			fmt.Fprintf(os.Stderr, "warning: overlayd ignores these fields of %s/config:\n%v\n", ef.prefix, cfg.Ignored)
+		}
 		return nil
 	}
 	if fs.NArg() != 1 {

@@ -139,6 +139,9 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 	return nil
 }
 
+// EtcdPid is the pid of the cluster's etcd server.
+func (c *Cluster) EtcdPid() int { return c.etcd.Pid() }
+
 // Registry returns a client of the cluster's etcd, dialling from inside the
 // switch namespace. The caller closes it.
 func (c *Cluster) Registry() (*etcd.Registry, error) {
