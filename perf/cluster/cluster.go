@@ -42,7 +42,7 @@ type Options struct {
 	// DefaultControlSocket starts overlayd without --control-socket: each
 	// serves its default, @overlayd/flannel0 of its own network namespace.
 	DefaultControlSocket bool
-	Logf          func(format string, args ...any)
+	Logf                 func(format string, args ...any)
 }
 
 // Cluster is a running overlay of emulated hosts.

@@ -20,7 +20,7 @@ type Options struct {
 	Overlayd      string // the overlayd binary
 	Hosts         int
 	TransferBytes int64
-	KeepWorkDir   bool // keep the logs (and Up's etcd data) after the run
+	KeepWorkDir   bool     // keep the logs (and Up's etcd data) after the run
 	NetworkConfig string   // Up only; default: cluster.DefaultNetworkConfig
 	DaemonArgs    []string // Up only: extra overlayd flags
 }
