@@ -28,8 +28,11 @@ bench: build
 	$(BIN)/overlayd-lab bench --overlayd $(BIN)/overlayd $(BENCHFLAGS)
 
 # Everything: vet, unit tests, fuzz seed corpora, integration tests (root).
+# go test shows why a test skipped only with -v: without root, say it here.
+SKIPNOTE = $(GO) test -count=1 -v -run '^TestUDPOverlay$$' ./perf/e2e/ 2>/dev/null | grep -A1 -e '--- SKIP' | tail -n 1 | sed 's/^ *//'
 test: vet
 	$(GO) test $(TESTFLAGS) $(PKGS)
+	@[ "$$(id -u)" = 0 ] || echo "NOTE: not root, so the integration tests were skipped, e.g. $$($(SKIPNOTE)). Run as root (sudo make test) to include them; go test -v shows every skipped test's reason."
 
 # Unit tests only: no root needed.
 test-unit:

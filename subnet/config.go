@@ -35,11 +35,18 @@ type Config struct {
 	// routes IPv4 only, so it must stay true.
 	EnableIPv4 bool
 	// EnableIPv6 and IPv6Network are parsed so that a dual-stack flannel
-	// config is accepted, but overlayd does not use them.
+	// config is accepted, but overlayd does not use them (see Ignored).
 	EnableIPv6  bool
 	IPv6Network netip.Prefix
 
 	Backend BackendConfig
+
+	// Ignored is what ParseConfig accepted but overlayd does not use:
+	// unknown fields (typos) and flannel fields overlayd does not
+	// implement, as errors.Join of *ConfigError; nil if none. flanneld
+	// ignores unknown fields, so ParseConfig does too: `config put`
+	// refuses such a config, `run` warns about it.
+	Ignored error
 }
 
 // BackendConfig is the "Backend" object of the network config.
@@ -127,6 +134,7 @@ func ParseConfig(data []byte) (*Config, error) {
 		return nil, err
 	}
 	c.Backend = be
+	c.Ignored = checkFields(data)
 	return c, nil
 }
 

@@ -75,7 +75,7 @@ func TestParseConfigDefaults(t *testing.T) {
 			},
 		},
 		{
-			name: "dual-stack flannel config is accepted",
+			name: "dual-stack flannel config is accepted, its IPv6 fields ignored",
 			json: `{"Network":"100.96.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:100::/48","Backend":{"Type":"udp","Port":0}}`,
 			want: Config{
 				Network: pfx("100.96.0.0/16"), SubnetLen: 24,
@@ -92,6 +92,10 @@ func TestParseConfigDefaults(t *testing.T) {
 				t.Fatalf("ParseConfig: %v", err)
 			}
 			got.Backend.Raw = nil
+			if tt.want.EnableIPv6 != (got.Ignored != nil) {
+				t.Errorf("Ignored = %v", got.Ignored)
+			}
+			got.Ignored = nil
 			if !reflect.DeepEqual(*got, tt.want) {
 				t.Errorf("got  %+v\nwant %+v", *got, tt.want)
 			}

@@ -23,7 +23,7 @@ type Config struct {
 
 	TunName       string
 	Queues        int
-	ControlSocket string // status socket; empty: none
+	ControlSocket string // status socket: a path, or @name for an abstract socket (per network namespace); empty: none
 	ReleaseOnExit bool   // delete our lease on a clean exit (flanneld keeps it)
 
 	// VXLANDataplane is the vxlan backend's data plane: DataplaneUserspace

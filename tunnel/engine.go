@@ -440,6 +440,9 @@ func waitForNetworkConfig(ctx context.Context, reg subnet.Registry, log *slog.Lo
 		d := b.Next() // the wait if this attempt failed
 		switch {
 		case err == nil:
+			if cfg.Ignored != nil { // written by another tool, or an older overlayd
+				log.Warn("network config: ignoring fields overlayd does not know or support; fix them with overlayd config put", "error", cfg.Ignored)
+			}
 			return cfg, nil
 		case errors.Is(err, subnet.ErrConfigNotFound):
 			log.Warn("network config not found; waiting for it", "error", err, "retry_in", d)

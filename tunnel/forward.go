@@ -62,7 +62,7 @@ type worker struct {
 	hdr     encap.Header
 	peers   *atomic.Pointer[subnet.Table]
 	local   netip.Prefix // this host's subnet: inbound destinations must lie in it
-	tunAddr netip.Addr   // source of the ICMP errors we generate
+	tunAddr netip.Addr   // the TUN's own address: never the source of our ICMP errors (icmpSource)
 	mtu     int          // largest inner packet the peers accept (their TUN MTU)
 	stats   *Stats
 	log     *slog.Logger
@@ -108,13 +108,13 @@ func (w *worker) encapsulate(tx *txScratch, n int, table *subnet.Table) {
 		peer, ok := table.Lookup(dst)
 		if !ok {
 			tx.counts.drop(DropNoRoute)
-			tx.reply(encap.NetUnreachable(tx.icmp.Bufs[len(tx.replies)][Headroom:], pkt, w.tunAddr))
+			tx.reply(encap.NetUnreachable(tx.icmp.Bufs[len(tx.replies)][Headroom:], pkt, w.icmpSource(dst)))
 			continue
 		}
 		if len(pkt) > w.mtu {
 			tx.counts.drop(DropTooBig)
 			if encap.IPv4DF(pkt) {
-				tx.reply(encap.FragNeeded(tx.icmp.Bufs[len(tx.replies)][Headroom:], pkt, w.tunAddr, w.mtu))
+				tx.reply(encap.FragNeeded(tx.icmp.Bufs[len(tx.replies)][Headroom:], pkt, w.icmpSource(dst), w.mtu))
 			}
 			continue
 		}
@@ -132,6 +132,22 @@ func (w *worker) encapsulate(tx *txScratch, n int, table *subnet.Table) {
 		tx.counts.packets++
 		tx.counts.bytes += uint64(len(pkt))
 	}
+}
+
+// icmpSource is the source of an ICMP error about a packet to dst: the
+// address of dst's subnet, as if the router of that subnet answered. Not
+// the TUN's own address: the kernel drops a packet that arrives on the TUN
+// from one of its own addresses as a martian, so the container would never
+// see the error. The subnet's address is not local here (no lease of ours,
+// or a peer's) and routes back through the TUN, so reverse-path filtering
+// passes too. A packet to our own subnet that came into the TUN (no
+// bridge) is answered from its destination.
+func (w *worker) icmpSource(dst netip.Addr) netip.Addr {
+	src := netip.PrefixFrom(dst, w.local.Bits()).Masked().Addr()
+	if src == w.tunAddr {
+		return dst
+	}
+	return src
 }
 
 // reply keeps an ICMP error of length m built past the headroom of the next

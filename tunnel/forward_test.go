@@ -119,8 +119,10 @@ func TestEncapsulate(t *testing.T) {
 	if len(tx.replies) != 2 {
 		t.Fatalf("%d ICMP replies, want 2", len(tx.replies))
 	}
-	checkICMP(t, tx.replies[0][Headroom:], 3, 0, 0)
-	checkICMP(t, tx.replies[1][Headroom:], 3, 4, 1472)
+	// From the subnet of the destination, not from the TUN's own address
+	// (a martian source to the kernel).
+	checkICMP(t, tx.replies[0][Headroom:], "100.96.77.0", 3, 0, 0)
+	checkICMP(t, tx.replies[1][Headroom:], "100.96.2.0", 3, 4, 1472)
 
 	checkDrops(t, tx.counts, map[DropReason]uint64{DropNotIPv4: 1, DropNoRoute: 1, DropTooBig: 2})
 	if tx.counts.packets != 2 || tx.counts.bytes != uint64(len(toA)+len(toB)) {
@@ -233,15 +235,30 @@ func checkTransportChecksum(t *testing.T, pkt []byte) {
 	}
 }
 
+// TestICMPSource: never the TUN's own address, which the kernel drops as a
+// martian source.
+func TestICMPSource(t *testing.T) {
+	w := testWorker()
+	for dst, want := range map[string]string{
+		"100.96.77.1": "100.96.77.0", // no peer: that subnet answers
+		"100.96.2.7":  "100.96.2.0",  // too big for peer A
+		"100.96.1.9":  "100.96.1.9",  // our own subnet, in the TUN: not 100.96.1.0
+	} {
+		if got := w.icmpSource(netip.MustParseAddr(dst)); got.String() != want || got == w.tunAddr {
+			t.Errorf("icmpSource(%s) = %s, want %s", dst, got, want)
+		}
+	}
+}
+
 // checkICMP decodes an ICMP error written back into the TUN.
-func checkICMP(t *testing.T, pkt []byte, typ, code uint8, mtu int) {
+func checkICMP(t *testing.T, pkt []byte, from string, typ, code uint8, mtu int) {
 	t.Helper()
 	src, dst, err := encap.ParseIPv4(pkt)
 	if err != nil {
 		t.Fatalf("ICMP reply is not valid IPv4: %v", err)
 	}
-	if src != localSubnet.Addr() || dst != netip.MustParseAddr("100.96.1.2") {
-		t.Errorf("ICMP reply %s -> %s", src, dst)
+	if src != netip.MustParseAddr(from) || dst != netip.MustParseAddr("100.96.1.2") {
+		t.Errorf("ICMP reply %s -> %s, want %s -> 100.96.1.2", src, dst, from)
 	}
 	p := gopacket.NewPacket(pkt, layers.LayerTypeIPv4, gopacket.Default)
 	icmp, ok := p.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)

@@ -53,13 +53,38 @@ func ResolveExtIface(spec string) (ExtIface, error) {
 	if err != nil {
 		return ExtIface{}, fmt.Errorf("--iface %q: list addresses: %w", spec, err)
 	}
+	var unusable []string
 	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && ip.IsGlobalUnicast() {
+		ip, ok := netip.AddrFromSlice(a.IP.To4())
+		if !ok {
+			continue
+		}
+		if ip.IsGlobalUnicast() {
 			u.Addr = ip
 			return u, nil
 		}
+		unusable = append(unusable, ip.String()+" ("+addrKind(ip)+")")
+	}
+	if len(unusable) > 0 {
+		return ExtIface{}, fmt.Errorf("--iface %q: interface %s has only %s, which other hosts cannot send to; name the interface that reaches them (see `ip -br addr`)",
+			spec, attrs.Name, strings.Join(unusable, ", "))
 	}
 	return ExtIface{}, fmt.Errorf("--iface %q: interface %s has no IPv4 address; assign one or name another interface", spec, attrs.Name)
+}
+
+// addrKind says why an IPv4 address is not one other hosts can reach.
+func addrKind(ip netip.Addr) string {
+	switch {
+	case ip.IsLoopback():
+		return "loopback"
+	case ip.IsLinkLocalUnicast():
+		return "link-local"
+	case ip.IsMulticast():
+		return "multicast"
+	case ip.IsUnspecified():
+		return "unspecified"
+	}
+	return "not a unicast address"
 }
 
 func isIP(s string) bool {

@@ -291,8 +291,9 @@ func TestEnginePairForwards(t *testing.T) {
 		// b's subnet is answered with "net unreachable" into a's TUN.
 		toB := ipv4UDP(t, a.addr(2), b.addr(2), 64, false)
 		reply := sendUntil(t, a.tun(), a.tun(), toB, func(p []byte) bool { return len(p) > 20 && p[9] == 1 })
-		if src, dst, _ := encap.ParseIPv4(reply); src != a.subnet.Addr() || dst.String() != a.addr(2) {
-			t.Fatalf("ICMP reply %s -> %s", src, dst)
+		// From b's subnet address: a's own TUN address would be a martian.
+		if src, dst, _ := encap.ParseIPv4(reply); src != b.subnet.Addr() || dst.String() != a.addr(2) {
+			t.Fatalf("ICMP reply %s -> %s, want %s -> %s", src, dst, b.subnet.Addr(), a.addr(2))
 		}
 		if typ, code := reply[20], reply[21]; typ != 3 || code != 0 {
 			t.Fatalf("ICMP type %d code %d, want 3/0 (net unreachable)", typ, code)

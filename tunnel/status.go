@@ -3,16 +3,13 @@ package tunnel
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/overlayd/overlayd/tunnel/underlay"
@@ -144,14 +141,7 @@ func (s servers) close() {
 func (e *Engine) startServers() (servers, error) {
 	var out servers
 	if path := e.cfg.ControlSocket; path != "" {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			return out, fmt.Errorf("--control-socket %s: %w", path, err)
-		}
-		// A socket file left by a previous run would make Listen fail.
-		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return out, fmt.Errorf("--control-socket %s: %w", path, err)
-		}
-		ln, err := net.Listen("unix", path)
+		ln, err := listenControl(path)
 		if err != nil {
 			return out, fmt.Errorf("--control-socket %s: %w", path, err)
 		}
@@ -174,10 +164,16 @@ func (e *Engine) startServers() (servers, error) {
 
 // QueryStatus asks a running overlayd for its status over its control socket.
 func QueryStatus(ctx context.Context, socket string) (Status, error) {
+	var d net.Dialer
+	return QueryStatusDial(ctx, socket, d.DialContext)
+}
+
+// QueryStatusDial is QueryStatus with the socket dialled by dial, e.g. from
+// inside another network namespace, where an abstract socket lives.
+func QueryStatusDial(ctx context.Context, socket string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (Status, error) {
 	client := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
+			return dial(ctx, "unix", socket)
 		},
 	}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://overlayd/status", nil)
@@ -186,7 +182,7 @@ func QueryStatus(ctx context.Context, socket string) (Status, error) {
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return Status{}, fmt.Errorf("control socket %s: %w (is overlayd running? see --control-socket)", socket, err)
+		return Status{}, fmt.Errorf("control socket %s: %w: %s", socket, err, notRunningHint(socket))
 	}
 	defer resp.Body.Close()
 	var s Status
@@ -194,6 +190,16 @@ func QueryStatus(ctx context.Context, socket string) (Status, error) {
 		return Status{}, fmt.Errorf("control socket %s: decode status: %w", socket, err)
 	}
 	return s, nil
+}
+
+// notRunningHint says what to check when nothing answers on socket.
+func notRunningHint(socket string) string {
+	if strings.HasPrefix(socket, "@") {
+		return "no overlayd with this control socket runs in this network namespace " +
+			"(each namespace has its own: run status inside the daemon's, e.g. ip netns exec <ns> overlayd status; " +
+			"give --tun-name, or --control-socket, as the daemon was given them)"
+	}
+	return "is overlayd running? give --control-socket as the daemon was given it"
 }
 
 // PeerSubnets lists the peer subnets of s, for tests and tools.

@@ -76,6 +76,7 @@ func runUp(ctx context.Context, args []string) error {
 	fs.IntVar(&opts.Hosts, "hosts", 2, "emulated hosts (2..8)")
 	fs.StringVar(&opts.NetworkConfig, "config", "", "network config JSON (default: the udp backend on 100.96.0.0/16)")
 	extra := fs.String("overlayd-flags", "", "extra flags for every overlayd, space-separated")
+	fs.BoolVar(&opts.KeepWorkDir, "keep", false, "keep the work directory (logs, etcd data) after Ctrl-C")
 	fs.Parse(args)
 	opts.DaemonArgs = strings.Fields(*extra)
 	return demo.Up(ctx, opts, os.Stdout)

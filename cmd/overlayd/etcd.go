@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"strings"
 
 	"github.com/overlayd/overlayd/subnet/etcd"
@@ -10,7 +9,7 @@ import (
 
 // runEtcd serves an embedded single-node etcd until interrupted.
 func runEtcd(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("overlayd etcd", flag.ContinueOnError)
+	fs := newFlagSet("etcd")
 	var (
 		lf                  logFlags
 		name, dataDir, peer string
@@ -42,9 +41,14 @@ func runEtcd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer e.Close()
-	log.Info("embedded etcd ready", "client_urls", advertise, "data_dir", dataDir)
-	<-ctx.Done()
-	log.Info("embedded etcd stopping")
+	// StartEmbedded logged "ready", with the endpoints.
+	select {
+	case <-ctx.Done():
+	case err := <-e.Err():
+		e.Close()
+		return err
+	}
+	e.Close()
+	log.Info("embedded etcd stopped", "data_dir", dataDir)
 	return nil
 }

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -85,28 +87,83 @@ func (f *logFlags) logger() (*slog.Logger, error) {
 	}
 }
 
-// hideFlags leaves the flags named out of fs's -h: they exist for tests,
-// not for operators. They still work, from the environment too.
-func hideFlags(fs *flag.FlagSet, names ...string) {
-	fs.Usage = func() {
-		shown := flag.NewFlagSet(fs.Name(), flag.ContinueOnError)
-		shown.SetOutput(fs.Output())
-		fs.VisitAll(func(f *flag.Flag) {
-			if !slices.Contains(names, f.Name) {
-				shown.Var(f.Value, f.Name, f.Usage)
-				shown.Lookup(f.Name).DefValue = f.DefValue
-			}
-		})
-		fmt.Fprintf(fs.Output(), "Usage of %s:\n", fs.Name())
-		shown.PrintDefaults()
-	}
+// errUsage marks a command line that cannot be understood (exit status 2).
+var errUsage = errors.New("usage")
+
+// errParse is a flag error the flag package has already printed, with the
+// usage.
+var errParse = errors.New("bad flags")
+
+// newFlagSet is the flag set of the command named name ("config get" for a
+// verb): its -h prints the command's usage line, summary and flags.
+func newFlagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet("overlayd "+name, flag.ContinueOnError)
+	fs.Usage = func() { printUsage(fs, name) }
+	return fs
 }
+
+// hidden holds the flags left out of a flag set's -h: they exist for
+// tests, not for operators. They still work, from the environment too.
+var hidden = map[*flag.FlagSet][]string{}
+
+// hideFlags leaves the flags named out of fs's -h.
+func hideFlags(fs *flag.FlagSet, names ...string) {
+	hidden[fs] = append(hidden[fs], names...)
+}
+
+func printUsage(fs *flag.FlagSet, name string) {
+	w := fs.Output()
+	base, _, _ := strings.Cut(name, " ")
+	c, ok := lookup(base)
+	switch {
+	case ok && name == base:
+		fmt.Fprintf(w, "usage: overlayd %s %s\n\n%s.\n", c.name, c.args, upperFirst(c.summary))
+	case ok:
+		fmt.Fprintf(w, "usage: overlayd %s [flags]\n\n%s.\n", name, upperFirst(c.summary))
+	default:
+		fmt.Fprintf(w, "usage: overlayd %s [flags]\n", name)
+	}
+	shown := flag.NewFlagSet(fs.Name(), flag.ContinueOnError)
+	shown.SetOutput(w)
+	n := 0
+	fs.VisitAll(func(f *flag.Flag) {
+		if !slices.Contains(hidden[fs], f.Name) {
+			shown.Var(f.Value, f.Name, f.Usage)
+			shown.Lookup(f.Name).DefValue = f.DefValue
+			n++
+		}
+	})
+	if n == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nflags of %s (each also from the environment: --some-flag as OVERLAYD_SOME_FLAG or FLANNELD_SOME_FLAG):\n", fs.Name())
+	shown.PrintDefaults()
+}
+
+func upperFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// helpOut is where a requested help goes (tests capture it).
+var helpOut io.Writer = os.Stdout
+
+// fromEnv records, per flag name, the environment variable that set it
+// (and the command line did not override), for explainEnv.
+var fromEnv = map[string]string{}
 
 // parseFlags reads every flag from OVERLAYD_<FLAG> or FLANNELD_<FLAG> in the
 // environment first (flanneld's convention: --etcd-endpoints is
-// FLANNELD_ETCD_ENDPOINTS), then from the command line, which wins.
+// FLANNELD_ETCD_ENDPOINTS), then from the command line, which wins. A help
+// request prints the usage to stdout and returns flag.ErrHelp.
 func parseFlags(fs *flag.FlagSet, args []string) error {
+	if wantsHelp(args) {
+		fs.SetOutput(helpOut)
+	}
 	var errs []error
+	envSet := map[string]string{}
 	fs.VisitAll(func(f *flag.Flag) {
 		key := strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		for _, prefix := range []string{"OVERLAYD_", "FLANNELD_"} {
@@ -114,6 +171,7 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 				if err := fs.Set(f.Name, v); err != nil {
 					errs = append(errs, fmt.Errorf("environment %s%s=%q: %w", prefix, key, v, err))
 				}
+				envSet[f.Name] = fmt.Sprintf("%s%s=%q", prefix, key, v)
 				break
 			}
 		}
@@ -121,5 +179,60 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	return fs.Parse(args)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errParse
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for name, origin := range envSet {
+		fromEnv[name] = origin
+	}
+	// A flag given on the command line too is the command line's.
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if strings.HasPrefix(a, "-") && set[name] {
+			delete(fromEnv, name)
+		}
+	}
+	return nil
+}
+
+func wantsHelp(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "-help", "--help", "--h":
+			return true
+		}
+	}
+	return false
+}
+
+// explainEnv adds to an error that names a flag (--iface "x": ...) the
+// environment variable the value came from, when it did: the operator
+// looks for --iface in the unit file and finds none.
+func explainEnv(err error) error {
+	msg := err.Error()
+	var notes []string
+	for _, name := range slices.Sorted(maps.Keys(fromEnv)) {
+		i := strings.Index(msg, "--"+name)
+		if i < 0 {
+			continue
+		}
+		if rest := msg[i+2+len(name):]; rest != "" && (rest[0] == '-' || rest[0] >= 'a' && rest[0] <= 'z') {
+			continue // a longer flag name
+		}
+		notes = append(notes, fmt.Sprintf("--%s was set by the environment: %s", name, fromEnv[name]))
+	}
+	if len(notes) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w\n(%s)", err, strings.Join(notes, "; "))
 }

@@ -7,11 +7,15 @@
 //	overlayd leases                list the subnet leases
 //	overlayd status                show a running daemon's lease, peers and counters
 //	overlayd version
+//	overlayd help [command]
 package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -19,50 +23,107 @@ import (
 
 var version = "dev"
 
+// command is one subcommand. A new subcommand is one entry in commands:
+// its run parses its flags with newFlagSet and parseFlags, which give it
+// `overlayd help <name>` and `overlayd <name> --help`.
 type command struct {
-	name, summary string
-	run           func(ctx context.Context, args []string) error
+	name    string
+	args    string // what follows the name in the usage line
+	summary string // one line for the command list
+	run     func(ctx context.Context, args []string) error
 }
 
-var commands = []command{
-	{"run", "run the overlay daemon on this host (default)", runDaemon},
-	{"etcd", "run an embedded single-node etcd for demos, tests and small clusters", runEtcd},
-	{"config", "get or put the network config (<prefix>/config)", runConfig},
-	{"leases", "list the subnet leases in the registry", runLeases},
-	{"status", "show a running overlayd's lease, peers and counters", runStatus},
-	{"version", "print the version", func(context.Context, []string) error { fmt.Println("overlayd", version); return nil }},
+// commands is filled in init: the run functions refer back to it (through
+// newFlagSet) for their usage line.
+var commands []command
+
+func init() {
+	commands = []command{
+		{"run", "[flags]", "run the overlay daemon on this host (the default command)", runDaemon},
+		{"etcd", "[flags]", "run an embedded single-node etcd for demos, tests and small clusters", runEtcd},
+		{"config", "get|put [flags] ['<json>' | @file]", "read or write the network config (<etcd-prefix>/config)", runConfig},
+		{"leases", "[flags]", "list the subnet leases in the registry, with the time each has left", runLeases},
+		{"status", "[flags]", "show the running overlayd's lease, peers and counters (this network namespace's)", runStatus},
+		{"version", "", "print the version", runVersion},
+	}
 }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-
-	args := os.Args[1:]
-	cmd := commands[0]
-	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
-		found := false
-		for _, c := range commands {
-			if c.name == args[0] {
-				cmd, args, found = c, args[1:], true
-				break
-			}
-		}
-		if !found {
-			fmt.Fprintf(os.Stderr, "overlayd: unknown command %q\n\n", args[0])
-			usage()
-			os.Exit(2)
-		}
-	}
-	if err := cmd.run(ctx, args); err != nil {
-		fmt.Fprintf(os.Stderr, "overlayd %s: %v\n", cmd.name, err)
-		os.Exit(1)
-	}
+	os.Exit(dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func usage() {
-	fmt.Fprintf(os.Stderr, "usage: overlayd [command] [flags]\n\ncommands:\n")
-	for _, c := range commands {
-		fmt.Fprintf(os.Stderr, "  %-8s %s\n", c.name, c.summary)
+// dispatch runs the command args name and returns the exit code: 0, 1 for
+// a failure, 2 for a command line that cannot be understood.
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "help", "-h", "-help", "--help":
+			if args[0] == "help" && len(args) > 1 {
+				c, ok := lookup(args[1])
+				if !ok {
+					fmt.Fprintf(stderr, "overlayd help: unknown command %q\n\n", args[1])
+					usage(stderr)
+					return 2
+				}
+				return finish(c, c.run(ctx, []string{"-h"}), stderr)
+			}
+			usage(stdout)
+			fmt.Fprintln(stdout)
+			c, _ := lookup("run")
+			return finish(c, c.run(ctx, []string{"-h"}), stderr)
+		}
 	}
-	fmt.Fprintf(os.Stderr, "\n`overlayd <command> -h` lists a command's flags.\n")
+	c, _ := lookup("run")
+	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+		var ok bool
+		if c, ok = lookup(args[0]); !ok {
+			fmt.Fprintf(stderr, "overlayd: unknown command %q\n\n", args[0])
+			usage(stderr)
+			return 2
+		}
+		args = args[1:]
+	}
+	return finish(c, c.run(ctx, args), stderr)
+}
+
+// finish turns a command's error into an exit code: a help request is
+// success; a flag the environment set is named as such.
+func finish(c command, err error, stderr io.Writer) int {
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "overlayd %s: %v\n", c.name, err)
+		return 2
+	}
+	fmt.Fprintf(stderr, "overlayd %s: %v\n", c.name, explainEnv(err))
+	return 1
+}
+
+func lookup(name string) (command, bool) {
+	for _, c := range commands {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return command{}, false
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "usage: overlayd [command] [flags]\n\ncommands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(w, "\n`overlayd help <command>` or `overlayd <command> --help` shows a command's flags.\n")
+}
+
+func runVersion(ctx context.Context, args []string) error {
+	fs := newFlagSet("version")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	fmt.Println("overlayd", version)
+	return nil
 }

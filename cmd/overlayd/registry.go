@@ -3,14 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/overlayd/overlayd/subnet"
 	"github.com/overlayd/overlayd/subnet/etcd"
 	"github.com/overlayd/overlayd/tunnel"
 )
@@ -18,10 +17,16 @@ import (
 // runConfig reads or writes <prefix>/config; put validates before it writes.
 func runConfig(ctx context.Context, args []string) error {
 	if len(args) == 0 || (args[0] != "get" && args[0] != "put") {
-		return errors.New(`usage: overlayd config get [flags] | overlayd config put [flags] '<json>' | @file`)
+		fs := newFlagSet("config")
+		var ef etcdFlags
+		ef.register(fs)
+		if wantsHelp(args) {
+			return parseFlags(fs, args)
+		}
+		return fmt.Errorf("%w: overlayd config get [flags] | overlayd config put [flags] '<json>' | @file", errUsage)
 	}
 	verb := args[0]
-	fs := flag.NewFlagSet("overlayd config "+verb, flag.ContinueOnError)
+	fs := newFlagSet("config " + verb)
 	var ef etcdFlags
 	ef.register(fs)
 	if err := parseFlags(fs, args[1:]); err != nil {
@@ -50,10 +55,13 @@ func runConfig(ctx context.Context, args []string) error {
 			fmt.Printf(", MTU %d", cfg.Backend.MTU)
 		}
 		fmt.Println(")")
+		if cfg.Ignored != nil {
+			fmt.Fprintf(os.Stderr, "warning: overlayd ignores these fields of %s/config:\n%v\n", ef.prefix, cfg.Ignored)
+		}
 		return nil
 	}
 	if fs.NArg() != 1 {
-		return errors.New(`config put takes one argument: the JSON, or @file, e.g. '{"Network":"100.96.0.0/16","Backend":{"Type":"udp"}}'`)
+		return fmt.Errorf("%w: %s", errUsage, `config put takes one argument: the JSON, or @file, e.g. '{"Network":"100.96.0.0/16","Backend":{"Type":"udp"}}'`)
 	}
 	raw := []byte(fs.Arg(0))
 	if path, ok := strings.CutPrefix(fs.Arg(0), "@"); ok {
@@ -70,7 +78,7 @@ func runConfig(ctx context.Context, args []string) error {
 
 // runLeases lists the subnet leases, flanneld's and ours alike.
 func runLeases(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("overlayd leases", flag.ContinueOnError)
+	fs := newFlagSet("leases")
 	var ef etcdFlags
 	ef.register(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -84,7 +92,7 @@ func runLeases(ctx context.Context, args []string) error {
 	defer reg.Close()
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	leases, _, err := reg.ListLeases(ctx)
+	leases, err := reg.ListLeasesExpiring(ctx)
 	if err != nil {
 		return err
 	}
@@ -92,28 +100,41 @@ func runLeases(ctx context.Context, args []string) error {
 		return json.NewEncoder(os.Stdout).Encode(leases)
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SUBNET\tPUBLIC IP\tBACKEND\tEXPIRES")
+	fmt.Fprintln(tw, "SUBNET\tPUBLIC IP\tBACKEND\tEXPIRES IN")
+	now := time.Now()
 	for _, l := range leases {
 		bt := l.Attrs.BackendType
 		if bt == "" {
 			bt = "udp"
 		}
-		exp := "-" // the listing does not carry expirations
-		if !l.Expiration.IsZero() {
-			exp = l.Expiration.Format(time.RFC3339)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", l.Subnet, l.Attrs.PublicIP, bt, exp)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", l.Subnet, l.Attrs.PublicIP, bt, expiresIn(l, now))
 	}
 	return tw.Flush()
 }
 
+// expiresIn is a lease's remaining time, to the second.
+func expiresIn(l subnet.Lease, now time.Time) string {
+	if l.Expiration.IsZero() {
+		return "never (no TTL: a reservation)"
+	}
+	left := l.Expiration.Sub(now).Round(time.Second)
+	if left <= 0 {
+		return "expiring"
+	}
+	return left.String()
+}
+
 // runStatus asks a running overlayd over its control socket.
 func runStatus(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("overlayd status", flag.ContinueOnError)
-	socket := fs.String("control-socket", "/run/overlayd/flannel0.sock", "the daemon's --control-socket")
+	fs := newFlagSet("status")
+	tunName := fs.String("tun-name", "flannel0", "the daemon's --tun-name: names its default control socket")
+	socket := fs.String("control-socket", "", "the daemon's --control-socket (default @overlayd/<tun-name>, this network namespace's)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *socket == "" {
+		*socket = defaultControlSocket(*tunName)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

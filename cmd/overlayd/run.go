@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
+	"os"
 	"runtime"
 	"time"
 
@@ -12,7 +12,7 @@ import (
 )
 
 func runDaemon(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("overlayd run", flag.ContinueOnError)
+	fs := newFlagSet("run")
 	var (
 		ef           etcdFlags
 		lf           logFlags
@@ -27,11 +27,12 @@ func runDaemon(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.SubnetFile, "subnet-file", "/run/flannel/subnet.env", "file the leased subnet is written to (flannel's format)")
 	fs.IntVar(&renewMinutes, "subnet-lease-renew-margin", 60, "renew the lease this many minutes before it expires (1..1439)")
 	fs.DurationVar(&cfg.LeaseTTL, "subnet-lease-ttl", 24*time.Hour, "lifetime of the subnet lease in etcd")
-	fs.StringVar(&cfg.HealthzIP, "healthz-ip", "0.0.0.0", "address of the /healthz and /readyz server")
-	fs.IntVar(&cfg.HealthzPort, "healthz-port", 0, "port of the /healthz and /readyz server (0: off)")
+	fs.StringVar(&cfg.HealthzIP, "healthz-ip", "0.0.0.0", "address of the /healthz, /readyz and /metrics server")
+	fs.IntVar(&cfg.HealthzPort, "healthz-port", 0, "port of the /healthz, /readyz and /metrics server (0: off)")
 	fs.StringVar(&cfg.TunName, "tun-name", "flannel0", "name of the TUN device")
-	fs.IntVar(&cfg.Queues, "queues", runtime.NumCPU(), "TUN queues, one forwarding worker each (default: one per CPU)")
-	fs.StringVar(&cfg.ControlSocket, "control-socket", "", "unix socket for `overlayd status` (default /run/overlayd/<tun-name>.sock)")
+	fs.IntVar(&cfg.Queues, "queues", 0, "TUN queues, one forwarding worker each (default: one per CPU)")
+	fs.StringVar(&cfg.ControlSocket, "control-socket", "", "unix socket of 'overlayd status' and /metrics: a path, or @name for an abstract socket "+
+		"(default @overlayd/<tun-name>: abstract, so one per network namespace)")
 	fs.BoolVar(&cfg.ReleaseOnExit, "release-on-exit", false, "delete this host's lease on a clean exit (flanneld keeps it)")
 	fs.StringVar(&cfg.VXLANDataplane, "vxlan-dataplane", tunnel.DataplaneUserspace,
 		"vxlan backend: \"userspace\" (overlayd forwards) or \"kernel\" (overlayd programs flannel.<VNI>, as flanneld)")
@@ -49,7 +50,10 @@ func runDaemon(ctx context.Context, args []string) error {
 		return err
 	}
 	if cfg.ControlSocket == "" {
-		cfg.ControlSocket = "/run/overlayd/" + cfg.TunName + ".sock"
+		cfg.ControlSocket = defaultControlSocket(cfg.TunName)
+	}
+	if cfg.Queues == 0 {
+		cfg.Queues = runtime.NumCPU()
 	}
 	cfg.RenewMargin = time.Duration(renewMinutes) * time.Minute
 	cfg.CompleteChecksums = !partial
@@ -57,7 +61,14 @@ func runDaemon(ctx context.Context, args []string) error {
 	if err := errors.Join(ef.validate(), cfg.Validate()); err != nil {
 		return err
 	}
-	log.Info("starting overlayd", "version", version, "go", runtime.Version())
+	// Before the TUN, the port or the control socket: a second daemon
+	// must leave the first one alone.
+	unlock, err := lockInstance(cfg.TunName)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	log.Info("starting overlayd", "version", version, "go", runtime.Version(), "pid", os.Getpid(), "control_socket", cfg.ControlSocket)
 	reg, err := etcd.New(ef.options())
 	if err != nil {
 		return err

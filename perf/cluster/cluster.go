@@ -39,7 +39,10 @@ type Options struct {
 	WorkDir       string   // logs, subnet files, sockets, etcd data; must exist
 	DaemonArgs    []string // extra flags for every overlayd
 	ContainerMTU  int      // 0: the host's FLANNEL_MTU, as docker --mtu would set it
-	Logf          func(format string, args ...any)
+	// DefaultControlSocket starts overlayd without --control-socket: each
+	// serves its default, @overlayd/flannel0 of its own network namespace.
+	DefaultControlSocket bool
+	Logf                 func(format string, args ...any)
 }
 
 // Cluster is a running overlay of emulated hosts.
@@ -91,6 +94,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		d := &Daemon{Host: h, cluster: c, Dir: filepath.Join(opts.WorkDir, fmt.Sprintf("host%d", h.Index+1))}
 		d.SubnetFile = filepath.Join(d.Dir, "subnet.env")
 		d.ControlSocket = filepath.Join(d.Dir, "overlayd.sock")
+		if opts.DefaultControlSocket {
+			d.ControlSocket = "@overlayd/flannel0"
+		}
 		if err = os.MkdirAll(d.Dir, 0o755); err != nil {
 			return nil, err
 		}
@@ -138,6 +144,9 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 	c.opts.Logf("etcd (%s) pid %d at %s", filepath.Base(argv[0]), p.Pid(), url)
 	return nil
 }
+
+// EtcdPid is the pid of the cluster's etcd server.
+func (c *Cluster) EtcdPid() int { return c.etcd.Pid() }
 
 // Registry returns a client of the cluster's etcd, dialling from inside the
 // switch namespace. The caller closes it.
@@ -190,9 +199,11 @@ func (d *Daemon) Start(ctx context.Context, extra ...string) error {
 		"--etcd-endpoints", c.EtcdEndpoint(),
 		"--iface", d.Host.Iface,
 		"--subnet-file", d.SubnetFile,
-		"--control-socket", d.ControlSocket,
 		"--log-level", "debug",
 	}, c.opts.DaemonArgs...)
+	if !c.opts.DefaultControlSocket {
+		argv = append(argv, "--control-socket", d.ControlSocket)
+	}
 	argv = append(argv, extra...)
 	p, err := StartProcess(ctx, d.Host.NS, filepath.Join(d.Dir, "overlayd.log"), argv...)
 	if err != nil {
@@ -239,11 +250,12 @@ func (d *Daemon) WaitReady(ctx context.Context) error {
 	return nil
 }
 
-// Status queries overlayd's control socket.
+// Status queries overlayd's control socket, from the daemon's network
+// namespace (an abstract socket is only there).
 func (d *Daemon) Status(ctx context.Context) (tunnel.Status, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	return tunnel.QueryStatus(ctx, d.ControlSocket)
+	return tunnel.QueryStatusDial(ctx, d.ControlSocket, d.Host.NS.DialContext)
 }
 
 // WaitPeers waits until the daemon's peer table holds exactly want.

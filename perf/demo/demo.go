@@ -20,7 +20,7 @@ type Options struct {
 	Overlayd      string // the overlayd binary
 	Hosts         int
 	TransferBytes int64
-	KeepWorkDir   bool
+	KeepWorkDir   bool     // keep the logs (and Up's etcd data) after the run
 	NetworkConfig string   // Up only; default: cluster.DefaultNetworkConfig
 	DaemonArgs    []string // Up only: extra overlayd flags
 }
@@ -35,12 +35,19 @@ func Run(ctx context.Context, opts Options, out io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
+	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
+	// The logs stay where an error message points to them: after a
+	// failure, or with KeepWorkDir. Ctrl-C and success remove them.
 	defer func() {
-		if !opts.KeepWorkDir {
+		switch {
+		case opts.KeepWorkDir:
+			say("== logs kept in %s", work)
+		case err != nil && ctx.Err() == nil:
+			say("== logs kept in %s (remove it when done)", work)
+		default:
 			os.RemoveAll(work)
 		}
 	}()
-	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
 
 	say("== overlayd demo: %d emulated hosts on underlay 198.18.0.0/24, overlay 100.96.0.0/16 (udp backend, port 8285)", opts.Hosts)
 	start := time.Now()
@@ -52,6 +59,9 @@ func Run(ctx context.Context, opts Options, out io.Writer) (err error) {
 		Logf:     func(f string, a ...any) { say("   "+f, a...) },
 	})
 	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted during bring-up; everything it made is removed")
+		}
 		return fmt.Errorf("bring-up: %w (logs in %s)", err, work)
 	}
 	defer func() {
@@ -137,8 +147,9 @@ func Run(ctx context.Context, opts Options, out io.Writer) (err error) {
 }
 
 // Up brings up the cluster, prints where everything is, and keeps it until
-// ctx is done: a lab to run iperf3, tcpdump or pprof against by hand.
-func Up(ctx context.Context, opts Options, out io.Writer) error {
+// ctx is done: a lab to run iperf3, tcpdump or pprof against by hand. Then
+// it removes everything, its work directory too (unless KeepWorkDir).
+func Up(ctx context.Context, opts Options, out io.Writer) (err error) {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("the lab creates network namespaces and needs root")
 	}
@@ -146,15 +157,34 @@ func Up(ctx context.Context, opts Options, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if opts.KeepWorkDir {
+			fmt.Fprintf(out, "work directory kept: %s\n", work)
+			return
+		}
+		os.RemoveAll(work)
+		fmt.Fprintf(out, "removed %s\n", work)
+	}()
 	c, err := cluster.Start(ctx, cluster.Options{
 		Prefix: netns.Prefix("lab"), Hosts: opts.Hosts, Overlayd: opts.Overlayd, WorkDir: work,
 		NetworkConfig: opts.NetworkConfig, DaemonArgs: opts.DaemonArgs,
 	})
 	if err != nil {
+		if ctx.Err() == nil {
+			opts.KeepWorkDir = true // the logs say why
+		}
 		return fmt.Errorf("bring-up: %w (logs in %s)", err, work)
 	}
-	defer c.Close()
-	fmt.Fprintf(out, "lab up; logs, subnet files and control sockets in %s\n", work)
+	defer func() {
+		if cerr := c.Close(); cerr != nil {
+			fmt.Fprintf(out, "cleanup: %v\n", cerr)
+		} else {
+			fmt.Fprintln(out, "lab down: processes stopped, namespaces deleted")
+		}
+	}()
+	fmt.Fprintf(out, "lab up; logs, subnet files, control sockets and etcd data in %s\n", work)
+	fmt.Fprintf(out, "etcd (pid %d) listens at %s inside netns %s: overlayd leases --etcd-endpoints %s (run in a host netns)\n",
+		c.EtcdPid(), c.EtcdEndpoint(), c.Topo.Switch.Name, c.EtcdEndpoint())
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "HOST\tHOST NETNS\tCONTAINER NETNS\tCONTAINER\tOVERLAYD PID\tCONTROL SOCKET")
 	for _, d := range c.Daemons {
@@ -163,7 +193,7 @@ func Up(ctx context.Context, opts Options, out io.Writer) error {
 	tw.Flush()
 	fmt.Fprintln(out, "e.g. ip netns exec <container netns> ping <container>; overlayd status --control-socket <socket>")
 	fmt.Fprintln(out, "     curl --unix-socket <socket> http://x/debug/pprof/profile?seconds=10 > cpu.pprof")
-	fmt.Fprintln(out, "Ctrl-C tears it all down.")
+	fmt.Fprintf(out, "To stop: Ctrl-C here, or kill %d (overlayd-lab): stops every process above, deletes the namespaces and %s.\n", os.Getpid(), work)
 	<-ctx.Done()
 	return nil
 }

@@ -21,7 +21,8 @@ func TestBadInput(t *testing.T) {
 	etcdURL := c.EtcdEndpoint()
 
 	t.Run("UnknownIface", func(t *testing.T) {
-		out, err := host.NS.Exec(ctx, overlaydBin, "run", "--iface", "nosuch0", "--etcd-endpoints", etcdURL)
+		// Its own --tun-name: host1's daemon holds flannel0 in this namespace.
+		out, err := host.NS.Exec(ctx, overlaydBin, "run", "--iface", "nosuch0", "--etcd-endpoints", etcdURL, "--tun-name", "ovdiface0")
 		if err == nil {
 			t.Fatal("overlayd started with a missing interface")
 		}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"slices"
+	"sync/atomic"
 
 	"go.etcd.io/etcd/server/v3/embed"
 )
@@ -29,6 +30,7 @@ type EmbedOptions struct {
 type Embedded struct {
 	etcd      *embed.Etcd
 	endpoints []string
+	stopping  *atomic.Bool // quiets etcd's logging of its own stop
 }
 
 // StartEmbedded starts a single-node etcd and waits until it serves
@@ -69,7 +71,8 @@ func StartEmbedded(ctx context.Context, opts EmbedOptions) (*Embedded, error) {
 	// enough that the database does not grow without end.
 	cfg.AutoCompactionMode = embed.CompactorModePeriodic
 	cfg.AutoCompactionRetention = "1h"
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(newZapLogger(opts.Logger))
+	stopping := new(atomic.Bool)
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(newQuietableZapLogger(opts.Logger, stopping))
 
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
@@ -85,7 +88,7 @@ func StartEmbedded(ctx context.Context, opts EmbedOptions) (*Embedded, error) {
 		return nil, fmt.Errorf("embedded etcd in %s: not ready: %w", opts.DataDir, ctx.Err())
 	}
 
-	em := &Embedded{etcd: e}
+	em := &Embedded{etcd: e, stopping: stopping}
 	for _, l := range e.Clients {
 		em.endpoints = append(em.endpoints, clientEndpoint(listenURLFor(cfg.ListenClientUrls, l.Addr()), l.Addr()))
 	}
@@ -147,8 +150,10 @@ func (e *Embedded) Endpoints() []string { return e.endpoints }
 // Err reports a fatal error of the running etcd: `overlayd etcd` waits on it.
 func (e *Embedded) Err() <-chan error { return e.etcd.Err() }
 
-// Close stops etcd and waits until it has.
+// Close stops etcd and waits until it has. What etcd logs while it stops
+// (its listeners closing, as errors) is logged at Debug.
 func (e *Embedded) Close() error {
+	e.stopping.Store(true)
 	e.etcd.Close()
 	<-e.etcd.Server.StopNotify()
 	return nil

@@ -2,6 +2,7 @@ package etcd
 
 import (
 	"context"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -58,5 +59,37 @@ func TestEmbeddedRestartKeepsData(t *testing.T) {
 	cfg, err := r.GetConfig(context.Background())
 	if err != nil || cfg.Network.String() != "100.96.0.0/16" {
 		t.Errorf("after restart: %+v, %v", cfg, err)
+	}
+}
+
+// A clean stop logs nothing above Debug: etcd reports its listeners
+// closing as errors. "ready" is logged once.
+func TestEmbeddedStopsQuietly(t *testing.T) {
+	t.Parallel()
+	var h recordHandler
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	e, err := StartEmbedded(ctx, EmbedOptions{DataDir: t.TempDir(), Name: "quiet", Logger: slog.New(&h),
+		ListenClientURLs: []string{"http://127.0.0.1:0"}, ListenPeerURL: "http://127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.mu.Lock()
+	started := len(h.records)
+	h.mu.Unlock()
+	e.Close()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ready := 0
+	for i, r := range h.records {
+		if r.Message == "embedded etcd ready" {
+			ready++
+		}
+		if i >= started && r.Level > slog.LevelDebug {
+			t.Errorf("logged while stopping: %v %q %v", r.Level, r.Message, h.attrs[i])
+		}
+	}
+	if ready != 1 {
+		t.Errorf("logged ready %d times, want once", ready)
 	}
 }

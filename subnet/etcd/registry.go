@@ -28,6 +28,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/overlayd/overlayd/subnet"
 )
@@ -66,10 +68,11 @@ type Options struct {
 // Registry implements subnet.Registry on etcd. Its methods are safe for
 // concurrent use.
 type Registry struct {
-	cli     *clientv3.Client
-	prefix  string
-	timeout time.Duration
-	log     *slog.Logger
+	cli       *clientv3.Client
+	prefix    string
+	endpoints []string
+	timeout   time.Duration
+	log       *slog.Logger
 }
 
 var _ subnet.Registry = (*Registry)(nil)
@@ -125,7 +128,7 @@ func New(opts Options) (*Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(opts.Endpoints, ","), err)
 	}
-	return &Registry{cli: cli, prefix: opts.Prefix, timeout: opts.RequestTimeout, log: log}, nil
+	return &Registry{cli: cli, prefix: opts.Prefix, endpoints: opts.Endpoints, timeout: opts.RequestTimeout, log: log}, nil
 }
 
 func loadTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
@@ -177,6 +180,30 @@ func (r *Registry) request(ctx context.Context) (context.Context, context.Cancel
 
 const exampleConfig = `{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}`
 
+// unreachable turns a request that got no answer into an error that names
+// the endpoints, the timeout and what to check; other errors pass as
+// they are.
+func (r *Registry) unreachable(err error) error {
+	if !errors.Is(err, context.DeadlineExceeded) && status.Code(err) != codes.Unavailable && status.Code(err) != codes.DeadlineExceeded {
+		return err
+	}
+	return fmt.Errorf("etcd at %s did not answer within %s (%w); check that etcd runs and listens there (--etcd-endpoints), "+
+		"that this host (this network namespace) reaches it, and that the scheme matches its TLS (https:// with --etcd-cafile)",
+		strings.Join(r.endpoints, ","), r.timeout, err)
+}
+
+// missingConfig is the error for an absent <prefix>/config; `run` and
+// `config get` both report it, with the same fix.
+func (r *Registry) missingConfig(key string) error {
+	flags := "--etcd-endpoints " + strings.Join(r.endpoints, ",")
+	if r.prefix != DefaultPrefix {
+		flags += " --etcd-prefix " + r.prefix
+	}
+	return fmt.Errorf("%w: etcd has no key %s; write one with: overlayd config put %s '%s' "+
+		"(or ETCDCTL_API=3 etcdctl put %s '...': overlayd and flanneld read the v3 API)",
+		subnet.ErrConfigNotFound, key, flags, exampleConfig, key)
+}
+
 // GetConfig reads and checks <prefix>/config.
 func (r *Registry) GetConfig(ctx context.Context) (*subnet.Config, error) {
 	key := r.configKey()
@@ -184,11 +211,10 @@ func (r *Registry) GetConfig(ctx context.Context) (*subnet.Config, error) {
 	defer cancel()
 	resp, err := r.cli.Get(ctx, key)
 	if err != nil {
-		return nil, fmt.Errorf("network config %s: get from etcd: %w", key, err)
+		return nil, fmt.Errorf("network config %s: get from etcd: %w", key, r.unreachable(err))
 	}
 	if len(resp.Kvs) == 0 {
-		return nil, fmt.Errorf("%w: etcd has no key %s (overlayd and flanneld read it with the v3 API); write one with: ETCDCTL_API=3 etcdctl put %s '%s'",
-			subnet.ErrConfigNotFound, key, key, exampleConfig)
+		return nil, r.missingConfig(key)
 	}
 	cfg, err := subnet.ParseConfig(resp.Kvs[0].Value)
 	if err != nil {
@@ -198,16 +224,21 @@ func (r *Registry) GetConfig(ctx context.Context) (*subnet.Config, error) {
 }
 
 // PutConfig checks raw with subnet.ParseConfig and stores it, unchanged,
-// as <prefix>/config.
+// as <prefix>/config. Fields ParseConfig would ignore (Config.Ignored:
+// typos, flannel features overlayd lacks) are refused too.
 func (r *Registry) PutConfig(ctx context.Context, raw []byte) error {
 	key := r.configKey()
-	if _, err := subnet.ParseConfig(raw); err != nil {
+	cfg, err := subnet.ParseConfig(raw)
+	if err == nil {
+		err = cfg.Ignored
+	}
+	if err != nil {
 		return fmt.Errorf("network config %s: %w", key, err)
 	}
 	ctx, cancel := r.request(ctx)
 	defer cancel()
 	if _, err := r.cli.Put(ctx, key, string(raw)); err != nil {
-		return fmt.Errorf("network config %s: put to etcd: %w", key, err)
+		return fmt.Errorf("network config %s: put to etcd: %w", key, r.unreachable(err))
 	}
 	return nil
 }
@@ -219,7 +250,7 @@ func (r *Registry) ListLeases(ctx context.Context) ([]subnet.Lease, int64, error
 	defer cancel()
 	resp, err := r.cli.Get(ctx, r.subnetsDir(), clientv3.WithPrefix())
 	if err != nil {
-		return nil, 0, fmt.Errorf("list %s: %w", r.subnetsDir(), err)
+		return nil, 0, fmt.Errorf("list %s: %w", r.subnetsDir(), r.unreachable(err))
 	}
 	leases := make([]subnet.Lease, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
@@ -231,6 +262,38 @@ func (r *Registry) ListLeases(ctx context.Context) ([]subnet.Lease, int64, error
 		leases = append(leases, l)
 	}
 	return leases, resp.Header.Revision, nil
+}
+
+// ListLeasesExpiring is ListLeases with each lease's Expiration filled in
+// from its etcd lease's remaining time (TimeToLive): one more request per
+// etcd lease, for `overlayd leases`. A key without an etcd lease (a
+// reservation) keeps a zero Expiration.
+func (r *Registry) ListLeasesExpiring(ctx context.Context) ([]subnet.Lease, error) {
+	ctx, cancel := r.request(ctx)
+	defer cancel()
+	resp, err := r.cli.Get(ctx, r.subnetsDir(), clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", r.subnetsDir(), r.unreachable(err))
+	}
+	leases := make([]subnet.Lease, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		l, err := decodeLease(kv.Key, kv.Value)
+		if err != nil {
+			r.log.Warn("skipping unreadable lease", "key", string(kv.Key), "error", err)
+			continue
+		}
+		if kv.Lease != 0 {
+			asked := time.Now()
+			ttl, err := r.cli.TimeToLive(ctx, clientv3.LeaseID(kv.Lease))
+			if err != nil {
+				return nil, fmt.Errorf("lease %s: time to live of etcd lease %x: %w", kv.Key, kv.Lease, r.unreachable(err))
+			}
+			// TTL -1: expired between the two requests.
+			l.Expiration = asked.Add(time.Duration(max(ttl.TTL, 0)) * time.Second)
+		}
+		leases = append(leases, l)
+	}
+	return leases, nil
 }
 
 func decodeLease(key, value []byte) (subnet.Lease, error) {

@@ -38,8 +38,19 @@ func TestConfig(t *testing.T) {
 	if !errors.Is(err, subnet.ErrConfigNotFound) {
 		t.Fatalf("GetConfig without config: %v, want ErrConfigNotFound", err)
 	}
-	if !strings.Contains(err.Error(), "etcdctl put "+key+" '") {
+	if !strings.Contains(err.Error(), "etcdctl put "+key+" '") || !strings.Contains(err.Error(), "overlayd config put --etcd-endpoints ") {
 		t.Errorf("error %q does not tell how to write the config", err)
+	}
+
+	// A typo is refused, with the field it was meant to be.
+	err = r.PutConfig(ctx, []byte(`{"Network":"100.96.0.0/16","SubnetLne":26,"Backend":{"Type":"udp","Prot":8285}}`))
+	if err == nil || !strings.Contains(err.Error(), `field "SubnetLne": unknown field; did you mean SubnetLen?`) ||
+		!strings.Contains(err.Error(), `field "Backend.Prot": unknown field; did you mean Backend.Port?`) {
+		t.Errorf("PutConfig(typos) = %v", err)
+	}
+	err = r.PutConfig(ctx, []byte(`{"Network":"100.96.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48"}`))
+	if err == nil || !strings.Contains(err.Error(), `field "EnableIPv6": not supported by overlayd`) {
+		t.Errorf("PutConfig(IPv6) = %v", err)
 	}
 
 	err = r.PutConfig(ctx, []byte(`{"Network":"100.96.0.0/16","SubnetLen":31}`))
@@ -528,8 +539,15 @@ func TestNewDoesNotBlockOnUnreachableEtcd(t *testing.T) {
 		t.Fatalf("New: %v", err)
 	}
 	defer r.Close()
-	if _, err := r.GetConfig(context.Background()); err == nil || errors.Is(err, subnet.ErrConfigNotFound) {
+	_, err = r.GetConfig(context.Background())
+	if err == nil || errors.Is(err, subnet.ErrConfigNotFound) {
 		t.Errorf("GetConfig against no etcd: %v, want a connection error", err)
+	}
+	// It names the endpoint, the timeout, and what to check.
+	for _, want := range []string{"etcd at http://127.0.0.1:1 did not answer within 300ms", "check that etcd runs"} {
+		if err != nil && !strings.Contains(err.Error(), want) {
+			t.Errorf("GetConfig against no etcd: %q lacks %q", err, want)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -725,5 +743,45 @@ func TestReuseMovesShortLease(t *testing.T) {
 	}
 	if old, err := r.cli.TimeToLive(ctx, short.ID); err != nil || old.TTL != -1 {
 		t.Errorf("old etcd lease: TTL %v, %v; want revoked", old.TTL, err)
+	}
+}
+
+// ListLeasesExpiring says how long each lease has left; a reservation
+// never expires.
+func TestListLeasesExpiring(t *testing.T) {
+	t.Parallel()
+	r, cfg := newNetwork(t, net16)
+	ctx := context.Background()
+	o := managerOpts(1)
+	o.TTL = time.Hour
+	l, err := subnet.NewManager(r, cfg, o).Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reserved := netip.MustParsePrefix("100.96.77.0/24")
+	if _, err := r.cli.Put(ctx, testPrefix(t)+"/subnets/100.96.77.0-24", `{"PublicIP":"198.18.0.9"}`); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	leases, err := r.ListLeasesExpiring(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leases) != 2 {
+		t.Fatalf("%d leases, want 2", len(leases))
+	}
+	for _, got := range leases {
+		switch got.Subnet {
+		case l.Subnet:
+			if left := got.Expiration.Sub(before); left <= 59*time.Minute || left > time.Hour+time.Minute {
+				t.Errorf("lease %s expires in %s, want about 1h", got.Subnet, left)
+			}
+		case reserved:
+			if !got.Expiration.IsZero() {
+				t.Errorf("reservation expires at %v, want never", got.Expiration)
+			}
+		default:
+			t.Errorf("unexpected lease %s", got.Subnet)
+		}
 	}
 }

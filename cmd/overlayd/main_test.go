@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+)
+
+// help runs overlayd with args, capturing what it prints.
+func help(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	helpOut = &out
+	defer func() { helpOut = os.Stdout }()
+	code = dispatch(context.Background(), args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+// TestHelp: every way of asking for help succeeds, lists every command
+// and the run flags; each command has its own.
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}, {"-help"}} {
+		code, out, errOut := help(t, args...)
+		if code != 0 {
+			t.Errorf("%q: exit %d, want 0; stderr %s", args, code, errOut)
+		}
+		for _, c := range commands {
+			if !strings.Contains(out, "\n  "+c.name+" ") {
+				t.Errorf("%q: command %s not listed:\n%s", args, c.name, out)
+			}
+		}
+		for _, want := range []string{"-etcd-endpoints", "-tun-name", "-iface"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%q: run flag %s not shown:\n%s", args, want, out)
+			}
+		}
+	}
+	for _, c := range commands {
+		for _, args := range [][]string{{"help", c.name}, {c.name, "--help"}, {c.name, "-h"}} {
+			code, out, errOut := help(t, args...)
+			if code != 0 || !strings.HasPrefix(out, "usage: overlayd "+c.name) {
+				t.Errorf("%q: exit %d, output:\n%s\nstderr: %s", args, code, out, errOut)
+			}
+		}
+	}
+	if code, _, errOut := help(t, "nosuch"); code != 2 || !strings.Contains(errOut, `unknown command "nosuch"`) {
+		t.Errorf("unknown command: exit %d, stderr %s", code, errOut)
+	}
+	if code, _, errOut := help(t, "help", "nosuch"); code != 2 || !strings.Contains(errOut, `unknown command "nosuch"`) {
+		t.Errorf("help of an unknown command: exit %d, stderr %s", code, errOut)
+	}
+}
+
+// TestRunFlagsHelpText: each default said once, no flag name garbled by
+// backquotes, /metrics where it is served.
+func TestRunFlagsHelpText(t *testing.T) {
+	_, out, _ := help(t, "run", "--help")
+	flags := map[string]string{}
+	var name string
+	for _, line := range strings.Split(out, "\n") {
+		if f, ok := strings.CutPrefix(line, "  -"); ok {
+			name, _, _ = strings.Cut(f, " ")
+			flags[name] = line
+		} else if name != "" {
+			flags[name] += line
+		}
+	}
+	if strings.Count(flags["queues"], "default") != 1 {
+		t.Errorf("-queues says its default other than once: %q", flags["queues"])
+	}
+	if !strings.HasPrefix(flags["control-socket"], "  -control-socket string") {
+		t.Errorf("-control-socket garbled: %q", flags["control-socket"])
+	}
+	if !strings.Contains(flags["healthz-ip"], "/metrics") || !strings.Contains(flags["healthz-port"], "/metrics") {
+		t.Errorf("-healthz-ip/-healthz-port do not say they serve /metrics: %q %q", flags["healthz-ip"], flags["healthz-port"])
+	}
+	if _, ok := flags["partial-checksums"]; ok {
+		t.Error("hidden flag -partial-checksums shown")
+	}
+}
+
+// TestExplainEnv: a flag set by the environment is named with its
+// variable, so that the operator finds where the value came from.
+func TestExplainEnv(t *testing.T) {
+	t.Setenv("OVERLAYD_IFACE", "lo")
+	t.Setenv("FLANNELD_IFACE", "eth9")
+	defer func() { fromEnv = map[string]string{} }()
+	fs := newFlagSet("run")
+	fs.String("iface", "", "")
+	fs.String("iface-regex", "", "")
+	if err := parseFlags(fs, nil); err != nil {
+		t.Fatal(err)
+	}
+	err := explainEnv(errors.New(`--iface "lo": interface lo has only 127.0.0.1 (loopback)`))
+	if want := `(--iface was set by the environment: OVERLAYD_IFACE="lo")`; !strings.Contains(err.Error(), want) {
+		t.Errorf("%v\nlacks %s", err, want)
+	}
+	if err := explainEnv(errors.New(`--iface-regex "x": bad`)); strings.Contains(err.Error(), "environment") {
+		t.Errorf("a longer flag name taken for --iface: %v", err)
+	}
+	// Given on the command line too: the command line's.
+	fromEnv = map[string]string{}
+	fs = newFlagSet("run")
+	fs.String("iface", "", "")
+	if err := parseFlags(fs, []string{"--iface", "eth1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := explainEnv(fmt.Errorf(`--iface "eth1": no such interface`)); strings.Contains(err.Error(), "environment") {
+		t.Errorf("command-line value blamed on the environment: %v", err)
+	}
+}
