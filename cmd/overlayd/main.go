@@ -6,6 +6,7 @@
 //	overlayd config get|put        read or write the network config
 //	overlayd leases                list the subnet leases
 //	overlayd status                show a running daemon's lease, peers and counters
+//	overlayd docker-opts [flags]   write dockerd's options from the subnet file (mk-docker-opts.sh)
 //	overlayd version
 package main
 
@@ -30,6 +31,7 @@ var commands = []command{
 	{"config", "get or put the network config (<prefix>/config)", runConfig},
 	{"leases", "list the subnet leases in the registry", runLeases},
 	{"status", "show a running overlayd's lease, peers and counters", runStatus},
+	{"docker-opts", "write dockerd's --bip/--mtu/--ip-masq from the subnet file, or merge them into daemon.json", runDockerOpts},
 	{"version", "print the version", func(context.Context, []string) error { fmt.Println("overlayd", version); return nil }},
 }
 
