@@ -5,14 +5,45 @@ PKGS     := ./...
 # The integration tests build emulated hosts in network namespaces: they need
 # root, and skip with a reason without it.
 TESTFLAGS ?= -count=1 -timeout 20m
+# `overlayd version` says what git says of the tree it was built from.
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION)
 
-.PHONY: all build demo bench test test-unit vet lint fuzz clean
+# make install [PREFIX=/usr/local] [DESTDIR=]: overlayd on the PATH, its
+# systemd unit, a docker.service drop-in that feeds dockerd the overlay's
+# options, and /etc/default/overlayd for the flags (kept if present).
+# overlayd-lab is a test and benchmark harness: not installed.
+PREFIX   ?= /usr/local
+BINDIR   ?= $(PREFIX)/bin
+UNITDIR  ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc
+DROPINDIR ?= $(SYSCONFDIR)/systemd/system/docker.service.d
+# The dockerd the drop-in runs: this host's, else docker-ce's path.
+DOCKERD  ?= $(shell command -v dockerd 2>/dev/null || echo /usr/bin/dockerd)
+SYSTEMD  := cmd/overlayd/systemd
+
+.PHONY: all build demo bench test test-unit vet lint fuzz clean install uninstall
 
 all: build
 
 build:
-	$(GO) build -o $(BIN)/overlayd ./cmd/overlayd
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/overlayd ./cmd/overlayd
 	$(GO) build -o $(BIN)/overlayd-lab ./cmd/overlayd-lab
+
+install:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/overlayd ./cmd/overlayd
+	install -D -m 0755 $(BIN)/overlayd $(DESTDIR)$(BINDIR)/overlayd
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DROPINDIR)
+	sed -e 's|@BINDIR@|$(BINDIR)|g' $(SYSTEMD)/overlayd.service.in >$(DESTDIR)$(UNITDIR)/overlayd.service
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@DOCKERD@|$(DOCKERD)|g' $(SYSTEMD)/docker-overlayd.conf.in >$(DESTDIR)$(DROPINDIR)/overlayd.conf
+	chmod 0644 $(DESTDIR)$(UNITDIR)/overlayd.service $(DESTDIR)$(DROPINDIR)/overlayd.conf
+	test -e $(DESTDIR)$(SYSCONFDIR)/default/overlayd || install -D -m 0644 $(SYSTEMD)/overlayd.default $(DESTDIR)$(SYSCONFDIR)/default/overlayd
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; \
+	  echo "next: edit /etc/default/overlayd, then systemctl enable --now overlayd && systemctl restart docker"; fi
+
+# Leaves /etc/default/overlayd, which holds the operator's settings.
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/overlayd $(DESTDIR)$(UNITDIR)/overlayd.service $(DESTDIR)$(DROPINDIR)/overlayd.conf
 
 # Emulated hosts in network namespaces, an embedded etcd, overlayd on each
 # host, container-to-container ping and a TCP transfer, a short report.

@@ -86,16 +86,82 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 // fs.ErrNotExist. Lines may use the dotenv forms flannel accepts: comments,
 // "export ", quoted values.
 func ReadSubnetFile(path string) (netip.Prefix, error) {
+	vars, err := readEnvFile(path)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	val, ok := vars["FLANNEL_SUBNET"]
+	if !ok {
+		return netip.Prefix{}, fmt.Errorf("subnet file %s: %w", path, errNoSubnetLine)
+	}
+	p, err := netip.ParsePrefix(val)
+	if err != nil || !p.Addr().Is4() {
+		return netip.Prefix{}, fmt.Errorf("subnet file %s: FLANNEL_SUBNET=%s is not an IPv4 CIDR", path, val)
+	}
+	return p.Masked(), nil
+}
+
+var errNoSubnetLine = errors.New("no FLANNEL_SUBNET line")
+
+// SubnetEnv is what a subnet file says, for the programs that configure
+// a bridge from it (docker-opts, flannel's CNI plugin).
+type SubnetEnv struct {
+	Network netip.Prefix // FLANNEL_NETWORK
+	Subnet  netip.Prefix // FLANNEL_SUBNET as written: the bridge address and the lease's length
+	MTU     int          // FLANNEL_MTU
+	IPMasq  bool         // FLANNEL_IPMASQ: the daemon masquerades traffic leaving the network
+}
+
+// ReadSubnetEnv reads a whole subnet file. FLANNEL_SUBNET and FLANNEL_MTU
+// are required; FLANNEL_NETWORK and FLANNEL_IPMASQ may be absent. A missing
+// file gives an error matching fs.ErrNotExist.
+func ReadSubnetEnv(path string) (SubnetEnv, error) {
+	vars, err := readEnvFile(path)
+	if err != nil {
+		return SubnetEnv{}, err
+	}
+	var env SubnetEnv
+	bad := func(key string) error {
+		return fmt.Errorf("subnet file %s: %s=%q is not valid", path, key, vars[key])
+	}
+	if v, ok := vars["FLANNEL_SUBNET"]; !ok {
+		return SubnetEnv{}, fmt.Errorf("subnet file %s: %w", path, errNoSubnetLine)
+	} else if env.Subnet, err = netip.ParsePrefix(v); err != nil || !env.Subnet.Addr().Is4() {
+		return SubnetEnv{}, bad("FLANNEL_SUBNET")
+	}
+	if v, ok := vars["FLANNEL_MTU"]; !ok {
+		return SubnetEnv{}, fmt.Errorf("subnet file %s: no FLANNEL_MTU line", path)
+	} else if env.MTU, err = strconv.Atoi(v); err != nil || env.MTU < 68 {
+		return SubnetEnv{}, bad("FLANNEL_MTU")
+	}
+	if v, ok := vars["FLANNEL_NETWORK"]; ok {
+		if env.Network, err = netip.ParsePrefix(v); err != nil {
+			return SubnetEnv{}, bad("FLANNEL_NETWORK")
+		}
+	}
+	if v, ok := vars["FLANNEL_IPMASQ"]; ok {
+		if env.IPMasq, err = strconv.ParseBool(v); err != nil {
+			return SubnetEnv{}, bad("FLANNEL_IPMASQ")
+		}
+	}
+	return env, nil
+}
+
+// readEnvFile reads KEY=value lines in the dotenv forms flannel accepts:
+// comments, "export ", quoted values. The first of repeated keys wins.
+func readEnvFile(path string) (map[string]string, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("subnet file: %w", err)
+		return nil, fmt.Errorf("subnet file: %w", err)
 	}
+	vars := make(map[string]string)
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
 		line = strings.TrimPrefix(line, "export ")
 		key, val, ok := strings.Cut(line, "=")
-		if !ok || strings.TrimSpace(key) != "FLANNEL_SUBNET" {
+		key = strings.TrimSpace(key)
+		if !ok || strings.HasPrefix(key, "#") {
 			continue
 		}
 		val = strings.TrimSpace(val)
@@ -104,16 +170,12 @@ func ReadSubnetFile(path string) (netip.Prefix, error) {
 		} else if len(val) >= 2 && val[0] == '\'' && val[len(val)-1] == '\'' {
 			val = val[1 : len(val)-1]
 		}
-		p, err := netip.ParsePrefix(val)
-		if err != nil || !p.Addr().Is4() {
-			return netip.Prefix{}, fmt.Errorf("subnet file %s: FLANNEL_SUBNET=%s is not an IPv4 CIDR", path, val)
+		if _, dup := vars[key]; !dup {
+			vars[key] = val
 		}
-		return p.Masked(), nil
 	}
 	if err := sc.Err(); err != nil {
-		return netip.Prefix{}, fmt.Errorf("subnet file %s: %w", path, err)
+		return nil, fmt.Errorf("subnet file %s: %w", path, err)
 	}
-	return netip.Prefix{}, fmt.Errorf("subnet file %s: %w", path, errNoSubnetLine)
+	return vars, nil
 }
-
-var errNoSubnetLine = errors.New("no FLANNEL_SUBNET line")

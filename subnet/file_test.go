@@ -116,3 +116,30 @@ func TestReadSubnetFile(t *testing.T) {
 		}
 	}
 }
+
+func TestReadSubnetEnv(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "subnet.env")
+	if err := WriteSubnetFile(path, pfx("100.96.0.0/16"), pfx("100.96.1.0/24"), 1450, true); err != nil {
+		t.Fatal(err)
+	}
+	env, err := ReadSubnetEnv(path)
+	want := SubnetEnv{Network: pfx("100.96.0.0/16"), Subnet: pfx("100.96.1.1/24"), MTU: 1450, IPMasq: true}
+	if err != nil || env != want {
+		t.Errorf("ReadSubnetEnv = %+v, %v; want %+v", env, err, want)
+	}
+	for name, content := range map[string]string{
+		"no mtu":   "FLANNEL_SUBNET=100.96.1.1/24\n",
+		"bad mtu":  "FLANNEL_SUBNET=100.96.1.1/24\nFLANNEL_MTU=x\n",
+		"bad masq": "FLANNEL_SUBNET=100.96.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=maybe\n",
+		"v6":       "FLANNEL_SUBNET=fd00::1/64\nFLANNEL_MTU=1450\n",
+	} {
+		os.WriteFile(path, []byte(content), 0o644)
+		if _, err := ReadSubnetEnv(path); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if _, err := ReadSubnetEnv(filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 
 	"github.com/overlayd/overlayd/encap"
 )
@@ -19,6 +20,24 @@ type Peer struct {
 	// an overlayd whose TUN has offloads says so; flanneld and kernel
 	// VTEPs verify every checksum.
 	PartialChecksums bool
+	// Counters count what the data path forwarded to and from the peer.
+	// NewTable gives a peer without counters new ones; the control plane
+	// hands a staying peer's counters on to the next table, so they only
+	// grow while the peer stays and go with it.
+	Counters *PeerCounters
+}
+
+// PeerCounters count one peer's traffic, by direction.
+type PeerCounters struct {
+	Tx, Rx PeerDirCounters
+}
+
+// PeerDirCounters count one direction of a peer's traffic: inner packets
+// and bytes forwarded, and packets dropped. Each direction has a cache line
+// of its own, since a worker's two routines write one each.
+type PeerDirCounters struct {
+	Packets, Bytes, Drops atomic.Uint64
+	_                     [64 - 3*8]byte
 }
 
 // Table is the data path's peer table. It is immutable once built, so any
@@ -46,6 +65,9 @@ func NewTable(peers []Peer) *Table {
 		byUnderlay: make(map[netip.Addr]int32, len(peers)),
 	}
 	for i, p := range t.peers {
+		if p.Counters == nil {
+			t.peers[i].Counters = new(PeerCounters)
+		}
 		if u := p.Underlay.Addr().Unmap(); u.IsValid() {
 			if _, dup := t.byUnderlay[u]; !dup {
 				t.byUnderlay[u] = int32(i)

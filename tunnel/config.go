@@ -46,7 +46,8 @@ type Config struct {
 	// byte each way.
 	CompleteChecksums bool
 
-	Logger *slog.Logger
+	Version string // this build's, for overlayd_build_info
+	Logger  *slog.Logger
 }
 
 // The underlays of Config.UnderlayKind.

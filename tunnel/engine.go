@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -352,10 +353,21 @@ func (e *Engine) setPeers(leases []subnet.Lease) {
 	e.firstPeersOnce.Do(func() { close(e.firstPeers) })
 }
 
-// publishPeers makes peers the peer table.
+// publishPeers makes peers the peer table. A peer already in the table
+// keeps its counters; a peer that left takes its counters with it, and so
+// its series leave /metrics.
 func (e *Engine) publishPeers(peers []subnet.Peer) {
+	prev := e.peers.Load()
+	counters := make(map[netip.Prefix]*subnet.PeerCounters, prev.Len())
+	for _, p := range prev.Peers() {
+		counters[p.Subnet] = p.Counters
+	}
+	peers = slices.Clone(peers) // the caller's, which a programmer may keep
+	for i := range peers {
+		peers[i].Counters = counters[peers[i].Subnet]
+	}
 	next := subnet.NewTable(peers)
-	prev := e.peers.Swap(next)
+	e.peers.Store(next) // publishPeers has one caller at a time: the watch, or routineProgram
 	logPeerChanges(e.log, prev, next)
 }
 

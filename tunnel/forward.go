@@ -66,6 +66,9 @@ type worker struct {
 	mtu     int          // largest inner packet the peers accept (their TUN MTU)
 	stats   *Stats
 	log     *slog.Logger
+
+	// The sizes of the batches each routine read, for /metrics.
+	txBatches, rxBatches batchHistogram
 }
 
 // txScratch is the outbound routine's per-batch state, allocated once.
@@ -87,6 +90,7 @@ func newTxScratch(batchSize int) *txScratch {
 		frames:  make([][]byte, 0, batchSize),
 		dsts:    make([]netip.AddrPort, 0, batchSize),
 		replies: make([][]byte, 0, batchSize),
+		counts:  newBatchStats(batchSize),
 	}
 }
 
@@ -112,25 +116,24 @@ func (w *worker) encapsulate(tx *txScratch, n int, table *subnet.Table) {
 			continue
 		}
 		if len(pkt) > w.mtu {
-			tx.counts.drop(DropTooBig)
+			tx.counts.peerDrop(DropTooBig, &peer.Counters.Tx)
 			if encap.IPv4DF(pkt) {
 				tx.reply(encap.FragNeeded(tx.icmp.Bufs[len(tx.replies)][Headroom:], pkt, w.icmpSource(dst), w.mtu))
 			}
 			continue
 		}
 		if tx.partial[i] && !peer.PartialChecksums && offload.CompleteChecksum(pkt) != nil {
-			tx.counts.drop(DropChecksumError) // the TUN should mark only what it can complete
+			tx.counts.peerDrop(DropChecksumError, &peer.Counters.Tx) // the TUN should mark only what it can complete
 			continue
 		}
 		frame := tx.batch.Bufs[i][Headroom-hdrLen : Headroom+len(pkt)]
 		if err := w.hdr.Encap(frame, &peer.Encap); err != nil {
-			tx.counts.drop(DropEncapError)
+			tx.counts.peerDrop(DropEncapError, &peer.Counters.Tx)
 			continue
 		}
 		tx.frames = append(tx.frames, frame)
 		tx.dsts = append(tx.dsts, peer.Underlay)
-		tx.counts.packets++
-		tx.counts.bytes += uint64(len(pkt))
+		tx.counts.forwarded(&peer.Counters.Tx, len(pkt))
 	}
 }
 
@@ -189,6 +192,7 @@ func (w *worker) routineTUNToUnderlay() error {
 		} else {
 			failures = 0
 		}
+		w.txBatches.observe(n)
 
 		w.encapsulate(tx, n, w.peers.Load())
 		if len(tx.frames) > 0 {
@@ -202,7 +206,7 @@ func (w *worker) routineTUNToUnderlay() error {
 				} else {
 					limiter.warn(w.log, "underlay send failed", "error", err, "unsent", len(tx.frames)-sent)
 				}
-				tx.counts.unsent(DropSendError, tx.frames[sent:], w.hdr.Len())
+				tx.counts.unsent(DropSendError, sent)
 			}
 		}
 		if len(tx.replies) > 0 {
@@ -227,6 +231,7 @@ func newRxScratch(batchSize int) *rxScratch {
 		batch:   ringbuf.NewBatch(batchSize, Headroom+maxPacket),
 		views:   make([][]byte, batchSize),
 		packets: make([][]byte, 0, batchSize),
+		counts:  newBatchStats(batchSize),
 	}
 	for i := range rx.views {
 		rx.views[i] = rx.batch.Bufs[i][Headroom:]
@@ -249,23 +254,22 @@ func (w *worker) decapsulate(rx *rxScratch, n int, table *subnet.Table) {
 		}
 		inner, err := w.hdr.Decap(rx.views[i][:rx.batch.Sizes[i]])
 		if err != nil {
-			rx.counts.drop(DropMalformed)
+			rx.counts.peerDrop(DropMalformed, &peer.Counters.Rx)
 			continue
 		}
 		// Decap validated the IPv4 header, so the addresses are there.
 		src := netip.AddrFrom4([4]byte(inner[12:16]))
 		dst := netip.AddrFrom4([4]byte(inner[16:20]))
 		if !peer.Subnet.Contains(src) {
-			rx.counts.drop(DropSpoofed)
+			rx.counts.peerDrop(DropSpoofed, &peer.Counters.Rx)
 			continue
 		}
 		if !w.local.Contains(dst) {
-			rx.counts.drop(DropNotLocal)
+			rx.counts.peerDrop(DropNotLocal, &peer.Counters.Rx)
 			continue
 		}
 		rx.packets = append(rx.packets, rx.batch.Bufs[i][:Headroom+hdrLen+len(inner)])
-		rx.counts.packets++
-		rx.counts.bytes += uint64(len(inner))
+		rx.counts.forwarded(&peer.Counters.Rx, len(inner))
 	}
 }
 
@@ -297,6 +301,7 @@ func (w *worker) routineUnderlayToTUN() error {
 		} else {
 			failures = 0
 		}
+		w.rxBatches.observe(n)
 
 		w.decapsulate(rx, n, w.peers.Load())
 		if len(rx.packets) > 0 {
@@ -306,7 +311,7 @@ func (w *worker) routineUnderlayToTUN() error {
 					return nil
 				}
 				limiter.warn(w.log, "TUN write failed", "error", err)
-				rx.counts.unsent(DropTUNWriteError, rx.packets[written:], offset)
+				rx.counts.unsent(DropTUNWriteError, written)
 			}
 		}
 		rx.counts.flushRx(w.stats)

@@ -73,6 +73,7 @@ func (h *memHost) ListenUnderlay(_ string, _ ExtIface, laddr netip.AddrPort, wor
 type testEngine struct {
 	host       *memHost
 	subnetFile string
+	socket     string       // its control socket (status, /metrics)
 	subnet     netip.Prefix // the leased subnet, once ready
 	cancel     context.CancelFunc
 	done       chan error
@@ -101,6 +102,7 @@ func startEngine(t testing.TB, reg subnet.Registry, net *underlaytest.Network, n
 			net:   net,
 		},
 		subnetFile: filepath.Join(dir, "subnet.env"),
+		socket:     filepath.Join(dir, "ctl.sock"),
 		done:       make(chan error, 1),
 	}
 	cfg := Config{
@@ -110,6 +112,8 @@ func startEngine(t testing.TB, reg subnet.Registry, net *underlaytest.Network, n
 		TunName:       "flannel0",
 		Queues:        1,
 		ReleaseOnExit: true,
+		ControlSocket: e.socket,
+		Version:       "test",
 		Logger:        slog.New(slog.DiscardHandler),
 	}
 	ctx, cancel := context.WithCancel(context.Background())

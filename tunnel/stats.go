@@ -1,6 +1,11 @@
 package tunnel
 
-import "sync/atomic"
+import (
+	"math/bits"
+	"sync/atomic"
+
+	"github.com/overlayd/overlayd/subnet"
+)
 
 // DropReason says why the forwarder dropped a packet. Every drop is counted,
 // never logged per packet.
@@ -44,6 +49,13 @@ type Stats struct {
 	RxPackets, RxBytes atomic.Uint64 // inner packets, and their bytes, written into the TUN
 	ICMPSent           atomic.Uint64 // ICMP errors written back into the TUN
 	Drops              [numDropReasons]atomic.Uint64
+
+	// The firewall rules' keeper (masquerade and forward rules) adds one to
+	// FirewallChecks each time it checks that its rules are in place, and
+	// one to FirewallRepairs each time it had to put them back. /metrics
+	// shows them as overlayd_firewall_checks_total and
+	// overlayd_firewall_repairs_total.
+	FirewallChecks, FirewallRepairs atomic.Uint64
 }
 
 // StatsSnapshot is a point-in-time copy of Stats, for status and metrics.
@@ -54,6 +66,9 @@ type StatsSnapshot struct {
 	RxBytes   uint64            `json:"rx_bytes"`
 	ICMPSent  uint64            `json:"icmp_sent"`
 	Drops     map[string]uint64 `json:"drops"`
+
+	FirewallChecks  uint64 `json:"firewall_checks"`
+	FirewallRepairs uint64 `json:"firewall_repairs"`
 }
 
 // Snapshot copies the counters.
@@ -65,6 +80,9 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		RxBytes:   s.RxBytes.Load(),
 		ICMPSent:  s.ICMPSent.Load(),
 		Drops:     make(map[string]uint64, numDropReasons),
+
+		FirewallChecks:  s.FirewallChecks.Load(),
+		FirewallRepairs: s.FirewallRepairs.Load(),
 	}
 	for r := DropReason(0); r < numDropReasons; r++ {
 		snap.Drops[r.String()] = s.Drops[r].Load()
@@ -73,23 +91,50 @@ func (s *Stats) Snapshot() StatsSnapshot {
 }
 
 // batchStats accumulates one batch's counts on the worker's stack before a
-// single flush into the shared Stats.
+// single flush into the shared Stats. It also lists, in order, the peer of
+// each packet forwarded and its size (newBatchStats sizes the lists once),
+// so that the peers' counters get one add per run of packets to the same
+// peer, after the batch went out.
 type batchStats struct {
 	packets, bytes uint64
 	icmp           uint64
 	drops          [numDropReasons]uint64
+	peers          []*subnet.PeerDirCounters
+	sizes          []int
+}
+
+func newBatchStats(batchSize int) batchStats {
+	return batchStats{peers: make([]*subnet.PeerDirCounters, 0, batchSize), sizes: make([]int, 0, batchSize)}
 }
 
 func (b *batchStats) drop(r DropReason) { b.drops[r]++ }
 
-// unsent moves packets counted as forwarded to the drops of reason r; each
-// holds its payload past offset.
-func (b *batchStats) unsent(r DropReason, pkts [][]byte, offset int) {
-	for _, p := range pkts {
+// peerDrop counts a drop of a packet whose peer is known; drops are rare,
+// so the peer's counter is added to at once.
+func (b *batchStats) peerDrop(r DropReason, c *subnet.PeerDirCounters) {
+	b.drops[r]++
+	c.Drops.Add(1)
+}
+
+// forwarded counts a packet of size bytes handed on, to or from the peer
+// whose counters c are.
+func (b *batchStats) forwarded(c *subnet.PeerDirCounters, size int) {
+	b.packets++
+	b.bytes += uint64(size)
+	b.peers = append(b.peers, c)
+	b.sizes = append(b.sizes, size)
+}
+
+// unsent moves the packets counted as forwarded from the from'th on to the
+// drops of reason r: the device took only the first from.
+func (b *batchStats) unsent(r DropReason, from int) {
+	for i := from; i < len(b.peers); i++ {
 		b.drops[r]++
 		b.packets--
-		b.bytes -= uint64(len(p) - offset)
+		b.bytes -= uint64(b.sizes[i])
+		b.peers[i].Drops.Add(1)
 	}
+	b.peers, b.sizes = b.peers[:from], b.sizes[:from]
 }
 
 func (b *batchStats) flushTx(s *Stats) {
@@ -98,7 +143,7 @@ func (b *batchStats) flushTx(s *Stats) {
 		s.TxPackets.Add(b.packets)
 		s.TxBytes.Add(b.bytes)
 	}
-	*b = batchStats{}
+	b.reset()
 }
 
 func (b *batchStats) flushRx(s *Stats) {
@@ -107,7 +152,7 @@ func (b *batchStats) flushRx(s *Stats) {
 		s.RxPackets.Add(b.packets)
 		s.RxBytes.Add(b.bytes)
 	}
-	*b = batchStats{}
+	b.reset()
 }
 
 func (b *batchStats) flushCommon(s *Stats) {
@@ -119,4 +164,62 @@ func (b *batchStats) flushCommon(s *Stats) {
 			s.Drops[r].Add(n)
 		}
 	}
+	var (
+		cur            *subnet.PeerDirCounters
+		packets, bytes uint64
+	)
+	for i, c := range b.peers {
+		if c != cur {
+			if cur != nil {
+				cur.Packets.Add(packets)
+				cur.Bytes.Add(bytes)
+			}
+			cur, packets, bytes = c, 0, 0
+		}
+		packets++
+		bytes += uint64(b.sizes[i])
+	}
+	if cur != nil {
+		cur.Packets.Add(packets)
+		cur.Bytes.Add(bytes)
+	}
+}
+
+// reset zeroes the counts and keeps the lists' storage.
+func (b *batchStats) reset() {
+	*b = batchStats{peers: b.peers[:0], sizes: b.sizes[:0]}
+}
+
+// batchSizeBounds are the upper bounds of the batch size histogram's
+// buckets: powers of two, up to the largest batch a device reads (128).
+var batchSizeBounds = [...]int{1, 2, 4, 8, 16, 32, 64, 128}
+
+// batchHistogram counts the sizes of the batches one routine read. Only
+// its routine writes it, one add per bucket and one to the sum per batch;
+// /metrics reads it at scrape time.
+type batchHistogram struct {
+	counts [len(batchSizeBounds) + 1]atomic.Uint64 // per bucket, not cumulative; the last is above every bound
+	sum    atomic.Uint64
+}
+
+func (h *batchHistogram) observe(n int) {
+	if n <= 0 {
+		return
+	}
+	i := min(bits.Len(uint(n-1)), len(batchSizeBounds)) // the first bound >= n
+	h.counts[i].Add(1)
+	h.sum.Add(uint64(n))
+}
+
+// batchSizes is a snapshot of batchHistograms summed.
+type batchSizes struct {
+	counts [len(batchSizeBounds) + 1]uint64
+	sum    uint64
+}
+
+func (s *batchSizes) add(h *batchHistogram) {
+	for i := range h.counts {
+		s.counts[i] += h.counts[i].Load()
+	}
+	s.sum += h.sum.Load()
 }

@@ -93,7 +93,7 @@ func underlayCounters(conns []underlay.Conn) map[string]uint64 {
 	return sum
 }
 
-// handler serves /status (JSON), /metrics (Prometheus text), /healthz and
+// handler serves /status (JSON), /metrics (Prometheus), /healthz and
 // /readyz (flanneld's semantics: 200 once the subnet file is written); with
 // debug, also /debug/pprof/ (the control socket only: it is root's).
 func (e *Engine) handler(debug bool) http.Handler {
@@ -110,10 +110,7 @@ func (e *Engine) handler(debug bool) http.Handler {
 		enc.SetIndent("", "  ")
 		enc.Encode(e.status())
 	})
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		writeMetrics(w, e.status())
-	})
+	mux.Handle("GET /metrics", metricsHandler(e.metricsView))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})

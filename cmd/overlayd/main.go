@@ -6,6 +6,7 @@
 //	overlayd config get|put        read or write the network config
 //	overlayd leases                list the subnet leases
 //	overlayd status                show a running daemon's lease, peers and counters
+//	overlayd docker-opts [flags]   write dockerd's options from the subnet file (mk-docker-opts.sh)
 //	overlayd version
 //	overlayd help [command]
 package main
@@ -44,6 +45,7 @@ func init() {
 		{"config", "get|put [flags] ['<json>' | @file]", "read or write the network config (<etcd-prefix>/config)", runConfig},
 		{"leases", "[flags]", "list the subnet leases in the registry, with the time each has left", runLeases},
 		{"status", "[flags]", "show the running overlayd's lease, peers and counters (this network namespace's)", runStatus},
+		{"docker-opts", "[flags]", "write dockerd's --bip/--mtu/--ip-masq from the subnet file (mk-docker-opts.sh), or merge them into daemon.json", runDockerOpts},
 		{"version", "", "print the version", runVersion},
 	}
 }

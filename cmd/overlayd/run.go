@@ -58,6 +58,7 @@ func runDaemon(ctx context.Context, args []string) error {
 	cfg.RenewMargin = time.Duration(renewMinutes) * time.Minute
 	cfg.CompleteChecksums = !partial
 	cfg.Logger = log
+	cfg.Version = version
 	if err := errors.Join(ef.validate(), cfg.Validate()); err != nil {
 		return err
 	}
