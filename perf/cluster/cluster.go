@@ -39,6 +39,7 @@ type Options struct {
 	WorkDir       string   // logs, subnet files, sockets, etcd data; must exist
 	DaemonArgs    []string // extra flags for every overlayd
 	ContainerMTU  int      // 0: the host's FLANNEL_MTU, as docker --mtu would set it
+	NoContainers  bool     // no bridge or container: the caller brings its own (a real dockerd)
 	Logf          func(format string, args ...any)
 }
 
@@ -104,6 +105,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	for _, d := range c.Daemons {
 		if err = d.WaitReady(ctx); err != nil {
 			return nil, err
+		}
+		if opts.NoContainers {
+			continue
 		}
 		if err = d.addBridgeAndContainer(); err != nil {
 			return nil, err
