@@ -3,6 +3,7 @@ module github.com/overlayd/overlayd
 go 1.26.0
 
 require (
+	github.com/coreos/go-iptables v0.8.0
 	github.com/google/gopacket v1.1.19
 	github.com/prometheus/client_golang v1.23.2
 	github.com/songgao/water v0.0.0-20200317203138-2b4b6d7c09d8

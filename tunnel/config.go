@@ -26,6 +26,10 @@ type Config struct {
 	ControlSocket string // status socket: a path, or @name for an abstract socket (per network namespace); empty: none
 	ReleaseOnExit bool   // delete our lease on a clean exit (flanneld keeps it)
 
+	// FirewallResync is how often Deps.Firewall's rules are checked and
+	// put back (--iptables-resync); 0: DefaultFirewallResync.
+	FirewallResync time.Duration
+
 	// VXLANDataplane is the vxlan backend's data plane: DataplaneUserspace
 	// (overlayd forwards; also when empty) or DataplaneKernel (overlayd
 	// programs flannel.<VNI>).
@@ -49,6 +53,9 @@ type Config struct {
 	Version string // this build's, for overlayd_build_info
 	Logger  *slog.Logger
 }
+
+// DefaultFirewallResync is flanneld's --iptables-resync default.
+const DefaultFirewallResync = 5 * time.Second
 
 // The underlays of Config.UnderlayKind.
 const (
@@ -84,6 +91,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Queues < 1 || c.Queues > 256 {
 		errs = append(errs, fmt.Errorf("--queues %d: must be between 1 and 256", c.Queues))
+	}
+	if c.FirewallResync < 0 {
+		errs = append(errs, fmt.Errorf("--iptables-resync %d: must be at least 1 second", int(c.FirewallResync/time.Second)))
 	}
 	switch c.VXLANDataplane {
 	case "", DataplaneUserspace, DataplaneKernel:

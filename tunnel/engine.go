@@ -23,6 +23,7 @@ type Engine struct {
 	cfg      Config
 	reg      subnet.Registry
 	host     Host
+	fw       Firewall // nil: the packet filter is left alone
 	log      *slog.Logger
 	extIface ExtIface
 	publicIP netip.Addr
@@ -67,13 +68,16 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	if deps.Registry == nil {
 		return errors.New("tunnel: Deps.Registry is nil")
 	}
-	e := &Engine{cfg: cfg, reg: deps.Registry, host: deps.Host, log: cfg.Logger,
+	e := &Engine{cfg: cfg, reg: deps.Registry, host: deps.Host, fw: deps.Firewall, log: cfg.Logger,
 		firstPeers: make(chan struct{}), wantChanged: make(chan struct{}, 1)}
 	if e.log == nil {
 		e.log = slog.Default()
 	}
 	if e.host == nil {
 		e.host = SystemHost{Log: e.log}
+	}
+	if e.cfg.FirewallResync == 0 {
+		e.cfg.FirewallResync = DefaultFirewallResync
 	}
 	e.peers.Store(subnet.NewTable(nil))
 	return e.run(ctx)
@@ -88,6 +92,9 @@ func (e *Engine) run(ctx context.Context) error {
 		return err
 	}
 	if err := e.startDataPath(); err != nil {
+		return err
+	}
+	if err := e.startFirewall(); err != nil {
 		return err
 	}
 
@@ -223,6 +230,10 @@ func (e *Engine) startRoutines(ctx context.Context, cancel context.CancelCauseFu
 	// the supervisor restart us onto a new subnet.
 	go func() { defer wg.Done(); cancelOnError(cancel, ignoreCanceled(e.mgr.Run(ctx))) }()
 	go func() { defer wg.Done(); logUnlessCanceled(e.log, "peer watch", e.mgr.WatchPeers(ctx, e.setPeers)) }()
+	if e.fw != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); e.routineFirewall(ctx) }()
+	}
 	if e.prog == nil {
 		return e.firstPeers
 	}
@@ -241,7 +252,8 @@ func (e *Engine) becomeReady(ctx context.Context, cancel context.CancelCauseFunc
 	case <-ctx.Done():
 		return
 	}
-	if err := subnet.WriteSubnetFile(e.cfg.SubnetFile, e.network.Network, e.lease.Subnet, e.tunMTU, false); err != nil {
+	ipMasq := e.fw != nil && e.fw.Masquerades()
+	if err := subnet.WriteSubnetFile(e.cfg.SubnetFile, e.network.Network, e.lease.Subnet, e.tunMTU, ipMasq); err != nil {
 		cancel(fmt.Errorf("write subnet file: %w", err))
 		return
 	}
@@ -268,6 +280,79 @@ func (e *Engine) shutdown(wg *sync.WaitGroup) {
 	if e.prog != nil {
 		e.stopProgramming(e.prog)
 	}
+	e.stopFirewall()
+}
+
+// startFirewall puts the packet filter rules in place before readiness: a
+// container started once the subnet file exists must not meet Docker's
+// FORWARD DROP, nor leave unmasqueraded. Masquerading was asked for
+// (--ip-masq) and the subnet file will say it is done, so failing it stops
+// overlayd; the forward rules, on by default, are only retried.
+func (e *Engine) startFirewall() error {
+	if e.fw == nil {
+		return nil
+	}
+	n, err := e.fw.Ensure(e.network.Network, e.lease.Subnet)
+	if err != nil {
+		if e.fw.Masquerades() {
+			return fmt.Errorf("--ip-masq: install the packet filter rules: %w", err)
+		}
+		e.log.Warn("packet filter rules not installed; retrying", "error", err, "retry_every", e.cfg.FirewallResync)
+		return nil
+	}
+	e.log.Info("packet filter rules in place", "masquerade", e.fw.Masquerades(), "changed", n)
+	return nil
+}
+
+// routineFirewall checks the rules every FirewallResync and puts back what
+// something else removed (a firewall reload, Docker restarting), as
+// flanneld does every --iptables-resync.
+func (e *Engine) routineFirewall(ctx context.Context) {
+	tick := time.NewTicker(e.cfg.FirewallResync)
+	defer tick.Stop()
+	var lastErr string
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		n, err := e.fw.Ensure(e.network.Network, e.lease.Subnet)
+		e.stats.FirewallChecks.Add(1)
+		if n > 0 {
+			e.stats.FirewallRepairs.Add(1)
+		}
+		switch {
+		case err != nil:
+			if err.Error() != lastErr { // each new failure once, not every resync
+				e.log.Warn("packet filter rules not in place; retrying", "error", err, "retry_every", e.cfg.FirewallResync)
+			}
+			lastErr = err.Error()
+		case n > 0:
+			lastErr = ""
+			e.log.Info("packet filter rules put back", "changed", n)
+		default:
+			lastErr = ""
+		}
+	}
+}
+
+// stopFirewall leaves the rules in place, so that a restarting overlayd
+// never leaves traffic without them; a host that leaves the cluster
+// (--release-on-exit) removes them.
+func (e *Engine) stopFirewall() {
+	if e.fw == nil {
+		return
+	}
+	if !e.cfg.ReleaseOnExit {
+		e.log.Info("packet filter rules left in place")
+		return
+	}
+	if err := e.fw.Remove(); err != nil {
+		e.log.Warn("could not remove the packet filter rules", "error", err)
+		return
+	}
+	e.log.Info("packet filter rules removed")
 }
 
 // createTUN creates the TUN queues, with offloads, and a worker for each.

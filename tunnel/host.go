@@ -44,4 +44,25 @@ type Deps struct {
 	Registry subnet.Registry
 	// Host opens the devices; nil means SystemHost.
 	Host Host
+	// Firewall keeps the packet filter rules of the overlay; nil means
+	// overlayd leaves the packet filter alone.
+	Firewall Firewall
+}
+
+// Firewall keeps the host's packet filter in line with the lease, as
+// flanneld's --ip-masq and --iptables-forward-rules do: forwarding to and
+// from the network accepted, and traffic leaving the network masqueraded
+// if asked. cmd/overlayd builds it (package firewall).
+type Firewall interface {
+	// Masquerades reports whether the rules masquerade traffic leaving
+	// the network: FLANNEL_IPMASQ in the subnet file.
+	Masquerades() bool
+	// Ensure makes the rules those of network and this host's subnet,
+	// changing only what differs, so traffic never meets a moment without
+	// them. It returns how many rules it added or removed. The engine
+	// calls it before readiness, then every Config.FirewallResync to put
+	// back what something else removed.
+	Ensure(network, subnet netip.Prefix) (changed int, err error)
+	// Remove deletes the rules (--release-on-exit).
+	Remove() error
 }

@@ -96,6 +96,12 @@ func newPairRegistry(t testing.TB) *subnettest.Registry {
 // again with the same dir gets its subnet back.
 func startEngine(t testing.TB, reg subnet.Registry, net *underlaytest.Network, n int, dir string) *testEngine {
 	t.Helper()
+	return startEngineWith(t, reg, net, n, dir, nil)
+}
+
+// startEngineWith is startEngine with a Firewall.
+func startEngineWith(t testing.TB, reg subnet.Registry, net *underlaytest.Network, n int, dir string, fw Firewall) *testEngine {
+	t.Helper()
 	e := &testEngine{
 		host: &memHost{
 			iface: ExtIface{Name: "ext0", Index: 2, Addr: netip.AddrFrom4([4]byte{198, 18, 0, byte(n)}), MTU: 1500},
@@ -119,7 +125,7 @@ func startEngine(t testing.TB, reg subnet.Registry, net *underlaytest.Network, n
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
 	old, _ := os.Stat(e.subnetFile) // an earlier run's
-	go func() { e.done <- Run(ctx, cfg, Deps{Registry: reg, Host: e.host}) }()
+	go func() { e.done <- Run(ctx, cfg, Deps{Registry: reg, Host: e.host, Firewall: fw}) }()
 
 	// Ready means the subnet file is written (anew: it is replaced whole).
 	deadline := time.Now().Add(10 * time.Second)

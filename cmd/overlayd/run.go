@@ -3,12 +3,15 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"time"
 
 	"github.com/overlayd/overlayd/subnet/etcd"
 	"github.com/overlayd/overlayd/tunnel"
+	"github.com/overlayd/overlayd/tunnel/firewall"
 )
 
 func runDaemon(ctx context.Context, args []string) error {
@@ -19,6 +22,8 @@ func runDaemon(ctx context.Context, args []string) error {
 		cfg          tunnel.Config
 		renewMinutes int
 		partial      bool
+		fwOpts       firewall.Options
+		resyncSecs   int
 	)
 	ef.register(fs)
 	lf.register(fs)
@@ -38,6 +43,12 @@ func runDaemon(ctx context.Context, args []string) error {
 		"vxlan backend: \"userspace\" (overlayd forwards) or \"kernel\" (overlayd programs flannel.<VNI>, as flanneld)")
 	fs.StringVar(&cfg.UnderlayKind, "underlay", tunnel.UnderlaySocket,
 		"how packets reach other hosts: \"socket\" (UDP socket) or \"afpacket\" (AF_PACKET mmap rings)")
+	fs.BoolVar(&fwOpts.Masquerade, "ip-masq", false,
+		"masquerade traffic from the overlay network to anywhere outside it, never traffic inside it (flanneld's --ip-masq); "+
+			"the subnet file then says FLANNEL_IPMASQ=true, and Docker must run with --ip-masq=false")
+	fs.BoolVar(&fwOpts.Forward, "iptables-forward-rules", true,
+		"accept forwarding to and from the overlay network (chain OVERLAYD-FWD), so that a FORWARD DROP policy (Docker's) does not cut traffic between hosts")
+	fs.IntVar(&resyncSecs, "iptables-resync", 5, "seconds between checks that the iptables rules are in place; missing ones are put back")
 	fs.BoolVar(&partial, "partial-checksums", true,
 		"leave the TCP/UDP checksums of packets to peers that advertise they take them so partial, and advertise it; "+
 			"false: be a host that needs complete checksums, as flanneld's (sent complete, received checked; for tests)")
@@ -57,6 +68,10 @@ func runDaemon(ctx context.Context, args []string) error {
 	}
 	cfg.RenewMargin = time.Duration(renewMinutes) * time.Minute
 	cfg.CompleteChecksums = !partial
+	if resyncSecs < 1 {
+		return fmt.Errorf("--iptables-resync %d: must be at least 1 second", resyncSecs)
+	}
+	cfg.FirewallResync = time.Duration(resyncSecs) * time.Second
 	cfg.Logger = log
 	cfg.Version = version
 	if err := errors.Join(ef.validate(), cfg.Validate()); err != nil {
@@ -70,10 +85,40 @@ func runDaemon(ctx context.Context, args []string) error {
 	}
 	defer unlock()
 	log.Info("starting overlayd", "version", version, "go", runtime.Version(), "pid", os.Getpid(), "control_socket", cfg.ControlSocket)
+	fw, err := newFirewall(fwOpts, log)
+	if err != nil {
+		return err
+	}
 	reg, err := etcd.New(ef.options())
 	if err != nil {
 		return err
 	}
 	defer reg.Close()
-	return tunnel.Run(ctx, cfg, tunnel.Deps{Registry: reg, Host: tunnel.SystemHost{Log: log}})
+	deps := tunnel.Deps{Registry: reg, Host: tunnel.SystemHost{Log: log}}
+	if fw != nil { // not a typed nil in the interface
+		deps.Firewall = fw
+	}
+	return tunnel.Run(ctx, cfg, deps)
+}
+
+// newFirewall builds the iptables rules keeper, or nil when no rules are
+// asked for. Masquerading is asked for explicitly, so a host that cannot
+// do it is an error; the forward rules are on by default, so a host
+// without iptables only gets a warning.
+func newFirewall(opts firewall.Options, log *slog.Logger) (*firewall.IPTables, error) {
+	if !opts.Masquerade && !opts.Forward {
+		return nil, nil
+	}
+	fw, err := firewall.NewIPTables(opts)
+	switch {
+	case err != nil && opts.Masquerade:
+		return nil, fmt.Errorf("--ip-masq: %w", err)
+	case err != nil:
+		log.Warn("forward rules not installed: a FORWARD DROP policy (Docker's) will cut traffic between hosts", "error", err)
+		return nil, nil
+	}
+	b := fw.Backend()
+	log.Info("iptables", "backend", b.Name, "command", b.Path, "chosen_by", b.Why,
+		"masquerade", opts.Masquerade, "forward_rules", opts.Forward)
+	return fw, nil
 }

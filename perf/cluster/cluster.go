@@ -42,6 +42,7 @@ type Options struct {
 	// DefaultControlSocket starts overlayd without --control-socket: each
 	// serves its default, @overlayd/flannel0 of its own network namespace.
 	DefaultControlSocket bool
+	NoContainers         bool // no bridge or container: the caller brings its own (a real dockerd)
 	Logf                 func(format string, args ...any)
 }
 
@@ -110,6 +111,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	for _, d := range c.Daemons {
 		if err = d.WaitReady(ctx); err != nil {
 			return nil, err
+		}
+		if opts.NoContainers {
+			continue
 		}
 		if err = d.addBridgeAndContainer(); err != nil {
 			return nil, err

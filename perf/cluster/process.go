@@ -33,7 +33,23 @@ func StartProcess(ctx context.Context, ns *netns.NS, logPath string, argv ...str
 	}
 	// Not tied to ctx: a process outlives the call that started it and is
 	// stopped by Stop, with SIGTERM first so it can clean up.
-	cmd := ns.Command(context.WithoutCancel(ctx), argv[0], argv[1:]...)
+	return start(ns.Command(context.WithoutCancel(ctx), argv[0], argv[1:]...), log, logPath)
+}
+
+// StartCommand runs argv as it is, in this program's namespaces, with
+// stdout and stderr appended to logPath: for a program that must keep the
+// host's mount namespace, entered into a host's network namespace with
+// nsenter --net (dockerd: `ip netns exec` remounts /sys, hiding the
+// cgroups). nsenter execs the program, so Pid is the program's.
+func StartCommand(logPath string, argv ...string) (*Process, error) {
+	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	return start(exec.Command(argv[0], argv[1:]...), log, logPath)
+}
+
+func start(cmd *exec.Cmd, log *os.File, logPath string) (*Process, error) {
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := startFromSpawner(cmd); err != nil {

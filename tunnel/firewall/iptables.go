@@ -1,0 +1,240 @@
+package firewall
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/coreos/go-iptables/iptables"
+)
+
+// tables is the part of go-iptables IPTables uses; tests hand in a fake.
+type tables interface {
+	ChainExists(table, chain string) (bool, error)
+	NewChain(table, chain string) error
+	List(table, chain string) ([]string, error)
+	Insert(table, chain string, pos int, rulespec ...string) error
+	Append(table, chain string, rulespec ...string) error
+	Exists(table, chain string, rulespec ...string) (bool, error)
+	DeleteById(table, chain string, id int) error
+	DeleteIfExists(table, chain string, rulespec ...string) error
+	ClearAndDeleteChain(table, chain string) error
+}
+
+// IPTables keeps overlayd's rules in place with one iptables back end.
+// Its methods may be called from several goroutines.
+type IPTables struct {
+	opts    Options
+	backend Backend
+
+	mu  sync.Mutex
+	ipt tables
+}
+
+// NewIPTables uses the back end the host uses (Detect). It checks only
+// that the command runs; the kernel is asked at the first Ensure.
+func NewIPTables(opts Options) (*IPTables, error) {
+	b, err := Detect()
+	if err != nil {
+		return nil, err
+	}
+	return NewIPTablesWith(b, opts)
+}
+
+// NewIPTablesWith uses the back end given. RandomFully is set from what
+// the command supports.
+func NewIPTablesWith(b Backend, opts Options) (*IPTables, error) {
+	ipt, err := iptables.New(iptables.Path(b.Path))
+	if err != nil {
+		return nil, fmt.Errorf("iptables (%s): %w", b.Path, err)
+	}
+	opts.RandomFully = ipt.HasRandomFully()
+	return &IPTables{opts: opts, backend: b, ipt: ipt}, nil
+}
+
+// Backend is the back end in use.
+func (t *IPTables) Backend() Backend { return t.backend }
+
+// Masquerades reports whether the rules masquerade (FLANNEL_IPMASQ).
+func (t *IPTables) Masquerades() bool { return t.opts.Masquerade }
+
+// Ensure makes overlayd's chains hold the rules of network and subnet, and
+// the built-in chains jump to them, changing only what differs: a rule
+// still wanted is never removed, and a new one goes in before an old one
+// goes out, so traffic never meets a moment without them (an overlayd
+// restart, a new lease). Chains of options turned off are removed. It
+// returns how many rules it added or removed: 0 when all was in place.
+func (t *IPTables) Ensure(network, subnet netip.Prefix) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	want := Rules(network, subnet, t.opts)
+	changed := 0
+	var errs []error
+	for _, owned := range Owned() {
+		i := slices.IndexFunc(want, func(c Chain) bool { return c.Name == owned.Name })
+		var (
+			n   int
+			err error
+		)
+		if i < 0 {
+			n, err = t.remove(owned)
+		} else {
+			n, err = t.ensure(want[i])
+		}
+		changed += n
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s %s: %w", owned.Table, owned.Name, err))
+		}
+	}
+	return changed, errors.Join(errs...)
+}
+
+// Remove deletes overlayd's jumps and chains (--release-on-exit).
+func (t *IPTables) Remove() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var errs []error
+	for _, c := range Owned() {
+		if _, err := t.remove(c); err != nil {
+			errs = append(errs, fmt.Errorf("%s %s: %w", c.Table, c.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ensure fills the chain first, then adds the jump, so a new chain is
+// never entered half-filled.
+func (t *IPTables) ensure(c Chain) (int, error) {
+	exists, err := t.ipt.ChainExists(c.Table, c.Name)
+	if err != nil {
+		return 0, err
+	}
+	changed := 0
+	if !exists {
+		if err := t.ipt.NewChain(c.Table, c.Name); err != nil {
+			return 0, err
+		}
+	}
+	lines, err := t.ipt.List(c.Table, c.Name)
+	if err != nil {
+		return 0, err
+	}
+	have, err := parseRules(c.Name, lines)
+	if err != nil {
+		return 0, err
+	}
+	n, err := t.reconcile(c, have)
+	changed += n
+	if err != nil {
+		return changed, err
+	}
+	ok, err := t.ipt.Exists(c.Table, c.From, c.Jump...)
+	if err != nil || ok {
+		return changed, err
+	}
+	if c.First {
+		err = t.ipt.Insert(c.Table, c.From, 1, c.Jump...)
+	} else {
+		err = t.ipt.Append(c.Table, c.From, c.Jump...)
+	}
+	if err != nil {
+		return changed, err
+	}
+	return changed + 1, nil
+}
+
+// reconcile turns have into c.Rules in place: at each position a rule
+// that differs gets the wanted one inserted before it, and what is left
+// past the wanted rules is deleted from the end. The rules iptables
+// numbers from 1.
+func (t *IPTables) reconcile(c Chain, have [][]string) (int, error) {
+	changed := 0
+	for i, r := range c.Rules {
+		if i < len(have) && slices.Equal(have[i], r) {
+			continue
+		}
+		if err := t.ipt.Insert(c.Table, c.Name, i+1, r...); err != nil {
+			return changed, err
+		}
+		have = slices.Insert(have, i, r)
+		changed++
+	}
+	for n := len(have); n > len(c.Rules); n-- {
+		if err := t.ipt.DeleteById(c.Table, c.Name, n); err != nil {
+			return changed, err
+		}
+		changed++
+	}
+	return changed, nil
+}
+
+// remove deletes the jump to c and c itself, where they exist.
+func (t *IPTables) remove(c Chain) (int, error) {
+	exists, err := t.ipt.ChainExists(c.Table, c.Name)
+	if err != nil || !exists {
+		return 0, err
+	}
+	if err := t.ipt.DeleteIfExists(c.Table, c.From, c.Jump...); err != nil {
+		return 0, err
+	}
+	if err := t.ipt.ClearAndDeleteChain(c.Table, c.Name); err != nil {
+		return 1, err
+	}
+	return 1, nil
+}
+
+// parseRules turns `iptables -S chain` output into the rules' tokens,
+// without "-A chain" and with the quoting of iptables undone.
+func parseRules(chain string, lines []string) ([][]string, error) {
+	var rules [][]string
+	for _, l := range lines {
+		tok, err := splitQuoted(l)
+		if err != nil {
+			return nil, fmt.Errorf("rule %q: %w", l, err)
+		}
+		if len(tok) >= 2 && tok[0] == "-A" && tok[1] == chain {
+			rules = append(rules, tok[2:])
+		}
+	}
+	return rules, nil
+}
+
+// splitQuoted splits a line as iptables -S quotes it: words separated by
+// spaces, a word in double quotes may hold spaces, \" and \\ escaped.
+func splitQuoted(s string) ([]string, error) {
+	var (
+		out     []string
+		cur     strings.Builder
+		inWord  bool
+		inQuote bool
+	)
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		switch {
+		case inQuote && ch == '\\' && i+1 < len(s):
+			i++
+			cur.WriteByte(s[i])
+		case ch == '"':
+			inQuote, inWord = !inQuote, true
+		case !inQuote && (ch == ' ' || ch == '\t'):
+			if inWord {
+				out = append(out, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		default:
+			cur.WriteByte(ch)
+			inWord = true
+		}
+	}
+	if inQuote {
+		return nil, errors.New("unterminated quote")
+	}
+	if inWord {
+		out = append(out, cur.String())
+	}
+	return out, nil
+}

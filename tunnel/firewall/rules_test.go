@@ -1,0 +1,143 @@
+package firewall
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+)
+
+var (
+	testNetwork = netip.MustParsePrefix("100.96.0.0/16")
+	testSubnet  = netip.MustParsePrefix("100.96.3.0/24")
+)
+
+// render is a chain's rules as iptables -S prints them.
+func render(c Chain) []string {
+	var out []string
+	for _, r := range c.Rules {
+		out = append(out, "-A "+c.Name+" "+joinQuoted(r))
+	}
+	return out
+}
+
+func joinQuoted(r []string) string {
+	var b strings.Builder
+	for i, t := range r {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		if strings.Contains(t, " ") {
+			t = `"` + t + `"`
+		}
+		b.WriteString(t)
+	}
+	return b.String()
+}
+
+func TestRulesMasqueradeAndForward(t *testing.T) {
+	// The lease's host bits (FLANNEL_SUBNET's .1) must not matter.
+	chains := Rules(testNetwork, netip.MustParsePrefix("100.96.3.1/24"), Options{Masquerade: true, Forward: true, RandomFully: true})
+	if len(chains) != 2 {
+		t.Fatalf("%d chains, want nat and filter", len(chains))
+	}
+	nat, filter := chains[0], chains[1]
+	if nat.Table != "nat" || nat.Name != "OVERLAYD-POSTRTG" || nat.From != "POSTROUTING" || !nat.First {
+		t.Errorf("nat chain %+v", nat)
+	}
+	wantNAT := []string{
+		`-A OVERLAYD-POSTRTG -s 100.96.3.0/24 -d 100.96.0.0/16 -m comment --comment "overlayd masq" -j RETURN`,
+		`-A OVERLAYD-POSTRTG -s 100.96.0.0/16 -d 100.96.3.0/24 -m comment --comment "overlayd masq" -j RETURN`,
+		`-A OVERLAYD-POSTRTG ! -s 100.96.0.0/16 -d 100.96.3.0/24 -m comment --comment "overlayd masq" -j RETURN`,
+		`-A OVERLAYD-POSTRTG -s 100.96.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "overlayd masq" -j MASQUERADE --random-fully`,
+		`-A OVERLAYD-POSTRTG ! -s 100.96.0.0/16 -d 100.96.0.0/16 -m comment --comment "overlayd masq" -j MASQUERADE --random-fully`,
+	}
+	if got := render(nat); !slices.Equal(got, wantNAT) {
+		t.Errorf("nat rules:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantNAT, "\n"))
+	}
+	if filter.Table != "filter" || filter.Name != "OVERLAYD-FWD" || filter.From != "FORWARD" || filter.First {
+		t.Errorf("filter chain %+v", filter)
+	}
+	wantFwd := []string{
+		`-A OVERLAYD-FWD -s 100.96.0.0/16 -m comment --comment "overlayd forward" -j ACCEPT`,
+		`-A OVERLAYD-FWD -d 100.96.0.0/16 -m comment --comment "overlayd forward" -j ACCEPT`,
+	}
+	if got := render(filter); !slices.Equal(got, wantFwd) {
+		t.Errorf("filter rules:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantFwd, "\n"))
+	}
+}
+
+func TestRulesOptions(t *testing.T) {
+	if c := Rules(testNetwork, testSubnet, Options{}); len(c) != 0 {
+		t.Errorf("no options: %d chains", len(c))
+	}
+	fwd := Rules(testNetwork, testSubnet, Options{Forward: true})
+	if len(fwd) != 1 || fwd[0].Name != ForwardChain {
+		t.Errorf("forward only: %+v", fwd)
+	}
+	masq := Rules(testNetwork, testSubnet, Options{Masquerade: true})
+	if len(masq) != 1 || masq[0].Name != MasqChain {
+		t.Fatalf("masquerade only: %+v", masq)
+	}
+	for _, r := range masq[0].Rules {
+		if slices.Contains(r, "--random-fully") {
+			t.Errorf("--random-fully without RandomFully: %q", r)
+		}
+	}
+}
+
+// TestRulesMasqueradeSemantics walks packets through the nat chain as the
+// kernel would: first match wins, the end of the chain keeps the source.
+func TestRulesMasqueradeSemantics(t *testing.T) {
+	chain := Rules(testNetwork, testSubnet, Options{Masquerade: true})[0]
+	cases := []struct {
+		src, dst string
+		masq     bool
+	}{
+		{"100.96.3.2", "100.96.1.2", false},   // local container to a remote one
+		{"100.96.1.2", "100.96.3.2", false},   // remote container to a local one
+		{"100.96.3.2", "100.96.3.3", false},   // on the bridge
+		{"100.96.3.2", "198.18.0.254", true},  // container to the outside
+		{"100.96.3.2", "224.0.0.251", false},  // multicast
+		{"198.18.0.9", "100.96.3.2", false},   // outside to a local container
+		{"198.18.0.3", "100.96.1.2", true},    // the host itself into the overlay
+		{"198.18.0.3", "198.18.0.254", false}, // not overlay traffic at all
+	}
+	for _, tc := range cases {
+		if got := walk(t, chain.Rules, netip.MustParseAddr(tc.src), netip.MustParseAddr(tc.dst)); got != tc.masq {
+			t.Errorf("%s -> %s: masqueraded %v, want %v", tc.src, tc.dst, got, tc.masq)
+		}
+	}
+}
+
+// walk evaluates rules made of [!] -s/-d matches, a comment and a RETURN
+// or MASQUERADE target.
+func walk(t *testing.T, rules [][]string, src, dst netip.Addr) bool {
+	t.Helper()
+	for _, r := range rules {
+		match, neg := true, false
+		for i := 0; i < len(r); i++ {
+			switch r[i] {
+			case "!":
+				neg = true
+				continue
+			case "-s", "-d":
+				p := netip.MustParsePrefix(r[i+1])
+				a := src
+				if r[i] == "-d" {
+					a = dst
+				}
+				if p.Contains(a) == neg {
+					match = false
+				}
+				i++
+			case "-j":
+				if match {
+					return r[i+1] == "MASQUERADE"
+				}
+			}
+			neg = false
+		}
+	}
+	return false
+}
