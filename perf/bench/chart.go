@@ -202,6 +202,7 @@ func writeSweep(path string, d sweepDef, sums []SweepSummary, systems []string) 
 	p := plot.New()
 	p.Title.Text = d.title + " (median Gbit/s delivered)"
 	p.Title.TextStyle.Font.Size = vg.Points(13)
+	p.Title.Padding = vg.Points(10)
 	p.X.Label.Text = d.xLabel
 	p.Y.Label.Text = "Gbit/s"
 	p.X.Scale = plot.LogScale{}
@@ -210,20 +211,24 @@ func writeSweep(path string, d sweepDef, sums []SweepSummary, systems []string) 
 	p.Legend.Left = true
 	p.Legend.TextStyle.Font.Size = vg.Points(10)
 	p.Add(plotter.NewGrid())
-	ticks := map[int]bool{}
+	top := 0.0
 	for _, s := range sums {
 		var xys plotter.XYs
 		failed := 0
 		for _, pt := range s.Points {
-			ticks[pt.X] = true
 			if pt.Gbps.Runs == 0 {
 				failed++
 				continue
 			}
 			xys = append(xys, plotter.XY{X: float64(pt.X), Y: pt.Gbps.Median})
+			top = max(top, pt.Gbps.Median)
 		}
-		if len(xys) == 0 {
+		switch {
+		case len(xys) == 0 && (s.SetupFailed > 0 || failed > 0):
 			p.Legend.Add(s.System + " (failed)")
+			continue
+		case len(xys) == 0:
+			p.Legend.Add(s.System + " (not measured)")
 			continue
 		}
 		line, points, err := plotter.NewLinePoints(xys)
@@ -240,18 +245,49 @@ func writeSweep(path string, d sweepDef, sums []SweepSummary, systems []string) 
 		}
 		p.Legend.Add(name, line, points)
 	}
-	var xt []plot.Tick
-	for _, x := range sortedKeys(ticks) {
-		xt = append(xt, plot.Tick{Value: float64(x), Label: formatBytes(x)})
-	}
+	xt := sweepTicks(d, sums)
 	if len(xt) == 0 {
 		return fmt.Errorf("%s: no points", d.name)
 	}
 	p.X.Tick.Marker = plot.ConstantTicks(xt)
+	p.Y.Max = max(top, 0.01) * 1.3 // room for the legend above the lines
 	p.X.Min, p.X.Max = xt[0].Value/1.25, xt[len(xt)-1].Value*1.25
 	img := vgimg.NewWith(vgimg.UseWH(10*vg.Inch, 5.5*vg.Inch), vgimg.UseDPI(chartDPI))
 	p.Draw(draw.New(img))
 	return writePNG(path, img)
+}
+
+// sweepTicks labels a sweep's x axis at its points. The message-size
+// sweeps end at a size that differs a little per system (their MTUs), so
+// those last points share one label, "8922-8972", at the largest.
+func sweepTicks(d sweepDef, sums []SweepSummary) []plot.Tick {
+	full := d.name != SweepWindow
+	xs := map[int]bool{}
+	lo, hi := 0, 0
+	for _, s := range sums {
+		for i, p := range s.Points {
+			if full && i == len(s.Points)-1 {
+				if lo == 0 || p.X < lo {
+					lo = p.X
+				}
+				hi = max(hi, p.X)
+				continue
+			}
+			xs[p.X] = true
+		}
+	}
+	var out []plot.Tick
+	for _, x := range sortedKeys(xs) {
+		out = append(out, plot.Tick{Value: float64(x), Label: formatBytes(x)})
+	}
+	switch {
+	case hi == 0:
+	case lo == hi:
+		out = append(out, plot.Tick{Value: float64(hi), Label: formatBytes(hi)})
+	default:
+		out = append(out, plot.Tick{Value: float64(hi), Label: fmt.Sprintf("%d-%d", lo, hi)})
+	}
+	return out
 }
 
 func writePNG(path string, img *vgimg.Canvas) error {

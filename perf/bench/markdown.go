@@ -156,7 +156,10 @@ func sweepRows(d sweepDef, sums []SweepSummary) (header []string, cells [][]stri
 		}
 		if len(s.Points) == 0 {
 			for i := 1; i < len(row); i++ {
-				row[i] = "failed"
+				row[i] = "-" // never measured
+				if s.SetupFailed > 0 {
+					row[i] = "failed"
+				}
 			}
 		}
 		cells = append(cells, row)

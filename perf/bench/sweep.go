@@ -103,6 +103,9 @@ type SweepSummary struct {
 	Sweep  string       `json:"sweep"`
 	System string       `json:"system"`
 	Points []SweepPoint `json:"points"` // by X, ascending
+	// Trials whose setup failed: with no points at all, the system failed
+	// rather than was never measured (an interrupted run).
+	SetupFailed int `json:"setup_failed,omitempty"`
 }
 
 // SweepPoint is the median throughput at one point of a sweep.
@@ -116,7 +119,8 @@ type SweepPoint struct {
 // SummarizeSweeps takes the medians of every sweep point, per sweep (in
 // SweepNames order) and system (in the order of systems). A sweep no run
 // measured is left out; a system without points in a sweep that others
-// have (its setup failed) has a summary without points.
+// have (its setup failed, or an interrupted run never reached it) has a
+// summary without points.
 func SummarizeSweeps(systems []string, runs []Trial) []SweepSummary {
 	var out []SweepSummary
 	for _, sweep := range SweepNames {
@@ -130,6 +134,9 @@ func SummarizeSweeps(systems []string, runs []Trial) []SweepSummary {
 			for _, r := range runs {
 				if r.System != system {
 					continue
+				}
+				if r.SetupError != "" {
+					s.SetupFailed++
 				}
 				for _, m := range r.Tests {
 					if m.Sweep != sweep {
