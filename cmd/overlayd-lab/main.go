@@ -5,6 +5,7 @@
 //	overlayd-lab bench [--overlayd bin/overlayd] [--systems host-gw,kernel-vxlan,overlayd-udp] [--duration 10s] [--runs 3] [--out file.json]
 //	                   [--quick] [--sweeps tcp_window,udp_size,tcp_size|none] [--sweep-duration 2s]
 //	                   [--mtu 9000] [--delay 1ms] [--loss 0.1] [--rate 10gbit] [--flanneld PATH]
+//	overlayd-lab bench --rerender perf/results/bench-<time>.json   (charts and report again)
 //	overlayd-lab rr server [--listen 0.0.0.0:5301]                  (request/response echo server, TCP and UDP)
 //	overlayd-lab rr client --server ADDR:PORT [--proto tcp] [--size 64] [--duration 10s]   (prints JSON)
 //
@@ -102,7 +103,16 @@ func runBench(ctx context.Context, args []string) error {
 	fs.Float64Var(&opts.Shape.LossPct, "loss", 0, "random loss in percent added by tc netem to what each host sends, e.g. 0.1")
 	rate := fs.String("rate", "", "bandwidth cap (tc tbf) on what each host sends on the underlay, e.g. 10gbit")
 	fs.StringVar(&opts.Flanneld, "flanneld", "", "a flanneld binary: adds flanneld's udp and vxlan backends as rows (nothing is downloaded)")
+	rerender := fs.String("rerender", "", "measure nothing: draw the charts and write the report of this results file again")
 	fs.Parse(args)
+	if *rerender != "" {
+		files, err := bench.Rerender(*rerender)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("report: %s\ncharts: %s\n", files.Report, strings.Join(files.Charts, " "))
+		return nil
+	}
 	opts.Systems = strings.Split(*systems, ",")
 	opts.Sweeps = []string{}
 	if *sweeps != "none" && *sweeps != "" {

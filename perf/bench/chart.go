@@ -71,14 +71,38 @@ func WriteCharts(dir, base string, r *Results) ([]Chart, error) {
 	return out, nil
 }
 
-// systemColor gives a system the same color in every chart of a run.
-func systemColor(systems []string, name string) color.Color {
+// palette tells ten systems apart (Tableau 10, reordered), more than
+// plotutil's seven.
+var palette = []color.RGBA{
+	{0x4e, 0x79, 0xa7, 0xff}, // blue
+	{0xf2, 0x8e, 0x2b, 0xff}, // orange
+	{0x59, 0xa1, 0x4f, 0xff}, // green
+	{0xe1, 0x57, 0x59, 0xff}, // red
+	{0xb0, 0x7a, 0xa1, 0xff}, // purple
+	{0x9c, 0x75, 0x5f, 0xff}, // brown
+	{0xff, 0x9d, 0xa7, 0xff}, // pink
+	{0x76, 0xb7, 0xb2, 0xff}, // teal
+	{0xbc, 0xbd, 0x22, 0xff}, // olive
+	{0x79, 0x70, 0x6e, 0xff}, // grey
+}
+
+// systemIndex is a system's place in the run, which picks its color and
+// glyph in every chart; -1 if it is not in the run.
+func systemIndex(systems []string, name string) int {
 	for i, s := range systems {
 		if s == name {
-			return plotutil.Color(i)
+			return i
 		}
 	}
-	return color.Gray{Y: 128}
+	return -1
+}
+
+func systemColor(systems []string, name string) color.Color {
+	i := systemIndex(systems, name)
+	if i < 0 {
+		return color.Gray{Y: 128}
+	}
+	return palette[i%len(palette)]
 }
 
 // writeHeadline draws one horizontal bar chart per headline metric, in a
@@ -237,7 +261,7 @@ func writeSweep(path string, d sweepDef, sums []SweepSummary, systems []string) 
 		}
 		c := systemColor(systems, s.System)
 		line.Color, line.Width = c, vg.Points(2)
-		points.Color, points.Shape, points.Radius = c, draw.CircleGlyph{}, vg.Points(3)
+		points.Color, points.Shape, points.Radius = c, plotutil.Shape(max(systemIndex(systems, s.System), 0)), vg.Points(3.5)
 		p.Add(line, points)
 		name := s.System
 		if failed > 0 {
@@ -250,7 +274,8 @@ func writeSweep(path string, d sweepDef, sums []SweepSummary, systems []string) 
 		return fmt.Errorf("%s: no points", d.name)
 	}
 	p.X.Tick.Marker = plot.ConstantTicks(xt)
-	p.Y.Max = max(top, 0.01) * 1.3 // room for the legend above the lines
+	// Room for the legend above the lines.
+	p.Y.Max = max(top, 0.01) * (1.15 + 0.05*float64(len(sums)))
 	p.X.Min, p.X.Max = xt[0].Value/1.25, xt[len(xt)-1].Value*1.25
 	img := vgimg.NewWith(vgimg.UseWH(10*vg.Inch, 5.5*vg.Inch), vgimg.UseDPI(chartDPI))
 	p.Draw(draw.New(img))

@@ -243,6 +243,14 @@ func WriteFiles(path string, r *Results) (Files, error) {
 	if err := os.WriteFile(path, append(data, '\n'), 0o644); err != nil {
 		return files, err
 	}
+	return writeReportFiles(path, r)
+}
+
+// writeReportFiles writes the charts and the report of the results in
+// path beside it.
+func writeReportFiles(path string, r *Results) (Files, error) {
+	files := Files{JSON: path}
+	dir := filepath.Dir(path)
 	charts, chartErr := WriteCharts(dir, chartBase(path), r)
 	for _, c := range charts {
 		files.Charts = append(files.Charts, c.Path)
@@ -256,6 +264,20 @@ func WriteFiles(path string, r *Results) (Files, error) {
 		return files, err
 	}
 	return files, chartErr
+}
+
+// Rerender draws the charts and writes the report of a results file again,
+// e.g. after the report's layout changed; the JSON is left as it is.
+func Rerender(path string) (Files, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Files{}, err
+	}
+	var r Results
+	if err := json.Unmarshal(data, &r); err != nil {
+		return Files{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return writeReportFiles(path, &r)
 }
 
 // DefaultOut is the default results path for a run started at t.
