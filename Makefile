@@ -23,13 +23,13 @@ demo: build
 # hosts: throughput with iperf3 (installed if missing), latency with
 # overlayd-lab rr (TCP_RR, UDP_RR) and ping, the TCP-window and message-size
 # sweeps; tables of medians and ratios, and JSON, PNG charts and a markdown
-# report in perf/results/. Needs root; about 20 minutes on 2 cores. E.g.
+# report in perf/results/. Needs root; about 22 minutes on 2 cores. E.g.
 #   make bench BENCHFLAGS="--flanneld /path/to/flanneld --mtu 9000 --rate 10gbit"
 bench: build
 	$(BIN)/overlayd-lab bench --overlayd $(BIN)/overlayd $(BENCHFLAGS)
 
 # A first try of the bench: one round, short tests, fewer sweep points
-# (about 4 minutes).
+# (about 2.5 minutes).
 bench-quick: build
 	$(BIN)/overlayd-lab bench --overlayd $(BIN)/overlayd --quick $(BENCHFLAGS)
 

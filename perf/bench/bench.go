@@ -10,8 +10,15 @@
 // (traffic.RR, as netperf's TCP_RR and UDP_RR) and a ping series measure
 // latency: p50 and p99 round trips and transactions per second. /proc
 // gives the CPU time spent, by the whole machine and by overlayd itself.
-// Rounds interleave the systems so that drift on a shared machine hits them
-// all alike.
+// Two sweeps follow the published comparisons of flannel's backends: TCP
+// throughput across TCP window sizes, and throughput across UDP and TCP
+// message sizes (sweep.go). Rounds interleave the systems so that drift on
+// a shared machine hits them all alike.
+//
+// The underlay can be made less perfect than a veth (jumbo frames, netem
+// delay and loss, a tbf rate cap), and flanneld itself can join the run
+// from a binary the user has. The results are JSON, PNG charts drawn with
+// gonum/plot (chart.go) and a Markdown report (markdown.go).
 //
 // The bench is a command, not a test: it needs root, takes minutes, and
 // its numbers are only meaningful as ratios measured in the same run.
