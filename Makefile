@@ -22,7 +22,7 @@ DROPINDIR ?= $(SYSCONFDIR)/systemd/system/docker.service.d
 DOCKERD  ?= $(shell command -v dockerd 2>/dev/null || echo /usr/bin/dockerd)
 SYSTEMD  := cmd/overlayd/systemd
 
-.PHONY: all build demo bench test test-unit vet lint fuzz clean install uninstall
+.PHONY: all build demo bench bench-quick test test-unit vet lint fuzz clean install uninstall
 
 all: build
 
@@ -52,11 +52,17 @@ demo: build
 
 # overlayd against the kernel (host-gw, kernel VXLAN) on the same emulated
 # hosts: throughput with iperf3 (installed if missing), latency with
-# overlayd-lab rr (TCP_RR, UDP_RR) and ping; tables of medians and ratios,
-# and JSON + markdown in perf/results/. Needs root. Quick try:
-#   make bench BENCHFLAGS="--duration 3s --runs 1"
+# overlayd-lab rr (TCP_RR, UDP_RR) and ping, the TCP-window and message-size
+# sweeps; tables of medians and ratios, and JSON, PNG charts and a markdown
+# report in perf/results/. Needs root; about 22 minutes on 2 cores. E.g.
+#   make bench BENCHFLAGS="--flanneld /path/to/flanneld --mtu 9000 --rate 10gbit"
 bench: build
 	$(BIN)/overlayd-lab bench --overlayd $(BIN)/overlayd $(BENCHFLAGS)
+
+# A first try of the bench: one round, short tests, fewer sweep points
+# (about 2.5 minutes).
+bench-quick: build
+	$(BIN)/overlayd-lab bench --overlayd $(BIN)/overlayd --quick $(BENCHFLAGS)
 
 # Everything: vet, unit tests, fuzz seed corpora, integration tests (root).
 # go test shows why a test skipped only with -v: without root, say it here.

@@ -3,6 +3,9 @@
 //	overlayd-lab demo  [--overlayd bin/overlayd] [--hosts 3]
 //	overlayd-lab up    [--overlayd bin/overlayd] [--hosts 2]   (a lab kept until Ctrl-C)
 //	overlayd-lab bench [--overlayd bin/overlayd] [--systems host-gw,kernel-vxlan,overlayd-udp] [--duration 10s] [--runs 3] [--out file.json]
+//	                   [--quick] [--sweeps tcp_window,udp_size,tcp_size|none] [--sweep-duration 2s]
+//	                   [--mtu 9000] [--delay 1ms] [--loss 0.1] [--rate 10gbit] [--flanneld PATH]
+//	overlayd-lab bench --rerender perf/results/bench-<time>.json   (charts and report again)
 //	overlayd-lab rr server [--listen 0.0.0.0:5301]                  (request/response echo server, TCP and UDP)
 //	overlayd-lab rr client --server ADDR:PORT [--proto tcp] [--size 64] [--duration 10s]   (prints JSON)
 //
@@ -24,6 +27,7 @@ import (
 
 	"github.com/overlayd/overlayd/perf/bench"
 	"github.com/overlayd/overlayd/perf/demo"
+	"github.com/overlayd/overlayd/perf/topo"
 	"github.com/overlayd/overlayd/perf/traffic"
 )
 
@@ -92,8 +96,37 @@ func runBench(ctx context.Context, args []string) error {
 	fs.IntVar(&opts.Rounds, "runs", 0, "rounds over all systems; the table shows medians (default 3)")
 	fs.StringVar(&opts.Out, "out", "", "JSON results file, with a .md table beside it (default perf/results/bench-<UTC time>.json)")
 	fs.BoolVar(&opts.Keep, "keep", false, "keep the work directory (logs) after a run without failures")
+	fs.BoolVar(&opts.Quick, "quick", false, "a first try: one round, 2s tests, 1s sweep points, fewer points (a few minutes)")
+	sweeps := fs.String("sweeps", strings.Join(bench.SweepNames, ","), "sweeps to run, or none")
+	fs.DurationVar(&opts.SweepDuration, "sweep-duration", 0, "length of each sweep point, whole seconds (default 2s)")
+	fs.IntVar(&opts.UnderlayMTU, "mtu", 1500, "MTU of the emulated underlay links (9000: jumbo frames)")
+	fs.DurationVar(&opts.Shape.Delay, "delay", 0, "delay added by tc netem to what each host sends on the underlay, e.g. 1ms")
+	fs.Float64Var(&opts.Shape.LossPct, "loss", 0, "random loss in percent added by tc netem to what each host sends, e.g. 0.1")
+	rate := fs.String("rate", "", "bandwidth cap (tc tbf) on what each host sends on the underlay, e.g. 10gbit")
+	fs.StringVar(&opts.Flanneld, "flanneld", "", "a flanneld binary: adds flanneld's udp and vxlan backends as rows (nothing is downloaded)")
+	rerender := fs.String("rerender", "", "measure nothing: draw the charts and write the report of this results file again")
 	fs.Parse(args)
+	if *rerender != "" {
+		files, err := bench.Rerender(*rerender)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("report: %s\ncharts: %s\n", files.Report, strings.Join(files.Charts, " "))
+		return nil
+	}
 	opts.Systems = strings.Split(*systems, ",")
+	opts.Sweeps = []string{}
+	if *sweeps != "none" && *sweeps != "" {
+		opts.Sweeps = strings.Split(*sweeps, ",")
+	}
+	if *rate != "" {
+		bits, err := topo.ParseRate(*rate)
+		if err != nil {
+			return fmt.Errorf("--rate: %w", err)
+		}
+		opts.Shape.RateBit = bits
+	}
+	opts.Command = strings.Join(os.Args, " ")
 	_, err := bench.Run(ctx, opts, os.Stdout)
 	return err
 }

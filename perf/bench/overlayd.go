@@ -30,8 +30,10 @@ func (s overlaydSystem) Setup(ctx context.Context, env Env) (_ Testbed, err erro
 		NetworkConfig: s.config,
 		WorkDir:       env.WorkDir,
 		// cluster asks for debug logs; a benchmark wants the default.
-		DaemonArgs: append([]string{"--log-level", "info"}, s.args...),
-		Logf:       env.Logf,
+		DaemonArgs:  append([]string{"--log-level", "info"}, s.args...),
+		UnderlayMTU: env.UnderlayMTU,
+		Shape:       env.Shape,
+		Logf:        env.Logf,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", s.name, err)
@@ -61,6 +63,8 @@ type overlaydTestbed struct {
 func (t *overlaydTestbed) Endpoints() (client, server *topo.Container) {
 	return t.cluster.Daemons[0].Container, t.cluster.Daemons[1].Container
 }
+
+func (t *overlaydTestbed) ContainerMTU() int { return t.cluster.Daemons[0].Env.MTU }
 
 func (t *overlaydTestbed) OverlaydPIDs() []int {
 	var pids []int

@@ -124,6 +124,15 @@ func WriteTable(w io.Writer, r *Results) error {
 	if r.Latency != "" {
 		fmt.Fprintf(&b, "latency   %s\n", r.Latency)
 	}
+	if r.Underlay != nil {
+		fmt.Fprintf(&b, "underlay  %s\n", underlayText(r.Underlay))
+	}
+	if r.SweepDuration > 0 {
+		fmt.Fprintf(&b, "sweeps    %gs per point\n", r.SweepDuration)
+	}
+	if r.Interrupted != "" {
+		fmt.Fprintf(&b, "INTERRUPTED: %s\n", r.Interrupted)
+	}
 	b.WriteString("\n")
 	cells := rows(r.Medians)
 	textTable(&b, [][]string{columns}, cells)
@@ -135,6 +144,19 @@ func WriteTable(w io.Writer, r *Results) error {
 		cells = append(cells, lcells...)
 	}
 	b.WriteString("\n" + footnotes(cells, latency))
+	for _, d := range sweepDefs {
+		if sums := r.sweepOf(d.name); len(sums) > 0 {
+			header, scells := sweepRows(d, sums)
+			fmt.Fprintf(&b, "\n%s, Gbit/s (%s)\n", d.title, d.xLabel)
+			textTable(&b, [][]string{header}, scells)
+		}
+	}
+	if fails := failures(r); len(fails) > 0 {
+		b.WriteString("\nWhat failed:\n")
+		for _, f := range fails {
+			fmt.Fprintf(&b, "- %s\n", strings.ReplaceAll(f, "**", ""))
+		}
+	}
 	_, err := w.Write(b.Bytes())
 	return err
 }
@@ -197,25 +219,65 @@ func footnotes(cells [][]string, latency bool) string {
 	return s
 }
 
-// WriteFiles writes the results as JSON to path and the markdown table
-// beside it, with the extension .md; it returns the markdown file's path.
-func WriteFiles(path string, r *Results) (string, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return "", err
+// Files are what WriteFiles wrote.
+type Files struct {
+	JSON   string
+	Report string   // Markdown, beside the JSON
+	Charts []string // PNGs, beside the JSON
+}
+
+// WriteFiles writes the results as JSON to path, the charts beside it
+// (<name>-<chart>.png) and the Markdown report with the same name and the
+// extension .md. A chart that cannot be drawn is named in the report and
+// the error; the JSON and the report are written anyway.
+func WriteFiles(path string, r *Results) (Files, error) {
+	files := Files{JSON: path}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return files, err
 	}
 	data, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
-		return "", err
+		return files, err
 	}
 	if err := os.WriteFile(path, append(data, '\n'), 0o644); err != nil {
-		return "", err
+		return files, err
 	}
-	md := strings.TrimSuffix(path, filepath.Ext(path)) + ".md"
+	return writeReportFiles(path, r)
+}
+
+// writeReportFiles writes the charts and the report of the results in
+// path beside it.
+func writeReportFiles(path string, r *Results) (Files, error) {
+	files := Files{JSON: path}
+	dir := filepath.Dir(path)
+	charts, chartErr := WriteCharts(dir, chartBase(path), r)
+	for _, c := range charts {
+		files.Charts = append(files.Charts, c.Path)
+	}
+	files.Report = strings.TrimSuffix(path, filepath.Ext(path)) + ".md"
 	var b bytes.Buffer
-	if err := WriteMarkdown(&b, r); err != nil {
-		return "", err
+	if err := WriteReport(&b, r, charts, chartErr); err != nil {
+		return files, err
 	}
-	return md, os.WriteFile(md, b.Bytes(), 0o644)
+	if err := os.WriteFile(files.Report, b.Bytes(), 0o644); err != nil {
+		return files, err
+	}
+	return files, chartErr
+}
+
+// Rerender draws the charts and writes the report of a results file again,
+// e.g. after the report's layout changed; the JSON is left as it is.
+func Rerender(path string) (Files, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Files{}, err
+	}
+	var r Results
+	if err := json.Unmarshal(data, &r); err != nil {
+		return Files{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return writeReportFiles(path, &r)
 }
 
 // DefaultOut is the default results path for a run started at t.

@@ -89,10 +89,11 @@ func TestCells(t *testing.T) {
 func TestWriteFiles(t *testing.T) {
 	r := sampleResults()
 	path := filepath.Join(t.TempDir(), "results", "bench-x.json")
-	md, err := WriteFiles(path, r)
+	files, err := WriteFiles(path, r)
 	if err != nil {
 		t.Fatal(err)
 	}
+	md := files.Report
 	if want := filepath.Join(filepath.Dir(path), "bench-x.md"); md != want {
 		t.Errorf("markdown at %s, want %s", md, want)
 	}

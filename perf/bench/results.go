@@ -48,6 +48,10 @@ type workload struct {
 	args []string
 	rr   string // "tcp" or "udp"
 	ping bool
+	// A sweep point: its sweep and parameter; it runs for the sweep
+	// duration.
+	sweep string
+	x     int
 }
 
 var workloads = []workload{
@@ -72,6 +76,27 @@ type Results struct {
 	Systems  []string  `json:"systems"` // in table order
 	Runs     []Trial   `json:"runs"`    // in the order they ran
 	Medians  []Summary `json:"medians"` // one per system, in table order
+
+	// The command line of the run; empty in results from before it was kept.
+	Command string `json:"command,omitempty"`
+	// The emulated underlay link; nil in results from before it could be
+	// changed (a plain 1500-byte veth).
+	Underlay *Underlay `json:"underlay,omitempty"`
+	// Of each sweep point; 0 without sweeps.
+	SweepDuration float64 `json:"sweep_duration_s,omitempty"`
+	// Medians of every sweep point, per sweep and system, in table order.
+	Sweeps []SweepSummary `json:"sweeps,omitempty"`
+	// Why the run stopped early (Ctrl-C); the results are what it measured
+	// until then.
+	Interrupted string `json:"interrupted,omitempty"`
+}
+
+// Underlay is the emulated underlay link of a run.
+type Underlay struct {
+	MTU     int     `json:"mtu"`
+	DelayUS int64   `json:"delay_us,omitempty"` // added one way, by each host
+	LossPct float64 `json:"loss_pct,omitempty"` // of what each host sends
+	RateBit int64   `json:"rate_bit_s,omitempty"`
 }
 
 // Machine describes where the bench ran.
@@ -95,7 +120,10 @@ type Trial struct {
 // Measurement is one test of one run: either an Error or a Result, never
 // a guessed number.
 type Measurement struct {
-	Test   string  `json:"test"` // TCP1, TCP4, UDP64, TCPRR, UDPRR or Ping
+	Test string `json:"test"` // TCP1, TCP4, UDP64, TCPRR, UDPRR, Ping or a sweep point
+	// A sweep point's sweep and parameter (window or payload bytes).
+	Sweep  string  `json:"sweep,omitempty"`
+	X      int     `json:"x,omitempty"`
 	Error  string  `json:"error,omitempty"`
 	Result *Result `json:"result,omitempty"` // nil when the test failed
 }

@@ -28,8 +28,19 @@ type System interface {
 type Env struct {
 	Prefix   string // unique prefix for every namespace (netns.Prefix)
 	WorkDir  string // an existing directory for logs and state
-	Overlayd string // the overlayd binary
-	Logf     func(format string, args ...any)
+	Overlayd string // the overlayd binary (also etcd's, for flanneld)
+	Flanneld string // the flanneld binary, for flanneld systems; may be empty
+	// The underlay links: their MTU (0: 1500) and shape.
+	UnderlayMTU int
+	Shape       topo.Shape
+	Logf        func(format string, args ...any)
+}
+
+func (e Env) underlayMTU() int {
+	if e.UnderlayMTU == 0 {
+		return 1500
+	}
+	return e.UnderlayMTU
 }
 
 // A Testbed is a System set up and running.
@@ -37,6 +48,9 @@ type Testbed interface {
 	// Endpoints are where iperf3 runs: the client's container on host 1
 	// and the server's on host 2.
 	Endpoints() (client, server *topo.Container)
+	// ContainerMTU is the MTU of the containers' interfaces, which the
+	// sweeps' largest messages fill.
+	ContainerMTU() int
 	// OverlaydPIDs are the overlayd processes whose own CPU time is
 	// measured; none for kernel systems.
 	OverlaydPIDs() []int
@@ -47,9 +61,9 @@ type Testbed interface {
 
 // systems is every system the bench knows, in table order.
 var systems = []System{
-	kernelSystem{name: "host-gw", containerMTU: 1500, route: hostGWRoutes},
-	kernelSystem{name: Baseline, containerMTU: vxlanMTU, route: vxlanRoutes},
-	overlaydSystem{name: "overlayd-udp", config: `{"Network":"100.96.0.0/16","SubnetLen":24,"Backend":{"Type":"udp","Port":8285}}`},
+	kernelSystem{name: "host-gw", route: hostGWRoutes},
+	kernelSystem{name: Baseline, overhead: vxlanOverhead, route: vxlanRoutes},
+	overlaydSystem{name: "overlayd-udp", config: udpConfig},
 	overlaydSystem{name: "overlayd-vxlan", config: vxlanConfig},
 	// The same two over AF_PACKET rings instead of UDP sockets.
 	overlaydSystem{name: "overlayd-udp-afpacket", config: `{"Network":"100.96.0.0/16","SubnetLen":24,"Backend":{"Type":"udp","Port":8285}}`, args: afpacketArgs},
@@ -58,7 +72,12 @@ var systems = []System{
 	// would: they should match host-gw and kernel-vxlan.
 	overlaydSystem{name: "overlayd-host-gw", config: `{"Network":"100.96.0.0/16","SubnetLen":24,"Backend":{"Type":"host-gw"}}`},
 	overlaydSystem{name: "overlayd-kernel-vxlan", config: vxlanConfig, args: []string{"--vxlan-dataplane", "kernel"}},
+	// flanneld itself, from a binary the user has (--flanneld).
+	flanneldSystem{name: "flanneld-udp", config: udpConfig},
+	flanneldSystem{name: "flanneld-vxlan", config: vxlanConfig},
 }
+
+const udpConfig = `{"Network":"100.96.0.0/16","SubnetLen":24,"Backend":{"Type":"udp","Port":8285}}`
 
 const vxlanConfig = `{"Network":"100.96.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`
 
@@ -66,6 +85,24 @@ var afpacketArgs = []string{"--underlay", "afpacket"}
 
 // DefaultSystems is what `make bench` measures.
 var DefaultSystems = []string{"host-gw", Baseline, "overlayd-udp", "overlayd-vxlan", "overlayd-host-gw"}
+
+// FlanneldSystems are the rows --flanneld adds.
+var FlanneldSystems = []string{"flanneld-udp", "flanneld-vxlan"}
+
+// needsOverlayd reports whether a system runs the overlayd binary (for
+// flanneld's, as its etcd).
+func needsOverlayd(s System) bool {
+	switch s.(type) {
+	case overlaydSystem, flanneldSystem:
+		return true
+	}
+	return false
+}
+
+func isFlanneld(s System) bool {
+	_, ok := s.(flanneldSystem)
+	return ok
+}
 
 // SystemNames lists every system the bench knows.
 func SystemNames() []string {
@@ -94,19 +131,23 @@ func hostSubnet(i int) netip.Prefix {
 // kernelSystem is a baseline that the Linux kernel forwards alone: a bridge
 // and container per host, and host routing programmed by route.
 type kernelSystem struct {
-	name         string
-	containerMTU int // of the bridge and the containers, as docker --mtu
-	// route programs host h so that its containers reach every peer's.
-	route func(ctx context.Context, h *topo.Host, peers []*topo.Host) error
+	name string
+	// overhead is the encapsulation's: the bridge's and the containers'
+	// MTU (as docker --mtu) is the underlay's less this.
+	overhead int
+	// route programs host h so that its containers reach every peer's
+	// over devices of MTU mtu.
+	route func(ctx context.Context, h *topo.Host, peers []*topo.Host, mtu int) error
 }
 
 func (s kernelSystem) Name() string { return s.name }
 
 func (s kernelSystem) Setup(ctx context.Context, env Env) (_ Testbed, err error) {
-	c, err := topo.New(ctx, topo.Options{Prefix: env.Prefix, Hosts: 2})
+	c, err := topo.New(ctx, topo.Options{Prefix: env.Prefix, Hosts: 2, UnderlayMTU: env.underlayMTU(), Shape: env.Shape})
 	if err != nil {
 		return nil, err
 	}
+	mtu := env.underlayMTU() - s.overhead
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, c.Close())
@@ -115,21 +156,21 @@ func (s kernelSystem) Setup(ctx context.Context, env Env) (_ Testbed, err error)
 	for i, h := range c.Hosts {
 		sub := hostSubnet(i)
 		gw := netip.PrefixFrom(sub.Addr().Next(), sub.Bits())
-		if err := h.AddBridge("docker0", gw, s.containerMTU); err != nil {
+		if err := h.AddBridge("docker0", gw, mtu); err != nil {
 			return nil, err
 		}
-		if _, err := h.AddContainer(s.containerMTU); err != nil {
+		if _, err := h.AddContainer(mtu); err != nil {
 			return nil, err
 		}
 	}
 	for _, h := range c.Hosts {
 		peers := slices.DeleteFunc(slices.Clone(c.Hosts), func(p *topo.Host) bool { return p == h })
-		if err := s.route(ctx, h, peers); err != nil {
+		if err := s.route(ctx, h, peers, mtu); err != nil {
 			return nil, fmt.Errorf("%s: %w", s.name, err)
 		}
 	}
-	tb := &kernelTestbed{topo: c, client: c.Hosts[0].Containers[0], server: c.Hosts[1].Containers[0]}
-	if err := checkPath(ctx, tb.client, tb.server, s.containerMTU); err != nil {
+	tb := &kernelTestbed{topo: c, client: c.Hosts[0].Containers[0], server: c.Hosts[1].Containers[0], mtu: mtu}
+	if err := checkPath(ctx, tb.client, tb.server, mtu); err != nil {
 		return nil, fmt.Errorf("%s: %w", s.name, err)
 	}
 	return tb, nil
@@ -138,7 +179,10 @@ func (s kernelSystem) Setup(ctx context.Context, env Env) (_ Testbed, err error)
 type kernelTestbed struct {
 	topo           *topo.Cluster
 	client, server *topo.Container
+	mtu            int
 }
+
+func (t *kernelTestbed) ContainerMTU() int { return t.mtu }
 
 func (t *kernelTestbed) Endpoints() (client, server *topo.Container) { return t.client, t.server }
 func (t *kernelTestbed) OverlaydPIDs() []int                         { return nil }
@@ -146,7 +190,7 @@ func (t *kernelTestbed) Teardown() error                             { return t.
 
 // hostGWRoutes is flannel's host-gw backend: a route to each peer's subnet
 // via its underlay address.
-func hostGWRoutes(ctx context.Context, h *topo.Host, peers []*topo.Host) error {
+func hostGWRoutes(ctx context.Context, h *topo.Host, peers []*topo.Host, _ int) error {
 	for _, p := range peers {
 		if err := h.NS.IP(ctx, "route", "add", hostSubnet(p.Index).String(), "via", p.Underlay.Addr().String()); err != nil {
 			return err
@@ -157,8 +201,8 @@ func hostGWRoutes(ctx context.Context, h *topo.Host, peers []*topo.Host) error {
 
 // The kernel VXLAN device as flanneld makes it (FLANNEL.md §6).
 const (
-	vxlanDevice = "flannel.1"
-	vxlanMTU    = 1500 - 50
+	vxlanDevice   = "flannel.1"
+	vxlanOverhead = 50 // outer IPv4, UDP, VXLAN and Ethernet headers
 )
 
 // vtepMAC is host i's flannel.1 address. flanneld picks a random one; a
@@ -166,15 +210,15 @@ const (
 func vtepMAC(i int) string { return fmt.Sprintf("02:00:00:00:00:%02x", i+1) }
 
 // vxlanRoutes programs host h as flanneld's vxlan backend does: flannel.1
-// (VNI 1, port 8472, no learning, MTU 1450) with the subnet's network
+// (VNI 1, port 8472, no learning, MTU mtu: 1450 on a 1500 underlay) with the subnet's network
 // address, and per peer one route, one permanent neighbour and one fdb
 // entry, as in USERS.md §C.4.
-func vxlanRoutes(ctx context.Context, h *topo.Host, peers []*topo.Host) error {
+func vxlanRoutes(ctx context.Context, h *topo.Host, peers []*topo.Host, mtu int) error {
 	local := h.Underlay.Addr().String()
 	self := hostSubnet(h.Index).Addr()
 	for _, args := range [][]string{
 		{"link", "add", vxlanDevice, "type", "vxlan", "id", "1", "dstport", "8472", "local", local, "dev", h.Iface, "nolearning"},
-		{"link", "set", vxlanDevice, "address", vtepMAC(h.Index), "mtu", fmt.Sprint(vxlanMTU), "up"},
+		{"link", "set", vxlanDevice, "address", vtepMAC(h.Index), "mtu", fmt.Sprint(mtu), "up"},
 		{"addr", "add", netip.PrefixFrom(self, 32).String(), "dev", vxlanDevice},
 	} {
 		if err := h.NS.IP(ctx, args...); err != nil {

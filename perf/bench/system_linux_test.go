@@ -2,6 +2,9 @@ package bench
 
 import (
 	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -80,6 +83,71 @@ func checkFlannelDevice(ctx context.Context, t *testing.T, ns *netns.NS) {
 			if !strings.Contains(string(out), p) {
 				t.Errorf("%s: no %q in:\n%s", command, p, out)
 			}
+		}
+	}
+}
+
+// flanneldAnchor is the reference flanneld of this machine and CI (see
+// ../shared/anchors/README.md); a user's clone does not have it.
+const flanneldAnchor = "../../../shared/anchors/flanneld-v0.28.9"
+
+// TestFlanneldSystems runs the real flanneld's udp and vxlan backends as
+// the bench does: Setup checks that the containers reach each other with a
+// full-MTU ping, and Teardown leaves nothing behind.
+func TestFlanneldSystems(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: skipped in -short mode")
+	}
+	if err := netns.Available(); err != nil {
+		t.Skipf("needs network namespaces: %v", err)
+	}
+	flanneld, err := filepath.Abs(flanneldAnchor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(flanneld); err != nil {
+		t.Skipf("no reference flanneld here: %v", err)
+	}
+	overlayd := filepath.Join(t.TempDir(), "overlayd") // for `overlayd etcd`
+	if out, err := exec.Command("go", "build", "-o", overlayd, "github.com/overlayd/overlayd/cmd/overlayd").CombinedOutput(); err != nil {
+		t.Fatalf("build overlayd: %v\n%s", err, out)
+	}
+	for _, tt := range []struct {
+		name string
+		mtu  int
+	}{{"flanneld-udp", 1472}, {"flanneld-vxlan", 1450}} {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := LookupSystem(tt.name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			prefix := netns.Prefix("benchfl")
+			tb, err := s.Setup(ctx, Env{Prefix: prefix, WorkDir: t.TempDir(), Overlayd: overlayd, Flanneld: flanneld, Logf: t.Logf})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := tb.ContainerMTU(); got != tt.mtu {
+				t.Errorf("container MTU %d, want flanneld's %d", got, tt.mtu)
+			}
+			if err := tb.Teardown(); err != nil {
+				t.Fatal(err)
+			}
+			if left, _ := netns.List(prefix); len(left) > 0 {
+				t.Errorf("namespaces left after Teardown: %v", left)
+			}
+		})
+	}
+}
+
+// TestFlanneldMissing: without a flanneld binary the rows fail at setup,
+// saying why, and build nothing.
+func TestFlanneldMissing(t *testing.T) {
+	for _, bin := range []string{"", "/nonexistent/flanneld", "/"} {
+		_, err := flanneldSystem{name: "flanneld-udp", config: udpConfig}.Setup(context.Background(), Env{Flanneld: bin})
+		if err == nil || !strings.Contains(err.Error(), "flanneld") {
+			t.Errorf("flanneld %q: error %v, want one that names flanneld", bin, err)
 		}
 	}
 }

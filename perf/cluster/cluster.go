@@ -31,14 +31,16 @@ const DefaultNetworkConfig = `{"Network":"100.96.0.0/16","SubnetLen":24,"Backend
 
 // Options describe a cluster.
 type Options struct {
-	Prefix        string   // unique name prefix for namespaces (netns.Prefix)
-	Hosts         int      // emulated hosts, 2..8
-	Overlayd      string   // path of the overlayd binary
-	EtcdBinary    string   // external etcd server binary (e.g. /usr/bin/etcd); empty: `overlayd etcd`
-	NetworkConfig string   // default DefaultNetworkConfig
-	WorkDir       string   // logs, subnet files, sockets, etcd data; must exist
-	DaemonArgs    []string // extra flags for every overlayd
-	ContainerMTU  int      // 0: the host's FLANNEL_MTU, as docker --mtu would set it
+	Prefix        string     // unique name prefix for namespaces (netns.Prefix)
+	Hosts         int        // emulated hosts, 2..8
+	Overlayd      string     // path of the overlayd binary
+	EtcdBinary    string     // external etcd server binary (e.g. /usr/bin/etcd); empty: `overlayd etcd`
+	NetworkConfig string     // default DefaultNetworkConfig
+	WorkDir       string     // logs, subnet files, sockets, etcd data; must exist
+	DaemonArgs    []string   // extra flags for every overlayd
+	ContainerMTU  int        // 0: the host's FLANNEL_MTU, as docker --mtu would set it
+	UnderlayMTU   int        // of the underlay links; 0: 1500
+	Shape         topo.Shape // delay, loss and rate cap of the underlay links
 	// DefaultControlSocket starts overlayd without --control-socket: each
 	// serves its default, @overlayd/flannel0 of its own network namespace.
 	DefaultControlSocket bool
@@ -70,27 +72,15 @@ type Daemon struct {
 // brings up overlayd on every host with a bridge and one container each.
 // On error everything started so far is torn down.
 func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
-	if opts.NetworkConfig == "" {
-		opts.NetworkConfig = DefaultNetworkConfig
+	c, err := StartRegistry(ctx, opts)
+	if err != nil {
+		return nil, err
 	}
-	if opts.Logf == nil {
-		opts.Logf = func(string, ...any) {}
-	}
-	c := &Cluster{opts: opts}
 	defer func() {
 		if err != nil {
 			c.Close()
 		}
 	}()
-	if c.Topo, err = topo.New(ctx, topo.Options{Prefix: opts.Prefix, Hosts: opts.Hosts}); err != nil {
-		return nil, fmt.Errorf("topology: %w", err)
-	}
-	if err = c.startEtcd(ctx); err != nil {
-		return nil, err
-	}
-	if err = c.PutConfig(ctx, opts.NetworkConfig); err != nil {
-		return nil, err
-	}
 	for _, h := range c.Topo.Hosts {
 		d := &Daemon{Host: h, cluster: c, Dir: filepath.Join(opts.WorkDir, fmt.Sprintf("host%d", h.Index+1))}
 		d.SubnetFile = filepath.Join(d.Dir, "subnet.env")
@@ -118,6 +108,35 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		if err = d.addBridgeAndContainer(); err != nil {
 			return nil, err
 		}
+	}
+	return c, nil
+}
+
+// StartRegistry builds the topology, starts etcd and writes the network
+// config, but runs no overlayd: for another daemon (flanneld) to run
+// against. opts.Overlayd is still needed for `overlayd etcd` unless
+// opts.EtcdBinary is set. On error everything started so far is torn down.
+func StartRegistry(ctx context.Context, opts Options) (_ *Cluster, err error) {
+	if opts.NetworkConfig == "" {
+		opts.NetworkConfig = DefaultNetworkConfig
+	}
+	if opts.Logf == nil {
+		opts.Logf = func(string, ...any) {}
+	}
+	c := &Cluster{opts: opts}
+	defer func() {
+		if err != nil {
+			c.Close()
+		}
+	}()
+	if c.Topo, err = topo.New(ctx, topo.Options{Prefix: opts.Prefix, Hosts: opts.Hosts, UnderlayMTU: opts.UnderlayMTU, Shape: opts.Shape}); err != nil {
+		return nil, fmt.Errorf("topology: %w", err)
+	}
+	if err = c.startEtcd(ctx); err != nil {
+		return nil, err
+	}
+	if err = c.PutConfig(ctx, opts.NetworkConfig); err != nil {
+		return nil, err
 	}
 	return c, nil
 }

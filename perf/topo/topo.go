@@ -46,6 +46,9 @@ type Options struct {
 	Hosts int
 	// UnderlayMTU is the MTU of every underlay link; 0 means 1500.
 	UnderlayMTU int
+	// Shape is added delay, loss and a rate cap on every host's underlay
+	// interface; the zero Shape is a plain veth.
+	Shape Shape
 }
 
 // Cluster is a set of emulated hosts on one underlay switch.
@@ -94,12 +97,13 @@ func (o Options) withDefaults() (Options, error) {
 	case o.UnderlayMTU < 68 || o.UnderlayMTU > 65535:
 		return o, fmt.Errorf("topo: underlay MTU %d out of range [68, 65535]", o.UnderlayMTU)
 	}
-	return o, nil
+	return o, o.Shape.validate()
 }
 
 // New builds a cluster: the switch namespace with bridge sw0 (198.18.0.254/24)
 // and opts.Hosts host namespaces, each with lo up, net.ipv4.ip_forward=1, and
-// eth0 (198.18.0.<i+1>/24) on a veth pair whose other end is a port of sw0.
+// eth0 (198.18.0.<i+1>/24) on a veth pair whose other end is a port of sw0,
+// shaped by opts.Shape.
 // Veths are created directly in their namespaces. On error, everything made
 // so far is deleted again.
 func New(ctx context.Context, opts Options) (_ *Cluster, err error) {
@@ -152,6 +156,9 @@ func New(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			return nil, err
 		}
 		if err := ns.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
+			return nil, err
+		}
+		if err := opts.Shape.apply(ctx, ns, hostIface, opts.UnderlayMTU); err != nil {
 			return nil, err
 		}
 		c.Hosts = append(c.Hosts, h)
