@@ -98,7 +98,11 @@ func TestSuperPacketHdrShapes(t *testing.T) {
 		{"fragment", func() []byte { p := v4(segSpec{noDF: true}); p[ipv4OffFlags] |= ipv4FlagMF; return p }(), 1500, VirtioNetHdr{}},
 		{"total length", func() []byte { p := v4(segSpec{}); return p[:len(p)-1] }(), 1500, VirtioNetHdr{}},
 		{"truncated tcp header", v4(segSpec{})[:30], 20, VirtioNetHdr{}},
-		{"data offset past the end", func() []byte { p := buildSeg(t, segSpec{payload: pattern(20, 0)}); p[20+tcpOffDataOff] = 0xf0; return p }(), 40, VirtioNetHdr{}},
+		{"data offset past the end", func() []byte {
+			p := buildSeg(t, segSpec{payload: pattern(20, 0)})
+			p[20+tcpOffDataOff] = 0xf0
+			return p
+		}(), 40, VirtioNetHdr{}},
 		{"garbage", bytes.Repeat([]byte{0xff}, 3000), 1500, VirtioNetHdr{}},
 	} {
 		h, ok := SuperPacketHdr(c.pkt, c.mtu)
