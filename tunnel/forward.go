@@ -268,9 +268,27 @@ func (w *worker) decapsulate(rx *rxScratch, n int, table *subnet.Table) {
 			rx.counts.peerDrop(DropNotLocal, &peer.Counters.Rx)
 			continue
 		}
+		if len(inner) > w.mtu && !w.fitsTUN(inner) {
+			rx.counts.drop(DropOversize)
+			continue
+		}
 		rx.packets = append(rx.packets, rx.batch.Bufs[i][:Headroom+hdrLen+len(inner)])
 		rx.counts.forwarded(&peer.Counters.Rx, len(inner))
 	}
+}
+
+// fitsTUN reports whether the TUN takes pkt, a packet longer than its MTU:
+// a TCP super-frame, as a kernel VTEP on a veth with offloads sends them
+// whole, which the TUN's Write cuts at the MTU; or a packet without DF,
+// which the kernel fragments as any router would. Anything else is a UDP
+// super-frame (or a peer's mistake): its datagram boundaries did not
+// cross the wire, and the kernel would drop it at the next link anyway.
+func (w *worker) fitsTUN(pkt []byte) bool {
+	if w.mtu <= 0 || !encap.IPv4DF(pkt) {
+		return true
+	}
+	_, ok := offload.SuperPacketHdr(pkt, w.mtu)
+	return ok
 }
 
 // routineUnderlayToTUN receives from peers and writes to the TUN until the

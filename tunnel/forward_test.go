@@ -303,6 +303,30 @@ func TestDecapsulateChecksEverySource(t *testing.T) {
 	checkDrops(t, rx.counts, map[DropReason]uint64{DropUnknownPeer: 1, DropSpoofed: 1, DropNotLocal: 1, DropMalformed: 2})
 }
 
+// TestDecapsulateSuperFrames: a TCP super-frame from a kernel VTEP (longer
+// than the TUN MTU) goes to the TUN, which cuts it; so does an oversize
+// packet without DF, for the kernel to fragment; an oversize one with DF
+// that is not TCP cannot be cut, and is counted.
+func TestDecapsulateSuperFrames(t *testing.T) {
+	w := testWorker()
+	rx := newRxScratch(8)
+	super := partialOf(ipv4TCP(t, "100.96.2.7", "100.96.1.2", 46*1420))
+	udpDF := ipv4UDP(t, "100.96.2.7", "100.96.1.2", 6000, true)
+	udp := ipv4UDP(t, "100.96.2.7", "100.96.1.2", 6000, false)
+	from := []netip.AddrPort{peerA.Underlay, peerA.Underlay, peerA.Underlay}
+	n := loadRx(rx, from, super, udpDF, udp)
+
+	w.decapsulate(rx, n, w.peers.Load())
+
+	if len(rx.packets) != 2 || string(rx.packets[0][Headroom:]) != string(super) || string(rx.packets[1][Headroom:]) != string(udp) {
+		t.Fatalf("%d packets for the TUN, want the TCP super-frame and the UDP packet without DF", len(rx.packets))
+	}
+	checkDrops(t, rx.counts, map[DropReason]uint64{DropOversize: 1})
+	if a := testing.AllocsPerRun(100, func() { w.decapsulate(rx, n, w.peers.Load()) }); a != 0 {
+		t.Errorf("decapsulate: %v allocs per batch of super-frames", a)
+	}
+}
+
 // The per-packet work of both directions allocates nothing.
 func TestForwardingDoesNotAllocate(t *testing.T) {
 	w := testWorker()

@@ -23,6 +23,7 @@ const (
 	DropSpoofed                         // RX: inner source outside the sending peer's subnet
 	DropNotLocal                        // RX: inner destination outside this host's subnet
 	DropTUNWriteError                   // RX: the kernel refused the packet on the TUN
+	DropOversize                        // RX: longer than the TUN MTU, DF set, and not TCP the TUN can cut (a UDP super-frame)
 	numDropReasons
 )
 
@@ -38,6 +39,7 @@ var dropNames = [numDropReasons]string{
 	DropSpoofed:       "spoofed",
 	DropNotLocal:      "not_local",
 	DropTUNWriteError: "tun_write_error",
+	DropOversize:      "oversize",
 }
 
 func (r DropReason) String() string { return dropNames[r] }

@@ -19,8 +19,11 @@ import (
 // FuzzSplitGSO: byte 0 is the number of output buffers, then what a TUN
 // read gives: a virtio-net header and the packet.
 //
-// FuzzCoalesce: byte 0 holds GROTable's switches (fuzzVerify, fuzzUDP),
-// then packets, each a big-endian 16-bit length and the packet.
+// FuzzCoalesce: byte 0 holds GROTable's switches (fuzzVerify, fuzzUDP,
+// fuzzMTU), then packets, each a big-endian 16-bit length and the packet.
+//
+// FuzzSuperPacketHdr (oversize_test.go): bytes 0-1 are the MTU, then the
+// packet.
 
 const fuzzOffset = 12
 
@@ -28,7 +31,18 @@ const fuzzOffset = 12
 const (
 	fuzzVerify = 1 << iota // GROTable.Verify
 	fuzzUDP                // GROTable.UDP
+	fuzzMTU                // GROTable.MTU = vtepMTU
 )
+
+// fuzzTable sets table's switches from a FuzzCoalesce input's byte 0.
+func fuzzTable(table *GROTable, switches byte) {
+	table.Verify = switches&fuzzVerify != 0
+	table.UDP = switches&fuzzUDP != 0
+	table.MTU = 0
+	if switches&fuzzMTU != 0 {
+		table.MTU = vtepMTU
+	}
+}
 
 func splitSeed(nbufs int, h VirtioNetHdr, pkt []byte) []byte {
 	b := make([]byte, 1+VirtioNetHdrLen, 1+VirtioNetHdrLen+len(pkt))
@@ -93,6 +107,7 @@ func coalesceSeeds(tb testing.TB) [][]byte {
 		coalesceSeed(fuzzVerify, flow[0], v6, flow[1], udp, v6b, flow[2], []byte{0x45}, flow[3]),
 		coalesceSeed(fuzzUDP, dgrams...),
 		coalesceSeed(fuzzUDP|fuzzVerify, dgrams[0], fixed[0], dgrams6[0], flow[0], fixed[1], dgrams[1], dgrams6[1], flow[1], fixed[2], dgrams6[2], dgrams[2]),
+		coalesceSeed(fuzzMTU, flow[0], kernelVTEPFrame(tb, 3*1398+7), v6, flow[1]),
 	}
 }
 
@@ -229,8 +244,7 @@ func FuzzCoalesce(f *testing.F) {
 		if len(data) < 1 {
 			return
 		}
-		table.Verify = data[0]&fuzzVerify != 0
-		table.UDP = data[0]&fuzzUDP != 0
+		fuzzTable(&table, data[0])
 		var inputs [][]byte
 		for rest := data[1:]; len(rest) >= 2; {
 			n := min(int(binary.BigEndian.Uint16(rest)), len(rest)-2)
@@ -285,6 +299,9 @@ func FuzzCoalesce(f *testing.F) {
 			}
 			lenOut += (packets(coalesced, i) - 1) * int(h.HdrLen)
 			checkCoalesced(t, inputs, bufs, toWrite, i, h)
+			if _, super := SuperPacketHdr(inputs[i], table.MTU); super && table.MTU > 0 && !table.Verify {
+				checkCutAtMTU(t, bufs[i], i, table.MTU)
+			}
 		}
 		if lenIn != lenOut {
 			t.Fatalf("%d bytes in, %d out with merged headers counted back", lenIn, lenOut)
@@ -343,6 +360,25 @@ func checkCoalesced(t *testing.T, inputs, bufs [][]byte, toWrite []int, i int, h
 	}
 }
 
+// checkCutAtMTU checks that the kernel cuts written packet i, a TCP packet
+// longer than the MTU, into packets no longer than mtu.
+func checkCutAtMTU(t *testing.T, buf []byte, i, mtu int) {
+	t.Helper()
+	h, segs := kernelView(t, buf, fuzzOffset, false)
+	if h.GSOType != GSOTCPv4 && h.GSOType != GSOTCPv6 || packetsOver(segs, mtu) {
+		t.Fatalf("packet %d, longer than the MTU %d: header %+v, not cut to it", i, mtu, h)
+	}
+}
+
+func packetsOver(pkts [][]byte, mtu int) bool {
+	for _, p := range pkts {
+		if len(p) > mtu {
+			return true
+		}
+	}
+	return false
+}
+
 // checkDatagrams checks that the kernel gives back the datagrams merged
 // into packet i as they were, checksums aside; a run of fixed IPv4 IDs
 // comes back numbered up from the first.
@@ -369,7 +405,7 @@ func checkDatagrams(t *testing.T, i int, segs, merged [][]byte) {
 // or left alone (coalesce).
 func TestOffloadFuzzSeeds(t *testing.T) {
 	t.Parallel()
-	for _, fuzzer := range []string{"FuzzSplitGSO", "FuzzCoalesce"} {
+	for _, fuzzer := range []string{"FuzzSplitGSO", "FuzzCoalesce", "FuzzSuperPacketHdr"} {
 		files, err := filepath.Glob(filepath.Join("testdata", "fuzz", fuzzer, "*"))
 		if err != nil || len(files) == 0 {
 			t.Fatalf("%s: no seed corpus (%v)", fuzzer, err)
@@ -378,13 +414,16 @@ func TestOffloadFuzzSeeds(t *testing.T) {
 			data := encaptest.CorpusBytes(t, file)
 			valid := strings.HasPrefix(filepath.Base(file), "valid_")
 			var ok bool
-			if fuzzer == "FuzzSplitGSO" {
+			switch fuzzer {
+			case "FuzzSplitGSO":
 				nbufs, h, pkt, _ := splitInput(data)
 				out, sizes := newBufs(nbufs, 2000)
 				_, _, err := SplitGSO(pkt, h, out, sizes, 0, SplitOptions{})
 				ok = err == nil
-			} else {
+			case "FuzzCoalesce":
 				ok = coalescesSomething(data)
+			default:
+				_, ok = SuperPacketHdr(data[2:], int(binary.BigEndian.Uint16(data)))
 			}
 			if ok != valid {
 				t.Errorf("%s: valid %v, but works %v", file, valid, ok)
@@ -394,7 +433,7 @@ func TestOffloadFuzzSeeds(t *testing.T) {
 }
 
 // coalescesSomething reports whether a FuzzCoalesce input merges any
-// packets.
+// packets, or makes a super-packet of one.
 func coalescesSomething(data []byte) bool {
 	var bufs [][]byte
 	for rest := data[1:]; len(rest) >= 2; {
@@ -404,6 +443,14 @@ func coalescesSomething(data []byte) bool {
 		bufs = append(bufs, b)
 		rest = rest[2+n:]
 	}
-	table := GROTable{Verify: data[0]&fuzzVerify != 0, UDP: data[0]&fuzzUDP != 0}
-	return len(Coalesce(bufs, fuzzOffset, &table, nil)) < len(bufs)
+	var table GROTable
+	fuzzTable(&table, data[0])
+	for _, w := range Coalesce(bufs, fuzzOffset, &table, nil) {
+		var h VirtioNetHdr
+		h.Decode(bufs[w.Index][fuzzOffset-VirtioNetHdrLen:])
+		if w.Packets > 1 || h.GSOType != GSONone {
+			return true
+		}
+	}
+	return false
 }

@@ -29,6 +29,13 @@ type GROTable struct {
 	// UDP datagram is written alone.
 	UDP bool
 
+	// MTU, if not 0, is the TUN's: a TCP packet longer than it (a
+	// super-frame that a kernel VTEP sent whole, see SuperPacketHdr) is
+	// marked a super-packet of segments no longer than MTU, which the
+	// kernel cuts where the packet goes on, rather than written as one
+	// packet that the next link would drop. Nothing is merged into it.
+	MTU int
+
 	flows map[groKey]int32 // flow -> index in runs of its latest run
 	runs  []groRun
 }
@@ -65,6 +72,7 @@ type groRun struct {
 	fixedID bool   // UDP over IPv4: all datagrams carry ipID, rather than ipID+k
 	proto   uint8  // protoTCP or protoUDP
 	open    bool   // more segments may be appended
+	super   bool   // one packet longer than the MTU, marked a super-packet of gsoSize segments
 	plain   bool   // written untouched with a GSONone header (Verify failed)
 	v6      bool
 }
@@ -108,6 +116,11 @@ type groPacket struct {
 //     6864). Such a super-packet is marked GSOUDPL4; the kernel cuts it
 //     back into the same datagrams before a socket sees them, unless the
 //     socket asked for UDP_GRO.
+//
+// With t.MTU, a TCP packet longer than the MTU that SuperPacketHdr can
+// describe is written alone as the super-packet it describes (GSOTCPv4 or
+// GSOTCPv6, segments of the MTU), whatever its checksum field held (unless
+// Verify finds it wrong).
 //
 // A super-packet is marked VirtioNeedsCsum, with the pseudo-header sum
 // over its whole length in its TCP or UDP checksum field, as the kernel's
@@ -166,7 +179,13 @@ func (t *GROTable) add(bufs [][]byte, offset, i int, p *groPacket, out int32) bo
 			}
 		}
 	}
-	t.runs = append(t.runs, newRun(pkt, i, out, p, merging, plain))
+	r := newRun(pkt, i, out, p, merging, plain)
+	if p.proto == protoTCP && t.MTU > 0 && len(pkt) > t.MTU && !plain {
+		if h, ok := SuperPacketHdr(pkt, t.MTU); ok {
+			r.super, r.open, r.gsoSize = true, false, h.GSOSize
+		}
+	}
+	t.runs = append(t.runs, r)
 	if merging {
 		// Even a run that stays closed ends its flow's previous one:
 		// nothing behind it may overtake it.
@@ -304,7 +323,7 @@ func (t *GROTable) finish(bufs [][]byte, offset int, out []Coalesced) {
 		if r.proto == protoUDP {
 			h.CsumOffset = udpOffChecksum
 		}
-		if r.packets > 1 {
+		if r.packets > 1 || r.super {
 			h.GSOSize = r.gsoSize
 			switch {
 			case r.proto == protoUDP:

@@ -28,7 +28,11 @@
 // frame of up to 64 KiB with its segment size there; ReadBatch cuts it up
 // into the datagrams it stands for. Reading these needs Linux 6.2
 // (earlier kernels drop them before the ring); on real NICs datagrams are
-// segmented before the wire and arrive one by one anyway.
+// segmented before the wire and arrive one by one anyway. A kernel VTEP's
+// TCP super-frame, which a VXLAN device sending over a veth with TX
+// offloads on hands over whole, arrives the same way, its header saying
+// TCP GSO (of the inner packet): ReadBatch delivers it as the one datagram
+// it is, and the TUN cuts the inner TCP packet (tun.Device.Write).
 //
 // # Sending
 //

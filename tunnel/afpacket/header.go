@@ -45,6 +45,8 @@ const (
 
 	vnetNeedsCsum = 1 // VIRTIO_NET_HDR_F_NEEDS_CSUM
 	vnetGSONone   = 0
+	vnetGSOTCPv4  = 1
+	vnetGSOTCPv6  = 4
 	vnetGSOUDPL4  = 5
 	vnetGSOECN    = 0x80
 )
@@ -156,7 +158,8 @@ type datagram struct {
 	src     netip.AddrPort
 	// segment is the size the payload is cut into when the frame is a
 	// UDP GSO super-datagram (sent by a socket with UDP_SEGMENT on this
-	// machine, or coalesced by GRO): 0 for a single datagram.
+	// machine, or coalesced by GRO): 0 for a single datagram, a kernel
+	// VTEP's super-frame among them.
 	segment int
 }
 
@@ -213,7 +216,11 @@ func parse(vnet, frame []byte, wireLen int, status uint32, laddr netip.AddrPort)
 		if d.segment == 0 {
 			return datagram{}, dropMalformed
 		}
-	default: // TCP or UFO: not from a UDP tunnel
+	case vnetGSOTCPv4, vnetGSOTCPv6:
+		// A kernel VTEP's super-frame (UDP tunnel GSO over TCP): the
+		// header describes the inner TCP segments, and the datagram is
+		// one, carrying a TCP super-packet that the TUN cuts.
+	default: // UFO, or unknown
 		return datagram{}, dropMalformed
 	}
 	return d, delivered

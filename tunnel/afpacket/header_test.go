@@ -107,8 +107,19 @@ func TestParse(t *testing.T) {
 	binary.LittleEndian.PutUint16(gso[vnetGSOSize:], 1000)
 	gsoZero := slices.Clone(gso)
 	binary.LittleEndian.PutUint16(gsoZero[vnetGSOSize:], 0)
+	// A kernel VTEP's super-frame, as captured: TCPv4 GSO of the inner
+	// packet, checksum to do at the inner TCP header.
 	tcpGSO := slices.Clone(zeros)
-	tcpGSO[vnetGSOType] = 1 // VIRTIO_NET_HDR_GSO_TCPV4
+	tcpGSO[vnetFlags] = vnetNeedsCsum
+	tcpGSO[vnetGSOType] = vnetGSOTCPv4
+	binary.LittleEndian.PutUint16(tcpGSO[vnetHdrLen:], 116)
+	binary.LittleEndian.PutUint16(tcpGSO[vnetGSOSize:], 1398)
+	binary.LittleEndian.PutUint16(tcpGSO[vnetCsumStart:], 84)
+	binary.LittleEndian.PutUint16(tcpGSO[vnetCsumOffset:], 16)
+	tcp6ECN := slices.Clone(tcpGSO)
+	tcp6ECN[vnetGSOType] = vnetGSOTCPv6 | vnetGSOECN
+	ufo := slices.Clone(zeros)
+	ufo[vnetGSOType] = 3 // VIRTIO_NET_HDR_GSO_UDP
 
 	mutate := func(f func(b []byte)) []byte { b := good(100); f(b); return b }
 	ip := func(b []byte) []byte { return b[ethLen:] }
@@ -144,7 +155,9 @@ func TestParse(t *testing.T) {
 		{"IP payload longer than UDP", zeros, longIP, 0, 0, delivered, 0, 0},
 		{"GSO super-datagram", gso, good(2500), 0, tpStatusCsumNotReady, delivered, 2500, 1000},
 		{"GSO of size 0", gsoZero, good(2500), 0, 0, dropMalformed, 0, 0},
-		{"TCP GSO", tcpGSO, good(100), 0, 0, dropMalformed, 0, 0},
+		{"kernel VTEP super-frame", tcpGSO, good(60000), 0, tpStatusCsumNotReady, delivered, 60000, 0},
+		{"TCPv6 GSO with ECN", tcp6ECN, good(3000), 0, tpStatusCsumNotReady, delivered, 3000, 0},
+		{"UFO", ufo, good(3000), 0, tpStatusCsumNotReady, dropMalformed, 0, 0},
 		{"no virtio_net_hdr", nil, good(100), 0, 0, dropMalformed, 0, 0},
 		{"truncated by the ring", zeros, good(100), 200, 0, dropTruncated, 0, 0},
 		{"shorter than the headers", zeros, good(100)[:ethLen+ipLen+udpLen-1], 0, 0, dropMalformed, 0, 0},

@@ -42,6 +42,12 @@ type Device interface {
 	// stop the batch: the error is then a *WriteError, which is not
 	// terminal. os.ErrClosed is. With offloads, Write needs headroom and
 	// may lengthen bufs[i] and rewrite headers (see WithOffloads).
+	//
+	// A TCP packet longer than the MTU (a super-frame that a kernel VTEP
+	// sent whole; see offload.SuperPacketHdr) goes to the kernel cut into
+	// packets of the MTU, so that it can be forwarded: the native Device
+	// hands it over as a super-packet with offloads, and cuts it itself
+	// without, overwriting it. It counts as one packet.
 	Write(bufs [][]byte, offset int) (int, error)
 
 	// BatchSize is the number of buffers a Read or Write is designed for.

@@ -128,6 +128,7 @@ func openQueue(name string, flags uint16, o *options) (*nativeDevice, error) {
 		file: os.NewFile(uintptr(fd), tunPath),
 		ctl:  ctl,
 	}
+	d.mtuReq, _ = unix.NewIfreq(d.name) // valid: it named the interface
 	d.rc, err = d.file.SyscallConn()
 	if err != nil {
 		d.file.Close()
@@ -170,6 +171,11 @@ type nativeDevice struct {
 	gro        offload.GROTable    // under writeMu
 	toWrite    []offload.Coalesced // under writeMu
 	stats      offloadCounters
+
+	// Cutting TCP packets longer than the MTU (oversize_linux.go).
+	mtu    int         // under writeMu: the last MTU read, 0 before the first Write
+	mtuReq *unix.Ifreq // for SIOCGIFMTU, with the interface's name
+	seg    segmenter   // under writeMu; without IFF_VNET_HDR
 }
 
 // readOp is the state of one Read, kept in the device so that its RawConn
@@ -229,6 +235,7 @@ type writeOp struct {
 	offset  int
 	vnet    bool                // with offloads: write what order lists, not each of bufs
 	order   []offload.Coalesced // with offloads: what Coalesce left to write
+	seg     *segmenter          // without offloads: cuts TCP packets longer than the MTU
 	next    int                 // how many of the packets to write were tried
 	n       int                 // packets accepted
 	dropped int                 // packets refused
@@ -248,7 +255,7 @@ func (op *writeOp) do(fd uintptr) bool {
 		if op.vnet {
 			i, packets = op.order[op.next].Index, op.order[op.next].Packets
 		}
-		_, err := unix.Write(int(fd), op.bufs[i][op.offset:])
+		err := op.writePacket(int(fd), op.bufs[i][op.offset:])
 		switch err {
 		case nil:
 			op.n += packets
@@ -270,6 +277,15 @@ func (op *writeOp) do(fd uintptr) bool {
 	return true
 }
 
+// writePacket writes one packet (see segmenter.write).
+func (op *writeOp) writePacket(fd int, pkt []byte) error {
+	if op.seg != nil {
+		return op.seg.write(fd, pkt)
+	}
+	_, err := unix.Write(fd, pkt)
+	return err
+}
+
 func (d *nativeDevice) Write(bufs [][]byte, offset int) (int, error) {
 	d.writeMu.Lock()
 	defer d.writeMu.Unlock()
@@ -284,10 +300,14 @@ func (d *nativeDevice) Write(bufs [][]byte, offset int) (int, error) {
 		}
 		// Each packet goes with the virtio-net header Coalesce wrote in
 		// front of it.
+		d.gro.MTU = d.writeMTU(bufs, offset)
 		d.toWrite = offload.Coalesce(bufs, offset, &d.gro, d.toWrite)
 		op.vnet, op.order = true, d.toWrite
 		op.offset = offset - offload.VirtioNetHdrLen
 		d.stats.wrote(d.toWrite)
+	} else {
+		d.seg.reset(d.writeMTU(bufs, offset))
+		op.seg = &d.seg
 	}
 	d.write = op
 	err := d.rc.Write(d.writeFn)
