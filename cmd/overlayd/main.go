@@ -115,8 +115,12 @@ func lookup(name string) (command, bool) {
 
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "usage: overlayd [command] [flags]\n\ncommands:\n")
+	width := 0
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		width = max(width, len(c.name))
+	}
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-*s  %s\n", width, c.name, c.summary)
 	}
 	fmt.Fprintf(w, "\n`overlayd help <command>` or `overlayd <command> --help` shows a command's flags.\n")
 }
