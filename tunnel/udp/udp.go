@@ -2,10 +2,11 @@
 // UDP socket that receives and sends many datagrams per system call.
 //
 // On Linux it uses recvmmsg(2) and sendmmsg(2) (underlay.Sender) on a
-// nonblocking socket driven by Go's netpoller, and can hand the kernel runs
-// of equal datagrams to segment (UDP GSO) and take coalesced ones back (UDP
-// GRO). Buffers are owned by the caller; a Conn keeps no reference to them
-// between calls.
+// blocking socket outside Go's netpoller: a reader sleeps in the kernel,
+// which wakes its thread directly (see doc/DESIGN-NOTES.md, "Latency"). It
+// can hand the kernel runs of equal datagrams to segment (UDP GSO) and take
+// coalesced ones back (UDP GRO). Buffers are owned by the caller; a Conn
+// keeps no reference to them between calls.
 package udp
 
 import (
