@@ -23,8 +23,9 @@ var (
 
 // Listen opens a UDP socket bound to laddr, which must be IPv4, exactly as
 // flanneld binds <interface address>:8285. Port 0 lets the kernel choose;
-// LocalAddr reports its choice. The socket belongs to the network namespace
-// of the calling thread.
+// LocalAddr reports its choice. With opts.Queues > 1 it also opens the
+// Conn's sending socket (see Options.Queue). The sockets belong to the
+// network namespace of the calling thread.
 func Listen(laddr netip.AddrPort, opts Options) (underlay.Conn, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
@@ -40,12 +41,40 @@ func Listen(laddr netip.AddrPort, opts Options) (underlay.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("udp: listen on %v: %w", laddr, err)
 	}
-	c, err := newStdConn(fd, opts)
+	txFd, err := steer(fd, addr, opts)
 	if err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("udp: listen on %v: %w", laddr, err)
 	}
+	c, err := newStdConn(fd, txFd, opts)
+	if err != nil {
+		unix.Close(fd)
+		if txFd != fd {
+			unix.Close(txFd)
+		}
+		return nil, fmt.Errorf("udp: listen on %v: %w", laddr, err)
+	}
 	return c, nil
+}
+
+// steer returns the socket that Conn opts.Queue of a group of opts.Queues
+// sends from: fd itself with one queue, else a socket of its own on addr
+// whose port mod Queues is Queue. Conn 0 attaches the group's steering,
+// which hands a datagram from port p to the group's socket p mod Queues.
+func steer(fd int, addr netip.Addr, opts Options) (txFd int, err error) {
+	if opts.Queues <= 1 {
+		return fd, nil
+	}
+	if opts.Queue == 0 {
+		if err := attachSteering(fd, opts.Queues); err != nil {
+			return -1, err
+		}
+	}
+	txFd, _, err = bindSourcePort(addr, opts.Queue, opts.Queues)
+	if err != nil {
+		return -1, fmt.Errorf("source port for queue %d of %d: %w", opts.Queue, opts.Queues, err)
+	}
+	return txFd, nil
 }
 
 // bind opens a blocking UDP socket bound to laddr. It stays out of Go's
@@ -74,12 +103,16 @@ func bind(laddr netip.AddrPort, reusePort bool) (int, error) {
 // datagram arrives, with no netpoller and no goroutine hand-off on the way
 // (see doc/DESIGN-NOTES.md, "Latency"). Close wakes such calls with
 // shutdown(2), then closes the descriptor once none is using it.
+//
+// With Options.Queues > 1 it sends from a socket of its own, txFd, bound to
+// sendAddr; else txFd is fd.
 type stdConn struct {
-	fd     int // -1 once closed; under both rx.mu and tx.mu
-	closed atomic.Bool
-	laddr  netip.AddrPort
-	opts   Options // as granted; the Sender may turn GSO off later
-	unsup  error   // the offloads asked for that the kernel lacks
+	fd, txFd int // -1 once closed; under both rx.mu and tx.mu
+	closed   atomic.Bool
+	laddr    netip.AddrPort
+	sendAddr netip.AddrPort
+	opts     Options // as granted; the Sender may turn GSO off later
+	unsup    error   // the offloads asked for that the kernel lacks
 
 	rx       rxBatch
 	received atomic.Uint64
@@ -88,24 +121,44 @@ type stdConn struct {
 	sender   *underlay.Sender
 }
 
-func newStdConn(fd int, opts Options) (*stdConn, error) {
-	c := &stdConn{fd: fd}
-	sa, err := unix.Getsockname(fd)
-	if err != nil {
-		return nil, fmt.Errorf("getsockname: %w", err)
+func newStdConn(fd, txFd int, opts Options) (*stdConn, error) {
+	c := &stdConn{fd: fd, txFd: txFd}
+	var err error
+	if c.laddr, err = sockname(fd); err != nil {
+		return nil, err
 	}
-	sa4, ok := sa.(*unix.SockaddrInet4)
-	if !ok {
-		return nil, fmt.Errorf("getsockname: %T, want an IPv4 address", sa)
+	if c.sendAddr, err = sockname(txFd); err != nil {
+		return nil, err
 	}
-	c.laddr = netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), uint16(sa4.Port))
 	if c.unsup, err = configure(fd, &opts); err != nil {
 		return nil, err
+	}
+	if txFd != fd {
+		// Only the send side matters here: the socket receives nothing.
+		txOpts := opts
+		txOpts.RecvBuffer, txOpts.GRO = -1, false
+		if _, err = configure(txFd, &txOpts); err != nil {
+			return nil, fmt.Errorf("sending socket: %w", err)
+		}
+		opts.SendBuffer, opts.GSO = txOpts.SendBuffer, opts.GSO && txOpts.GSO
 	}
 	c.opts = opts
 	c.rx.init(opts.BatchSize, opts.GRO)
 	c.initTx(nil)
 	return c, nil
+}
+
+// sockname is the IPv4 address fd is bound to.
+func sockname(fd int) (netip.AddrPort, error) {
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("getsockname: %w", err)
+	}
+	sa4, ok := sa.(*unix.SockaddrInet4)
+	if !ok {
+		return netip.AddrPort{}, fmt.Errorf("getsockname: %T, want an IPv4 address", sa)
+	}
+	return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), uint16(sa4.Port)), nil
 }
 
 // configure sets the socket's buffers and offloads, and records in opts
@@ -154,6 +207,7 @@ func setBuffer(fd, force, opt, size int) (int, error) {
 
 func (c *stdConn) BatchSize() int            { return c.opts.BatchSize }
 func (c *stdConn) LocalAddr() netip.AddrPort { return c.laddr }
+func (c *stdConn) SendAddr() netip.AddrPort  { return c.sendAddr }
 
 func (c *stdConn) Effective() Options {
 	o := c.opts
@@ -170,21 +224,33 @@ func (c *stdConn) Close() error {
 		return net.ErrClosed
 	}
 	// Closing a descriptor does not wake the calls sleeping on it;
-	// shutdown does, and makes later ones return at once. On a socket
-	// that is not connected it also says ENOTCONN, which means nothing.
-	serr := unix.Shutdown(c.fd, unix.SHUT_RDWR)
-	if errors.Is(serr, unix.ENOTCONN) {
-		serr = nil
+	// shutdown does.
+	errs := []error{shutdown(c.fd)}
+	if c.txFd != c.fd {
+		errs = append(errs, shutdown(c.txFd))
 	}
-	// Once both locks are held, no call uses the descriptor any more.
+	// Once both locks are held, no call uses the descriptors any more.
 	c.rx.mu.Lock()
 	c.tx.mu.Lock()
-	err := unix.Close(c.fd)
-	c.fd = -1
+	errs = append(errs, unix.Close(c.fd))
+	if c.txFd != c.fd {
+		errs = append(errs, unix.Close(c.txFd))
+	}
+	c.fd, c.txFd = -1, -1
 	c.tx.mu.Unlock()
 	c.rx.mu.Unlock()
-	if err = errors.Join(serr, err); err != nil {
+	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("udp: close on %v: %w", c.laddr, err)
+	}
+	return nil
+}
+
+// shutdown wakes the calls asleep on fd and makes later ones return at
+// once. On a socket that is not connected it also says ENOTCONN, which
+// means nothing.
+func shutdown(fd int) error {
+	if err := unix.Shutdown(fd, unix.SHUT_RDWR); err != nil && !errors.Is(err, unix.ENOTCONN) {
+		return err
 	}
 	return nil
 }
@@ -398,8 +464,8 @@ func (w *blockingWriter) Write(f func(fd uintptr) (done bool)) error {
 	if c.closed.Load() {
 		return net.ErrClosed
 	}
-	for !f(uintptr(c.fd)) && !c.closed.Load() {
-		w.poll[0] = unix.PollFd{Fd: int32(c.fd), Events: unix.POLLOUT}
+	for !f(uintptr(c.txFd)) && !c.closed.Load() {
+		w.poll[0] = unix.PollFd{Fd: int32(c.txFd), Events: unix.POLLOUT}
 		if _, err := unix.Poll(w.poll[:], -1); err != nil && err != unix.EINTR {
 			return fmt.Errorf("poll: %w", err)
 		}
