@@ -22,6 +22,11 @@ package tunnel
 //     IPv4 header; the inner source must lie in the sender's subnet and the
 //     destination in ours;
 //  4. write the survivors to the TUN in one call.
+//
+// Each routine runs to completion: when its source waits in the kernel
+// (kernelWaiter), the kernel wakes the routine's thread, which reads,
+// processes and writes with no netpoller and no goroutine hand-off on the
+// way (doc/DESIGN-NOTES.md, "Latency").
 
 import (
 	"errors"
@@ -29,6 +34,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -161,9 +167,45 @@ func (tx *txScratch) reply(m int) {
 	}
 }
 
+// A kernelWaiter is a TUN queue or underlay socket whose reads sleep in
+// the kernel, holding their thread, rather than in Go's netpoller.
+type kernelWaiter interface{ WaitsInKernel() bool }
+
+// yieldEvery is how often a routine whose source waits in the kernel
+// passes through the scheduler. Such a routine never parks: it goes from
+// system call to system call on its P, and to sysmon it looks like a
+// goroutine hogging its P (forcePreemptNS, 10 ms). sysmon then takes the
+// P away at each of its ticks, which it shortens to 20 µs for as long as
+// it finds Ps to take: a storm of futex wake-ups and handoffs, measured at
+// ~2,800 sysmon wake-ups a second per daemon during a ping-pong.
+const yieldEvery = 5 * time.Millisecond
+
+// yielder paces a routine's runtime.Gosched calls; see yieldEvery.
+type yielder struct {
+	on   bool
+	last time.Time
+}
+
+func newYielder(src any) yielder {
+	kw, ok := src.(kernelWaiter)
+	return yielder{on: ok && kw.WaitsInKernel(), last: time.Now()}
+}
+
+// tick is called once per batch.
+func (y *yielder) tick() {
+	if !y.on {
+		return
+	}
+	if now := time.Now(); now.Sub(y.last) >= yieldEvery {
+		y.last = now
+		runtime.Gosched()
+	}
+}
+
 // routineTUNToUnderlay reads the TUN and sends to peers until the TUN is
 // closed.
 func (w *worker) routineTUNToUnderlay() error {
+	pace := newYielder(w.tun)
 	tx := newTxScratch(w.tun.BatchSize())
 	read := func() (int, error) { return w.tun.Read(tx.batch.Bufs, tx.batch.Sizes, Headroom) }
 	if pr, ok := w.tun.(tun.PartialReader); ok {
@@ -215,6 +257,7 @@ func (w *worker) routineTUNToUnderlay() error {
 			}
 		}
 		tx.counts.flushTx(w.stats)
+		pace.tick()
 	}
 }
 
@@ -294,6 +337,7 @@ func (w *worker) fitsTUN(pkt []byte) bool {
 // routineUnderlayToTUN receives from peers and writes to the TUN until the
 // socket is closed.
 func (w *worker) routineUnderlayToTUN() error {
+	pace := newYielder(w.conn)
 	rx := newRxScratch(w.conn.BatchSize())
 	offset := Headroom + w.hdr.Len()
 	var (
@@ -333,6 +377,7 @@ func (w *worker) routineUnderlayToTUN() error {
 			}
 		}
 		rx.counts.flushRx(w.stats)
+		pace.tick()
 	}
 }
 

@@ -40,7 +40,9 @@ func (SystemHost) ConfigureTUN(name string, mtu int, addr, network netip.Prefix)
 }
 
 // ListenUnderlay opens a UDP socket per worker, sharing laddr with
-// SO_REUSEPORT, or with UnderlayAFPacket an AF_PACKET socket per worker in
+// SO_REUSEPORT and each sending from a source port of its own (so that the
+// peer's group hands a flow to the same worker there: udp.Options.Queue),
+// or with UnderlayAFPacket an AF_PACKET socket per worker in
 // one fanout group. The first one's settings are logged.
 func (h SystemHost) ListenUnderlay(kind string, iface ExtIface, laddr netip.AddrPort, workers int) ([]underlay.Conn, error) {
 	conns := make([]underlay.Conn, 0, workers)
@@ -53,7 +55,7 @@ func (h SystemHost) ListenUnderlay(kind string, iface ExtIface, laddr netip.Addr
 		if kind == UnderlayAFPacket {
 			conn, err = h.listenAFPacket(iface, laddr, workers, fanout, i == 0)
 		} else {
-			conn, err = h.listenSocket(iface, laddr, workers, i == 0)
+			conn, err = h.listenSocket(iface, laddr, i, workers)
 		}
 		if err != nil {
 			for _, c := range conns {
@@ -76,7 +78,8 @@ func (h SystemHost) listenAFPacket(iface ExtIface, laddr netip.AddrPort, workers
 	return conn, err
 }
 
-func (h SystemHost) listenSocket(iface ExtIface, laddr netip.AddrPort, workers int, first bool) (underlay.Conn, error) {
+func (h SystemHost) listenSocket(iface ExtIface, laddr netip.AddrPort, worker, workers int) (underlay.Conn, error) {
+	first := worker == 0
 	if first {
 		// A crashed afpacket run may have left its tc guard, which would
 		// drop every datagram before the socket saw it.
@@ -87,8 +90,12 @@ func (h SystemHost) listenSocket(iface ExtIface, laddr netip.AddrPort, workers i
 	// GSO sends each run of equal datagrams to one peer as one message;
 	// GRO receives a flow's datagrams coalesced. Both are probed and stay
 	// off where the kernel lacks them.
-	conn, err := udp.Listen(laddr, udp.Options{ReusePort: workers > 1, GSO: true, GRO: true})
-	if c, ok := conn.(udp.Configured); ok && err == nil && first {
+	conn, err := udp.Listen(laddr, udp.Options{ReusePort: workers > 1, Queue: worker, Queues: workers, GSO: true, GRO: true})
+	c, ok := conn.(udp.Configured)
+	if ok && err == nil && workers > 1 {
+		h.log().Debug("underlay socket source", "queue", worker, "addr", c.SendAddr())
+	}
+	if ok && err == nil && first {
 		eff := c.Effective()
 		h.log().Info("underlay socket", "addr", laddr, "gso", eff.GSO, "gro", eff.GRO,
 			"rcvbuf", eff.RecvBuffer, "sndbuf", eff.SendBuffer, "batch", conn.BatchSize(), "queues", workers)

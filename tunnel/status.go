@@ -34,6 +34,9 @@ type Status struct {
 	// summed over the workers: datagrams sent and received, GSO turned
 	// off, and with --underlay=afpacket what its ring dropped.
 	Underlay map[string]uint64 `json:"underlay,omitempty"`
+	// UnderlayQueues holds the same counters per worker, in queue order:
+	// how the flows spread over the workers' sockets.
+	UnderlayQueues []map[string]uint64 `json:"underlay_queues,omitempty"`
 
 	// PartialChecksums: our lease says we take partial checksums.
 	PartialChecksums bool `json:"partial_checksums"`
@@ -67,6 +70,13 @@ func (e *Engine) status() Status {
 		PartialChecksums: e.partialChecksums,
 	}
 	s.Underlay = underlayCounters(e.conns)
+	if len(e.conns) > 1 {
+		for _, c := range e.conns {
+			if cc, ok := c.(underlay.Counting); ok {
+				s.UnderlayQueues = append(s.UnderlayQueues, cc.Counters())
+			}
+		}
+	}
 	for _, p := range e.peers.Load().Peers() {
 		bt := p.Lease.Attrs.BackendType
 		if bt == "" {

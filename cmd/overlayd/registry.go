@@ -12,6 +12,7 @@ import (
 	"github.com/overlayd/overlayd/subnet"
 	"github.com/overlayd/overlayd/subnet/etcd"
 	"github.com/overlayd/overlayd/tunnel"
+	"github.com/overlayd/overlayd/tunnel/underlay"
 )
 
 // runConfig reads or writes <prefix>/config; put validates before it writes.
@@ -173,6 +174,9 @@ func runStatus(ctx context.Context, args []string) error {
 		if n > 0 {
 			fmt.Printf("underlay %s: %d\n", k, n)
 		}
+	}
+	for i, q := range s.UnderlayQueues {
+		fmt.Printf("underlay queue %d: received %d, sent %d\n", i, q[underlay.CounterReceived], q[underlay.CounterSent])
 	}
 	return nil
 }

@@ -223,15 +223,16 @@ func newBatch(n, size int) ([][]byte, []int) {
 	return bufs, make([]int, n)
 }
 
-// waitParked waits until a goroutine whose stack mentions fn is parked in
-// the netpoller waiting to read, so that a test can act on a Read that is
-// certainly blocked. It has no deadline of its own: the test's is enough.
+// waitParked waits until a goroutine whose stack mentions fn is asleep in
+// a system call (the native Device's poll) or in the netpoller (the water
+// Device), so that a test can act on a Read that
+// is most likely blocked. It has no deadline of its own: the test's is enough.
 func waitParked(fn string) {
 	buf := make([]byte, 1<<20)
 	for {
 		stacks := string(buf[:runtime.Stack(buf, true)])
 		for _, g := range strings.Split(stacks, "\n\n") {
-			if strings.Contains(g, fn) && strings.Contains(g, "waitRead") {
+			if strings.Contains(g, fn) && (strings.Contains(g, "[syscall") || strings.Contains(g, "waitRead")) {
 				return
 			}
 		}

@@ -2,6 +2,7 @@ package tun
 
 import (
 	"errors"
+	"os"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -94,16 +95,9 @@ func (d *nativeDevice) setFeatures(f Features, err error) {
 }
 
 func (d *nativeDevice) setOffload(o *options, flags uint32) error {
-	var err error
-	cerr := d.rc.Control(func(fd uintptr) {
-		err = o.ioctl(unix.TUNSETOFFLOAD, flags, func() error {
-			return unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, int(flags))
-		})
+	return o.ioctl(unix.TUNSETOFFLOAD, flags, func() error {
+		return unix.IoctlSetInt(d.fd, unix.TUNSETOFFLOAD, int(flags))
 	})
-	if cerr != nil {
-		return cerr
-	}
-	return err
 }
 
 // initOffloads sets up a queue opened with IFF_VNET_HDR.
@@ -152,6 +146,7 @@ type vnetReadOp struct {
 	offset int
 	n      int   // packets delivered so far
 	err    error // error that ended the batch
+	empty  bool  // the batch ended with the queue empty (EAGAIN)
 
 	buf     []byte               // VirtioNetHdrLen+maxPacketLen bytes, for read(2)
 	pending []byte               // in buf: a packet read but not yet delivered
@@ -165,7 +160,7 @@ type vnetReadOp struct {
 }
 
 // do delivers the pending packet, then drains the queue into op.bufs. It
-// returns false, asking the netpoller to wait, only while nothing has been
+// returns false, asking the caller to wait, only while nothing has been
 // delivered.
 func (op *vnetReadOp) do(fd uintptr) bool {
 	for op.n < len(op.bufs) {
@@ -176,6 +171,7 @@ func (op *vnetReadOp) do(fd uintptr) bool {
 			case unix.EINTR:
 				continue
 			case unix.EAGAIN:
+				op.empty = true
 				return op.n > 0
 			default:
 				op.err = err
@@ -234,8 +230,13 @@ func (op *vnetReadOp) deliver() bool {
 
 func (d *nativeDevice) readVnet(bufs [][]byte, sizes []int, offset int) (int, error) {
 	op := &d.vread
-	op.bufs, op.sizes, op.offset, op.n, op.err = bufs, sizes, offset, 0, nil
-	err := d.rc.Read(d.readFn)
+	if d.closed.Load() {
+		return 0, os.ErrClosed
+	}
+	pollFirst := d.readEmpty && op.pending == nil
+	op.bufs, op.sizes, op.offset, op.n, op.err, op.empty = bufs, sizes, offset, 0, nil, false
+	err := d.run(d.readFn, &d.readPoll, pollFirst)
+	d.readEmpty = op.empty
 	n, opErr := op.n, op.err
 	op.bufs, op.sizes, op.err = nil, nil, nil // keep none of the caller's buffers alive
 

@@ -30,16 +30,14 @@ func socketDevice(t *testing.T, vnet bool, opts ...Option) (d *nativeDevice, ker
 	for _, opt := range opts {
 		opt(&o)
 	}
-	d = &nativeDevice{name: "socketpair", file: os.NewFile(uintptr(fds[0]), "socketpair"), ctl: -1}
-	if d.rc, err = d.file.SyscallConn(); err != nil {
+	if d, err = newDevice("socketpair", fds[0], -1); err != nil {
 		t.Fatal(err)
 	}
-	d.readFn, d.writeFn = d.read.do, d.write.do
 	if vnet {
 		d.initOffloads(&o)
 	}
 	t.Cleanup(func() {
-		d.file.Close()
+		d.Close()
 		unix.Close(fds[1])
 	})
 	return d, fds[1]

@@ -6,7 +6,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -33,8 +32,10 @@ var _ Device = (*nativeDevice)(nil)
 // created with the same multi-queue flag. A name such as "tun%d" lets the
 // kernel choose; Name reports its choice.
 //
-// The queues' file descriptors are nonblocking and driven by Go's
-// netpoller, so a blocked Read holds no thread. The interface is left down
+// The queues' file descriptors are nonblocking but stay out of Go's
+// netpoller: a Read that finds its queue empty sleeps in poll(2), holding
+// its thread, and the kernel wakes that thread directly when a packet
+// comes (see doc/DESIGN-NOTES.md, "Latency"). The interface is left down
 // and unconfigured: the caller sets its MTU, addresses and routes.
 //
 // The Devices belong to the network namespace of the calling thread. They
@@ -109,8 +110,8 @@ func openQueue(name string, flags uint16, o *options) (*nativeDevice, error) {
 			return nil, fmt.Errorf("TUNSETVNETHDRSZ: %w", err)
 		}
 	}
-	// Nonblocking before os.NewFile, which then registers the descriptor
-	// with the netpoller.
+	// Nonblocking, so that a Read takes what is queued without sleeping
+	// again; it sleeps in poll.
 	if err := unix.SetNonblock(fd, true); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("set nonblocking: %w", err)
@@ -123,45 +124,65 @@ func openQueue(name string, flags uint16, o *options) (*nativeDevice, error) {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 
-	d := &nativeDevice{
-		name: ifr.Name(),
-		file: os.NewFile(uintptr(fd), tunPath),
-		ctl:  ctl,
+	d, err := newDevice(ifr.Name(), fd, ctl)
+	if err != nil {
+		unix.Close(fd)
+		unix.Close(ctl)
+		return nil, err
 	}
 	d.mtuReq, _ = unix.NewIfreq(d.name) // valid: it named the interface
-	d.rc, err = d.file.SyscallConn()
-	if err != nil {
-		d.file.Close()
-		unix.Close(ctl)
-		return nil, fmt.Errorf("raw conn: %w", err)
-	}
-	// Bound once here: a method value or closure made per call would
-	// allocate on every Read and Write.
-	d.readFn = d.read.do
-	d.writeFn = d.write.do
 	if vnet {
 		d.initOffloads(o)
 	}
 	return d, nil
 }
 
+// newDevice makes a Device of the queue fd, nonblocking, and ctl, a
+// control socket or -1. It owns both once it succeeds.
+func newDevice(name string, fd, ctl int) (*nativeDevice, error) {
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	d := &nativeDevice{name: name, fd: fd, wake: wake, ctl: ctl}
+	d.readPoll = [2]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(wake), Events: unix.POLLIN}}
+	d.writePoll = [2]unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}, {Fd: int32(wake), Events: unix.POLLIN}}
+	// Bound once here: a method value or closure made per call would
+	// allocate on every Read and Write.
+	d.readFn = d.read.do
+	d.writeFn = d.write.do
+	return d, nil
+}
+
 // nativeDevice is one queue of a TUN interface opened through /dev/net/tun.
+//
+// Close cannot wake a thread asleep on the queue by closing it: the sleeper
+// holds the file open. Read and Write therefore sleep in poll(2) on the
+// queue and on an eventfd, wake, which Close makes readable; once it holds
+// every lock below, no call uses the descriptors, and it closes them.
 type nativeDevice struct {
 	name   string // as created; Name asks the kernel for the current one
-	file   *os.File
-	rc     syscall.RawConn
 	closed atomic.Bool
 
+	// fd is the queue, wake the eventfd; both -1 once closed (written
+	// under all three locks, so any one of them keeps them valid).
+	fd, wake int
+
 	ctlMu sync.Mutex
-	ctl   int // AF_INET socket for SIOCGIFMTU; -1 once closed
+	ctl   int // AF_INET socket for SIOCGIFMTU, or -1
 
-	readMu sync.Mutex
-	read   readOp
-	readFn func(fd uintptr) bool
+	readMu   sync.Mutex
+	read     readOp
+	readFn   func(fd uintptr) bool
+	readPoll [2]unix.PollFd // the queue for POLLIN, and wake
+	// The last Read found the queue empty: the next one polls first,
+	// saving a read(2) that would say EAGAIN.
+	readEmpty bool
 
-	writeMu sync.Mutex
-	write   writeOp
-	writeFn func(fd uintptr) bool
+	writeMu   sync.Mutex
+	write     writeOp
+	writeFn   func(fd uintptr) bool
+	writePoll [2]unix.PollFd // the queue for POLLOUT, and wake
 
 	// With IFF_VNET_HDR (see offload_linux.go).
 	vnet       bool
@@ -186,10 +207,11 @@ type readOp struct {
 	offset int
 	n      int   // packets read so far
 	err    error // read(2) error that ended the batch
+	empty  bool  // the batch ended with the queue empty (EAGAIN)
 }
 
-// do drains the queue into op.bufs. It returns false, asking the netpoller
-// to wait, only while nothing has been read.
+// do drains the queue into op.bufs. It returns false, asking the caller to
+// wait, only while nothing has been read.
 func (op *readOp) do(fd uintptr) bool {
 	for op.n < len(op.bufs) {
 		n, err := unix.Read(int(fd), op.bufs[op.n][op.offset:])
@@ -199,6 +221,7 @@ func (op *readOp) do(fd uintptr) bool {
 			op.n++
 		case unix.EINTR:
 		case unix.EAGAIN:
+			op.empty = true
 			return op.n > 0
 		default:
 			op.err = err
@@ -215,9 +238,13 @@ func (d *nativeDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error)
 	if d.vnet {
 		return d.readVnet(bufs, sizes, offset)
 	}
+	if d.closed.Load() {
+		return 0, os.ErrClosed
+	}
 	d.read = readOp{bufs: bufs, sizes: sizes, offset: offset}
-	err := d.rc.Read(d.readFn)
+	err := d.run(d.readFn, &d.readPoll, d.readEmpty)
 	n, opErr := d.read.n, d.read.err
+	d.readEmpty = d.read.empty
 	d.read = readOp{} // keep none of the caller's buffers alive
 
 	if err != nil { // only possible before the first packet
@@ -244,7 +271,7 @@ type writeOp struct {
 }
 
 // do writes the packets from op.next on. It returns false, asking the
-// netpoller to wait, when the queue is full.
+// caller to wait, when the queue is full.
 func (op *writeOp) do(fd uintptr) bool {
 	count := len(op.bufs)
 	if op.vnet {
@@ -290,11 +317,11 @@ func (d *nativeDevice) Write(bufs [][]byte, offset int) (int, error) {
 	d.writeMu.Lock()
 	defer d.writeMu.Unlock()
 
+	if d.closed.Load() {
+		return 0, os.ErrClosed
+	}
 	op := writeOp{bufs: bufs, offset: offset}
 	if d.vnet {
-		if d.closed.Load() {
-			return 0, os.ErrClosed
-		}
 		if offset < offload.VirtioNetHdrLen {
 			return 0, ErrNoHeadroom
 		}
@@ -310,7 +337,7 @@ func (d *nativeDevice) Write(bufs [][]byte, offset int) (int, error) {
 		op.seg = &d.seg
 	}
 	d.write = op
-	err := d.rc.Write(d.writeFn)
+	err := d.run(d.writeFn, &d.writePoll, false)
 	op = d.write
 	d.write = writeOp{} // keep none of the caller's buffers alive
 
@@ -325,15 +352,30 @@ func (d *nativeDevice) Write(bufs [][]byte, offset int) (int, error) {
 	return op.n, nil
 }
 
+// run calls op on the queue until it is done, sleeping in poll(2) on the
+// queue and the wake eventfd in between, as pfd says, and first if
+// pollFirst. The caller holds readMu or writeMu, and has checked that the
+// Device is not closed.
+func (d *nativeDevice) run(op func(fd uintptr) bool, pfd *[2]unix.PollFd, pollFirst bool) error {
+	for pollFirst || !op(uintptr(d.fd)) {
+		pollFirst = false
+		if _, err := unix.Poll(pfd[:], -1); err != nil && err != unix.EINTR {
+			return fmt.Errorf("poll: %w", err)
+		}
+		if d.closed.Load() {
+			return os.ErrClosed
+		}
+	}
+	return nil
+}
+
 // fail maps the errors that mean the queue is gone to os.ErrClosed and
 // wraps the others.
 func (d *nativeDevice) fail(op string, err error) error {
 	if d.closed.Load() || errors.Is(err, os.ErrClosed) || isDetached(err) {
 		return os.ErrClosed
 	}
-	// When the interface is deleted, the netpoller sees an error event
-	// and reports the queue as "not pollable" without calling read(2);
-	// an ioctl gets the kernel's EBADFD.
+	// When the interface is deleted, an ioctl gets the kernel's EBADFD.
 	if _, nerr := d.currentName(); isDetached(nerr) {
 		return os.ErrClosed
 	}
@@ -363,21 +405,19 @@ func (d *nativeDevice) Name() string {
 }
 
 func (d *nativeDevice) currentName() (string, error) {
-	var name string
-	var ioctlErr error
-	err := d.rc.Control(func(fd uintptr) {
-		var ifr *unix.Ifreq
-		if ifr, ioctlErr = unix.NewIfreq(""); ioctlErr != nil {
-			return
-		}
-		if ioctlErr = unix.IoctlIfreq(int(fd), unix.TUNGETIFF, ifr); ioctlErr == nil {
-			name = ifr.Name()
-		}
-	})
+	d.ctlMu.Lock()
+	defer d.ctlMu.Unlock()
+	if d.fd < 0 {
+		return "", os.ErrClosed
+	}
+	ifr, err := unix.NewIfreq("")
 	if err != nil {
 		return "", err
 	}
-	return name, ioctlErr
+	if err := unix.IoctlIfreq(d.fd, unix.TUNGETIFF, ifr); err != nil {
+		return "", err
+	}
+	return ifr.Name(), nil
 }
 
 func (d *nativeDevice) MTU() (int, error) {
@@ -392,7 +432,7 @@ func (d *nativeDevice) MTU() (int, error) {
 
 	d.ctlMu.Lock()
 	defer d.ctlMu.Unlock()
-	if d.ctl < 0 {
+	if d.fd < 0 {
 		return 0, os.ErrClosed
 	}
 	if err := unix.IoctlIfreq(d.ctl, unix.SIOCGIFMTU, ifr); err != nil {
@@ -405,17 +445,28 @@ func (d *nativeDevice) Close() error {
 	if d.closed.Swap(true) {
 		return os.ErrClosed
 	}
-	// Closing the file wakes a Read parked in the netpoller; the
-	// descriptor itself is released once no call is using it.
-	err := d.file.Close()
+	// The eventfd stays readable: it wakes the calls asleep in poll now
+	// and keeps later polls from sleeping.
+	_, err := unix.Write(d.wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
 
+	d.readMu.Lock()
+	d.writeMu.Lock()
 	d.ctlMu.Lock()
-	cerr := unix.Close(d.ctl)
-	d.ctl = -1
+	errs := []error{err, unix.Close(d.fd), unix.Close(d.wake)}
+	if d.ctl >= 0 {
+		errs = append(errs, unix.Close(d.ctl))
+	}
+	d.fd, d.wake, d.ctl = -1, -1, -1
 	d.ctlMu.Unlock()
+	d.writeMu.Unlock()
+	d.readMu.Unlock()
 
-	if err = errors.Join(err, cerr); err != nil {
+	if err = errors.Join(errs...); err != nil {
 		return fmt.Errorf("tun: close %s: %w", d.name, err)
 	}
 	return nil
 }
+
+// WaitsInKernel reports that Read sleeps in the kernel, holding its thread,
+// not in Go's netpoller.
+func (d *nativeDevice) WaitsInKernel() bool { return true }

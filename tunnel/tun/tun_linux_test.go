@@ -182,8 +182,8 @@ func TestMultiQueue(t *testing.T) {
 	wg.Wait()
 }
 
-// TestCloseUnblocksRead closes a queue under a Read that is parked in the
-// netpoller.
+// TestCloseUnblocksRead closes a queue under a Read that is asleep in
+// poll.
 func TestCloseUnblocksRead(t *testing.T) {
 	t.Parallel()
 	ns := newNetns(t)

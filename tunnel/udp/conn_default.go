@@ -18,8 +18,8 @@ var (
 )
 
 // Listen opens a UDP socket bound to laddr, which must be IPv4. Off Linux
-// each datagram costs one system call (BatchSize is 1), ReusePort and the
-// offloads are ignored, and buffer sizes go through the standard library.
+// each datagram costs one system call (BatchSize is 1), ReusePort, Queues and
+// the offloads are ignored, and buffer sizes go through the standard library.
 func Listen(laddr netip.AddrPort, opts Options) (underlay.Conn, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
@@ -41,6 +41,7 @@ func Listen(laddr netip.AddrPort, opts Options) (underlay.Conn, error) {
 		unsup = append(unsup, &OffloadError{Offload: "UDP_GRO", Err: errors.ErrUnsupported})
 	}
 	opts.BatchSize, opts.ReusePort, opts.GSO, opts.GRO = 1, false, false, false
+	opts.Queue, opts.Queues = 0, 0
 	if opts.RecvBuffer > 0 {
 		pc.SetReadBuffer(opts.RecvBuffer)
 	}
@@ -109,6 +110,7 @@ func (c *portableConn) fail(op string, err error) error {
 func (c *portableConn) Unsupported() error        { return c.unsup }
 func (c *portableConn) BatchSize() int            { return c.opts.BatchSize }
 func (c *portableConn) LocalAddr() netip.AddrPort { return c.laddr }
+func (c *portableConn) SendAddr() netip.AddrPort  { return c.laddr }
 func (c *portableConn) Effective() Options        { return c.opts }
 
 func (c *portableConn) Close() error {

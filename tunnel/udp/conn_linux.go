@@ -1,7 +1,6 @@
 package udp
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -24,8 +23,9 @@ var (
 
 // Listen opens a UDP socket bound to laddr, which must be IPv4, exactly as
 // flanneld binds <interface address>:8285. Port 0 lets the kernel choose;
-// LocalAddr reports its choice. The socket belongs to the network namespace
-// of the calling thread.
+// LocalAddr reports its choice. With opts.Queues > 1 it also opens the
+// Conn's sending socket (see Options.Queue). The sockets belong to the
+// network namespace of the calling thread.
 func Listen(laddr netip.AddrPort, opts Options) (underlay.Conn, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
@@ -37,64 +37,128 @@ func Listen(laddr netip.AddrPort, opts Options) (underlay.Conn, error) {
 	}
 	laddr = netip.AddrPortFrom(addr, laddr.Port())
 
-	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
-		if !opts.ReusePort {
-			return nil
-		}
-		return control(rc, func(fd int) error {
-			return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-		})
-	}}
-	pc, err := lc.ListenPacket(context.Background(), "udp4", laddr.String())
+	fd, err := bind(laddr, opts.ReusePort)
 	if err != nil {
 		return nil, fmt.Errorf("udp: listen on %v: %w", laddr, err)
 	}
-	c, err := newStdConn(pc.(*net.UDPConn), opts)
+	txFd, err := steer(fd, addr, opts)
 	if err != nil {
-		pc.Close()
+		unix.Close(fd)
+		return nil, fmt.Errorf("udp: listen on %v: %w", laddr, err)
+	}
+	c, err := newStdConn(fd, txFd, opts)
+	if err != nil {
+		unix.Close(fd)
+		if txFd != fd {
+			unix.Close(txFd)
+		}
 		return nil, fmt.Errorf("udp: listen on %v: %w", laddr, err)
 	}
 	return c, nil
 }
 
-// control runs f on rc's descriptor.
-func control(rc syscall.RawConn, f func(fd int) error) error {
-	var ferr error
-	if err := rc.Control(func(fd uintptr) { ferr = f(int(fd)) }); err != nil {
-		return err
+// steer returns the socket that Conn opts.Queue of a group of opts.Queues
+// sends from: fd itself with one queue, else a socket of its own on addr
+// whose port mod Queues is Queue. Conn 0 attaches the group's steering,
+// which hands a datagram from port p to the group's socket p mod Queues.
+func steer(fd int, addr netip.Addr, opts Options) (txFd int, err error) {
+	if opts.Queues <= 1 {
+		return fd, nil
 	}
-	return ferr
+	if opts.Queue == 0 {
+		if err := attachSteering(fd, opts.Queues); err != nil {
+			return -1, err
+		}
+	}
+	txFd, _, err = bindSourcePort(addr, opts.Queue, opts.Queues)
+	if err != nil {
+		return -1, fmt.Errorf("source port for queue %d of %d: %w", opts.Queue, opts.Queues, err)
+	}
+	return txFd, nil
 }
 
-// stdConn is a Conn on a kernel UDP socket.
+// bind opens a blocking UDP socket bound to laddr. It stays out of Go's
+// netpoller: a socket registered there would wake the netpoller's thread
+// for every datagram, to find nobody waiting.
+func bind(laddr netip.AddrPort, reusePort bool) (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	if err != nil {
+		return -1, fmt.Errorf("socket: %w", err)
+	}
+	if reusePort {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+			unix.Close(fd)
+			return -1, fmt.Errorf("SO_REUSEPORT: %w", err)
+		}
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: laddr.Addr().As4(), Port: int(laddr.Port())}); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// stdConn is a Conn on a kernel UDP socket in blocking mode: a ReadBatch
+// sleeps in recvmmsg and the kernel wakes its thread directly when a
+// datagram arrives, with no netpoller and no goroutine hand-off on the way
+// (see doc/DESIGN-NOTES.md, "Latency"). Close wakes such calls with
+// shutdown(2), then closes the descriptor once none is using it.
+//
+// With Options.Queues > 1 it sends from a socket of its own, txFd, bound to
+// sendAddr; else txFd is fd.
 type stdConn struct {
-	pc    *net.UDPConn
-	rc    syscall.RawConn
-	laddr netip.AddrPort
-	opts  Options // as granted; the Sender may turn GSO off later
-	unsup error   // the offloads asked for that the kernel lacks
+	fd, txFd int // -1 once closed; under both rx.mu and tx.mu
+	closed   atomic.Bool
+	laddr    netip.AddrPort
+	sendAddr netip.AddrPort
+	opts     Options // as granted; the Sender may turn GSO off later
+	unsup    error   // the offloads asked for that the kernel lacks
 
 	rx       rxBatch
 	received atomic.Uint64
 	tx       txLayout
+	txConn   blockingWriter
 	sender   *underlay.Sender
 }
 
-func newStdConn(pc *net.UDPConn, opts Options) (*stdConn, error) {
-	rc, err := pc.SyscallConn()
-	if err != nil {
+func newStdConn(fd, txFd int, opts Options) (*stdConn, error) {
+	c := &stdConn{fd: fd, txFd: txFd}
+	var err error
+	if c.laddr, err = sockname(fd); err != nil {
 		return nil, err
 	}
-	c := &stdConn{pc: pc, rc: rc}
-	c.laddr = pc.LocalAddr().(*net.UDPAddr).AddrPort()
-	c.laddr = netip.AddrPortFrom(c.laddr.Addr().Unmap(), c.laddr.Port())
-	if err := control(rc, func(fd int) (err error) { c.unsup, err = configure(fd, &opts); return err }); err != nil {
+	if c.sendAddr, err = sockname(txFd); err != nil {
 		return nil, err
+	}
+	if c.unsup, err = configure(fd, &opts); err != nil {
+		return nil, err
+	}
+	if txFd != fd {
+		// Only the send side matters here: the socket receives nothing.
+		txOpts := opts
+		txOpts.RecvBuffer, txOpts.GRO = -1, false
+		if _, err = configure(txFd, &txOpts); err != nil {
+			return nil, fmt.Errorf("sending socket: %w", err)
+		}
+		opts.SendBuffer, opts.GSO = txOpts.SendBuffer, opts.GSO && txOpts.GSO
 	}
 	c.opts = opts
 	c.rx.init(opts.BatchSize, opts.GRO)
 	c.initTx(nil)
 	return c, nil
+}
+
+// sockname is the IPv4 address fd is bound to.
+func sockname(fd int) (netip.AddrPort, error) {
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("getsockname: %w", err)
+	}
+	sa4, ok := sa.(*unix.SockaddrInet4)
+	if !ok {
+		return netip.AddrPort{}, fmt.Errorf("getsockname: %T, want an IPv4 address", sa)
+	}
+	return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), uint16(sa4.Port)), nil
 }
 
 // configure sets the socket's buffers and offloads, and records in opts
@@ -143,6 +207,7 @@ func setBuffer(fd, force, opt, size int) (int, error) {
 
 func (c *stdConn) BatchSize() int            { return c.opts.BatchSize }
 func (c *stdConn) LocalAddr() netip.AddrPort { return c.laddr }
+func (c *stdConn) SendAddr() netip.AddrPort  { return c.sendAddr }
 
 func (c *stdConn) Effective() Options {
 	o := c.opts
@@ -150,16 +215,50 @@ func (c *stdConn) Effective() Options {
 	return o
 }
 
+// WaitsInKernel reports that ReadBatch and WriteBatch wait in the kernel,
+// holding their thread, not in Go's netpoller.
+func (c *stdConn) WaitsInKernel() bool { return true }
+
 func (c *stdConn) Close() error {
-	if err := c.pc.Close(); err != nil {
-		return c.fail("close", err)
+	if c.closed.Swap(true) {
+		return net.ErrClosed
+	}
+	// Closing a descriptor does not wake the calls sleeping on it;
+	// shutdown does.
+	errs := []error{shutdown(c.fd)}
+	if c.txFd != c.fd {
+		errs = append(errs, shutdown(c.txFd))
+	}
+	// Once both locks are held, no call uses the descriptors any more.
+	c.rx.mu.Lock()
+	c.tx.mu.Lock()
+	errs = append(errs, unix.Close(c.fd))
+	if c.txFd != c.fd {
+		errs = append(errs, unix.Close(c.txFd))
+	}
+	c.fd, c.txFd = -1, -1
+	c.tx.mu.Unlock()
+	c.rx.mu.Unlock()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("udp: close on %v: %w", c.laddr, err)
 	}
 	return nil
 }
 
-// fail maps the error of a closed socket to net.ErrClosed and wraps others.
+// shutdown wakes the calls asleep on fd and makes later ones return at
+// once. On a socket that is not connected it also says ENOTCONN, which
+// means nothing.
+func shutdown(fd int) error {
+	if err := unix.Shutdown(fd, unix.SHUT_RDWR); err != nil && !errors.Is(err, unix.ENOTCONN) {
+		return err
+	}
+	return nil
+}
+
+// fail wraps err, or says net.ErrClosed once the socket is closed: the
+// error of a call that Close woke means nothing more.
 func (c *stdConn) fail(op string, err error) error {
-	if errors.Is(err, net.ErrClosed) {
+	if c.closed.Load() || errors.Is(err, net.ErrClosed) {
 		return net.ErrClosed
 	}
 	return fmt.Errorf("udp: %s on %v: %w", op, c.laddr, err)
@@ -171,7 +270,6 @@ type rxBatch struct {
 	msgs  []unix.Mmsghdr
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrInet4
-	recv  func(fd uintptr) bool // r.do, bound once
 
 	// Per call.
 	want  int // messages to receive
@@ -214,29 +312,20 @@ func (r *rxBatch) init(batch int, gro bool) {
 			h.Control = &r.ctrl[i*ctrlSpace]
 		}
 	}
-	r.recv = r.do
 }
 
-// do receives r.want messages. It returns false, asking the netpoller to
-// wait, while none is queued.
-func (r *rxBatch) do(fd uintptr) bool {
+// do receives up to r.want messages, sleeping until the first arrives.
+func (r *rxBatch) do(fd int) {
 	for {
-		n, errno := recvmmsg(fd, r.msgs[:r.want])
-		switch errno {
-		case 0:
-			r.n = n
-			return true
-		case unix.EINTR:
-		case unix.EAGAIN:
-			return false
-		default:
-			r.errno = errno
-			return true
+		n, errno := recvmmsgWait(uintptr(fd), r.msgs[:r.want])
+		if errno != unix.EINTR {
+			r.n, r.errno = n, errno
+			return
 		}
 	}
 }
 
-// receive runs one recvmmsg of want messages through the netpoller.
+// receive runs one recvmmsg of want messages. The caller holds r.mu.
 func (c *stdConn) receive(want int) error {
 	r := &c.rx
 	for i := range want {
@@ -247,10 +336,18 @@ func (c *stdConn) receive(want int) error {
 		}
 	}
 	r.want, r.n, r.errno = want, 0, 0
-	if err := c.rc.Read(r.recv); err != nil {
-		return c.fail("recvmmsg", err)
+	if c.closed.Load() {
+		return net.ErrClosed
 	}
-	if r.errno != 0 {
+	r.do(c.fd)
+	switch {
+	case c.closed.Load():
+		// Woken by Close's shutdown: what was received, if anything,
+		// is empty.
+		r.n = 0
+		return net.ErrClosed
+	case r.errno != 0:
+		r.n = 0
 		return c.fail("recvmmsg", r.errno)
 	}
 	return nil
@@ -334,18 +431,51 @@ func (t *txLayout) init(batch int, gso bool) {
 	}
 }
 
-// initTx sets up WriteBatch, sending with sendmmsg (nil: sendmmsg(2)).
-func (c *stdConn) initTx(sendmmsg underlay.MmsgFunc) {
+// initTx sets up WriteBatch, sending with send (nil: sendmmsg(2) with
+// MSG_NOSIGNAL).
+func (c *stdConn) initTx(send underlay.MmsgFunc) {
+	if send == nil {
+		send = sendmmsg
+	}
 	c.tx.init(c.opts.BatchSize, c.opts.GSO)
+	c.txConn.c = c
 	c.sender = underlay.NewSender(underlay.SenderConfig{
-		Conn:     c.rc,
+		Conn:     &c.txConn,
 		Messages: c.opts.BatchSize,
 		Layout:   &c.tx,
 		GSO:      c.opts.GSO,
 		NoGSO:    unix.EIO, // the egress device cannot segment UDP
 		Fail:     c.fail,
-		Sendmmsg: sendmmsg,
+		Sendmmsg: send,
 	})
+}
+
+// blockingWriter runs the Sender's sendmmsg calls on the blocking socket.
+// They sleep while the send buffer is full; should one nevertheless say
+// EAGAIN (a send timeout), Write sleeps in poll(2) until the socket is
+// writable or shut down. The caller holds tx.mu.
+type blockingWriter struct {
+	c    *stdConn
+	poll [1]unix.PollFd // here so as not to allocate
+}
+
+func (w *blockingWriter) Write(f func(fd uintptr) (done bool)) error {
+	c := w.c
+	if c.closed.Load() {
+		return net.ErrClosed
+	}
+	for !f(uintptr(c.txFd)) && !c.closed.Load() {
+		w.poll[0] = unix.PollFd{Fd: int32(c.txFd), Events: unix.POLLOUT}
+		if _, err := unix.Poll(w.poll[:], -1); err != nil && err != unix.EINTR {
+			return fmt.Errorf("poll: %w", err)
+		}
+	}
+	if c.closed.Load() {
+		// Woken by Close's shutdown: what sendmmsg said since means
+		// nothing more.
+		return net.ErrClosed
+	}
+	return nil
 }
 
 // sendable reports whether dst is an address this IPv4 socket can send to.

@@ -430,15 +430,15 @@ func BenchmarkRoundTrip(b *testing.B) {
 	}
 }
 
-// waitParked waits until a goroutine whose stack mentions fn is parked in
-// the netpoller waiting to read. It has no deadline of its own: the test's
-// is enough.
+// waitParked waits until a goroutine whose stack mentions fn is asleep in
+// a system call (the socket is blocking). It has no deadline of its own:
+// the test's is enough.
 func waitParked(fn string) {
 	buf := make([]byte, 1<<20)
 	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
 		stacks := string(buf[:runtime.Stack(buf, true)])
 		for _, g := range strings.Split(stacks, "\n\n") {
-			if strings.Contains(g, fn) && strings.Contains(g, "waitRead") {
+			if strings.Contains(g, fn) && strings.Contains(g, "[syscall") {
 				return
 			}
 		}

@@ -9,11 +9,24 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// recvmmsg receives into msgs; len(msgs) must be > 0. It is called from a
-// RawConn callback on the nonblocking socket, as underlay.Sendmmsg is.
-func recvmmsg(fd uintptr, msgs []unix.Mmsghdr) (int, syscall.Errno) {
+// golang.org/x/sys/unix declares Mmsghdr but wraps neither recvmmsg nor
+// sendmmsg. A Conn's socket is blocking: both sleep in the kernel, and
+// syscall.Syscall6 lets the runtime hand the thread's P to others meanwhile.
+
+// recvmmsgWait receives into msgs, sleeping until the first message
+// arrives on a blocking socket and then taking only what is queued
+// (MSG_WAITFORONE); len(msgs) must be > 0.
+func recvmmsgWait(fd uintptr, msgs []unix.Mmsghdr) (int, syscall.Errno) {
 	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd,
-		uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), 0, 0, 0)
+		uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), unix.MSG_WAITFORONE, 0, 0)
+	return int(n), errno
+}
+
+// sendmmsg is underlay.Sendmmsg with MSG_NOSIGNAL: a send after Close's
+// shutdown says EPIPE, and raises no SIGPIPE.
+func sendmmsg(fd uintptr, msgs []unix.Mmsghdr) (int, syscall.Errno) {
+	n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, fd,
+		uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), unix.MSG_NOSIGNAL, 0, 0)
 	return int(n), errno
 }
 

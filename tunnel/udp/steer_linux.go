@@ -63,11 +63,12 @@ func attachSteering(fd, n int) error {
 // bindSourcePort opens a UDP socket for sending, bound to addr and to a
 // port p of the local port range with p mod n == i, so that a receiving
 // group of n sockets steered by attachSteering hands what it sends to
-// socket i. Ports in use are skipped.
+// socket i. Ports in use are skipped. The socket is blocking, as a
+// Conn's are.
 func bindSourcePort(addr netip.Addr, i, n int) (fd int, port int, err error) {
 	lo, hi := localPortRange()
 	for p := lo + (i-lo%n+n)%n; p <= hi; p += n {
-		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			return -1, 0, err
 		}

@@ -2,15 +2,17 @@
 // UDP socket that receives and sends many datagrams per system call.
 //
 // On Linux it uses recvmmsg(2) and sendmmsg(2) (underlay.Sender) on a
-// nonblocking socket driven by Go's netpoller, and can hand the kernel runs
-// of equal datagrams to segment (UDP GSO) and take coalesced ones back (UDP
-// GRO). Buffers are owned by the caller; a Conn keeps no reference to them
-// between calls.
+// blocking socket outside Go's netpoller: a reader sleeps in the kernel,
+// which wakes its thread directly (see doc/DESIGN-NOTES.md, "Latency"). It
+// can hand the kernel runs of equal datagrams to segment (UDP GSO) and take
+// coalesced ones back (UDP GRO). Buffers are owned by the caller; a Conn
+// keeps no reference to them between calls.
 package udp
 
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 )
 
 // Options configures Listen. The zero value is a good start.
@@ -23,6 +25,18 @@ type Options struct {
 	// have its own socket on the same address and the kernel spreads
 	// flows across them.
 	ReusePort bool
+
+	// Queue and Queues spread flows over the cores as the kernel's VXLAN
+	// does (steer_linux.go): with Queues > 1, Listen opens Conn Queue of a
+	// ReusePort group of Queues Conns, opened in order 0, 1, ... Such a
+	// Conn sends from a socket of its own, bound to a port p of the local
+	// port range with p mod Queues == Queue, and Conn 0 makes the group
+	// deliver what a peer sends from port p to Conn p mod Queues: a worker
+	// serving TUN queue i sends from its own port, and its flows arrive at
+	// the peer's worker i. With Queues <= 1 a Conn sends from its
+	// receiving socket, as flanneld does; flanneld ignores the source port
+	// either way.
+	Queue, Queues int
 
 	// RecvBuffer and SendBuffer are the socket buffer sizes in bytes.
 	// SO_RCVBUFFORCE and SO_SNDBUFFORCE are tried first (they need
@@ -60,6 +74,14 @@ func (o Options) withDefaults() (Options, error) {
 	if o.BatchSize < 1 || o.BatchSize > maxBatchSize {
 		return o, fmt.Errorf("batch size %d out of range 1..%d", o.BatchSize, maxBatchSize)
 	}
+	if o.Queues > 1 {
+		if !o.ReusePort {
+			return o, fmt.Errorf("%d queues need ReusePort", o.Queues)
+		}
+		if o.Queue < 0 || o.Queue >= o.Queues {
+			return o, fmt.Errorf("queue %d out of range 0..%d", o.Queue, o.Queues-1)
+		}
+	}
 	if o.RecvBuffer == 0 {
 		o.RecvBuffer = DefaultBuffer
 	}
@@ -79,6 +101,10 @@ type Configured interface {
 	// sizes as set (the kernel's getsockopt figure halved: it doubles
 	// what it was given, for bookkeeping), offloads off where unsupported.
 	Effective() Options
+
+	// SendAddr is the address datagrams leave from: LocalAddr, or with
+	// Queues > 1 the Conn's own source port.
+	SendAddr() netip.AddrPort
 }
 
 // ErrOffloadUnsupported matches every *OffloadError.

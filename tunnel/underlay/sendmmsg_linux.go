@@ -10,8 +10,9 @@ import (
 )
 
 // golang.org/x/sys/unix declares Mmsghdr but wraps neither recvmmsg nor
-// sendmmsg. Both are called from RawConn callbacks on a nonblocking socket,
-// so EAGAIN goes back to the netpoller instead of blocking a thread.
+// sendmmsg. Both are called from a RawWriter's callbacks: on a nonblocking
+// socket EAGAIN goes back to the netpoller, while a blocking socket sleeps
+// in the kernel.
 
 // MmsgFunc is the signature of recvmmsg and sendmmsg, so tests can wrap them.
 type MmsgFunc func(fd uintptr, msgs []unix.Mmsghdr) (int, syscall.Errno)
@@ -49,10 +50,17 @@ type Layout interface {
 	Release()
 }
 
+// A RawWriter runs f on a socket until f reports it done, waiting for the
+// socket to be writable whenever f says it is not: a syscall.RawConn's
+// Write (the netpoller), or a blocking socket's own loop (tunnel/udp).
+type RawWriter interface {
+	Write(f func(fd uintptr) (done bool)) error
+}
+
 // SenderConfig configures NewSender.
 type SenderConfig struct {
-	Conn     syscall.RawConn // the nonblocking socket
-	Messages int             // the most messages, and datagrams, per sendmmsg
+	Conn     RawWriter // the socket
+	Messages int       // the most messages, and datagrams, per sendmmsg
 	Layout   Layout
 	GSO      bool // Build may segment
 
@@ -72,7 +80,7 @@ type SenderConfig struct {
 
 // Sender is the sendmmsg driver of both underlays. It sends a batch in
 // chunks of at most Messages datagrams, which the Layout builds, through
-// the netpoller, and handles what the kernel does with them: partial
+// the Conn, and handles what the kernel does with them: partial
 // sends, EAGAIN, refused datagrams (a *WriteError) and segmented messages
 // refused (sent again unsegmented, and GSO turned off for good on NoGSO:
 // a *GSODisabledError, once). It allocates nothing unless datagrams are
@@ -196,7 +204,7 @@ func (s *Sender) Write(bufs [][]byte, dsts []netip.AddrPort) (int, error) {
 }
 
 // do sends the chunk's messages from s.next on. It returns false, asking
-// the netpoller to wait, when the send buffer is full. sendmmsg stops at
+// the RawWriter to wait, when the send buffer is full. sendmmsg stops at
 // the first message the kernel refuses: an unsegmented one is dropped and
 // the rest sent by the next round of the loop; a segmented one ends the
 // chunk, to be sent again unsegmented.
