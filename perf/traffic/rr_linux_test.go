@@ -113,7 +113,7 @@ func TestRRUDPLoss(t *testing.T) {
 		}
 	}()
 	addr := pc.LocalAddr().(*net.UDPAddr).AddrPort()
-	c := dialRR(t, a, RROptions{Protocol: "udp", Addr: netip.AddrPortFrom(dst, addr.Port()), Duration: 200 * time.Millisecond, Timeout: 5 * time.Millisecond})
+	c := dialRR(t, a, RROptions{Protocol: "udp", Addr: netip.AddrPortFrom(dst, addr.Port()), Duration: 300 * time.Millisecond, Timeout: 20 * time.Millisecond})
 	r, err := c.Run(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -122,9 +122,12 @@ func TestRRUDPLoss(t *testing.T) {
 	if r.Transactions == 0 || r.Timeouts == 0 {
 		t.Errorf("got %d transactions and %d timeouts; want both", r.Transactions, r.Timeouts)
 	}
-	// Every other request is answered: the counts differ by at most one.
-	if d := r.Transactions - r.Timeouts; d < -1 || d > 1 {
-		t.Errorf("%d answered, %d timed out: want alternating", r.Transactions, r.Timeouts)
+	// Every other request is never answered, so at least every other one
+	// times out; on a loaded machine an answered one may time out too (its
+	// late reply is then skipped), but no reply counts for a request that
+	// got none.
+	if r.Timeouts < r.Transactions-1 {
+		t.Errorf("%d answered, %d timed out: a reply counted for an unanswered request", r.Transactions, r.Timeouts)
 	}
 }
 
