@@ -35,13 +35,17 @@ func WriteSubnetFile(path string, network, subnet netip.Prefix, mtu int, ipMasq 
 	fmt.Fprintf(&b, "FLANNEL_SUBNET=%s\n", netip.PrefixFrom(subnet.Masked().Addr().Next(), subnet.Bits()))
 	fmt.Fprintf(&b, "FLANNEL_MTU=%d\n", mtu)
 	fmt.Fprintf(&b, "FLANNEL_IPMASQ=%t\n", ipMasq)
-	if err := writeFileAtomic(path, b.Bytes(), 0o644); err != nil {
+	if err := WriteFileAtomic(path, b.Bytes(), 0o644, -1, -1); err != nil {
 		return fmt.Errorf("subnet file: %w", err)
 	}
 	return nil
 }
 
-func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
+// WriteFileAtomic replaces the file at path with data atomically: a
+// temporary file in the same directory with mode perm (and owner uid:gid,
+// unless -1), fsync, rename, fsync of the directory. A reader sees the old
+// content or the new, never a part; missing directories are created.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode, uid, gid int) (err error) {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -61,6 +65,11 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 	}
 	if err := f.Chmod(perm); err != nil {
 		return err
+	}
+	if uid >= 0 && uid != os.Getuid() || gid >= 0 && gid != os.Getgid() {
+		if err := f.Chown(uid, gid); err != nil {
+			return err
+		}
 	}
 	if err := f.Sync(); err != nil {
 		return err

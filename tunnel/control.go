@@ -46,17 +46,19 @@ func (l ownerOnly) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if uid, err := peerUID(c); err == nil && (uid == 0 || uid == os.Geteuid()) {
+		if cred, err := PeerCred(c); err == nil && (cred.Uid == 0 || int(cred.Uid) == os.Geteuid()) {
 			return c, nil
 		}
 		c.Close()
 	}
 }
 
-func peerUID(c *net.UnixConn) (int, error) {
+// PeerCred returns the credentials (SO_PEERCRED) of the process at the
+// other end of c.
+func PeerCred(c *net.UnixConn) (*unix.Ucred, error) {
 	raw, err := c.SyscallConn()
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	var (
 		cred *unix.Ucred
@@ -65,10 +67,7 @@ func peerUID(c *net.UnixConn) (int, error) {
 	if err := raw.Control(func(fd uintptr) {
 		cred, gerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 	}); err != nil {
-		return 0, err
+		return nil, err
 	}
-	if gerr != nil {
-		return 0, gerr
-	}
-	return int(cred.Uid), nil
+	return cred, gerr
 }

@@ -125,8 +125,8 @@ func TestEncapsulate(t *testing.T) {
 	checkICMP(t, tx.replies[1][Headroom:], "100.96.2.0", 3, 4, 1472)
 
 	checkDrops(t, tx.counts, map[DropReason]uint64{DropNotIPv4: 1, DropNoRoute: 1, DropTooBig: 2})
-	if tx.counts.packets != 2 || tx.counts.bytes != uint64(len(toA)+len(toB)) {
-		t.Errorf("counted %d packets %d bytes", tx.counts.packets, tx.counts.bytes)
+	if tx.counts.packets() != 2 || tx.counts.bytes() != uint64(len(toA)+len(toB)) {
+		t.Errorf("counted %d packets %d bytes", tx.counts.packets(), tx.counts.bytes())
 	}
 	tx.counts.flushTx(w.stats)
 	if w.stats.TxPackets.Load() != 2 || w.stats.Drops[DropTooBig].Load() != 2 {

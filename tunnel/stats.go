@@ -98,11 +98,11 @@ func (s *Stats) Snapshot() StatsSnapshot {
 // so that the peers' counters get one add per run of packets to the same
 // peer, after the batch went out.
 type batchStats struct {
-	packets, bytes uint64
-	icmp           uint64
-	drops          [numDropReasons]uint64
-	peers          []*subnet.PeerDirCounters
-	sizes          []int
+	icmp  uint64
+	drops [numDropReasons]uint64
+	// The packets forwarded, in order: each one's peer counters and size.
+	peers []*subnet.PeerDirCounters
+	sizes []int
 }
 
 func newBatchStats(batchSize int) batchStats {
@@ -121,8 +121,6 @@ func (b *batchStats) peerDrop(r DropReason, c *subnet.PeerDirCounters) {
 // forwarded counts a packet of size bytes handed on, to or from the peer
 // whose counters c are.
 func (b *batchStats) forwarded(c *subnet.PeerDirCounters, size int) {
-	b.packets++
-	b.bytes += uint64(size)
 	b.peers = append(b.peers, c)
 	b.sizes = append(b.sizes, size)
 }
@@ -132,32 +130,40 @@ func (b *batchStats) forwarded(c *subnet.PeerDirCounters, size int) {
 func (b *batchStats) unsent(r DropReason, from int) {
 	for i := from; i < len(b.peers); i++ {
 		b.drops[r]++
-		b.packets--
-		b.bytes -= uint64(b.sizes[i])
 		b.peers[i].Drops.Add(1)
 	}
 	b.peers, b.sizes = b.peers[:from], b.sizes[:from]
 }
 
 func (b *batchStats) flushTx(s *Stats) {
-	b.flushCommon(s)
-	if b.packets != 0 {
-		s.TxPackets.Add(b.packets)
-		s.TxBytes.Add(b.bytes)
+	if packets, bytes := b.flushCommon(s); packets != 0 {
+		s.TxPackets.Add(packets)
+		s.TxBytes.Add(bytes)
 	}
 	b.reset()
 }
 
 func (b *batchStats) flushRx(s *Stats) {
-	b.flushCommon(s)
-	if b.packets != 0 {
-		s.RxPackets.Add(b.packets)
-		s.RxBytes.Add(b.bytes)
+	if packets, bytes := b.flushCommon(s); packets != 0 {
+		s.RxPackets.Add(packets)
+		s.RxBytes.Add(bytes)
 	}
 	b.reset()
 }
 
-func (b *batchStats) flushCommon(s *Stats) {
+// packets and bytes count what was forwarded.
+func (b *batchStats) packets() uint64 { return uint64(len(b.peers)) }
+
+func (b *batchStats) bytes() (n uint64) {
+	for _, size := range b.sizes {
+		n += uint64(size)
+	}
+	return n
+}
+
+// flushCommon adds the batch's ICMP, drop and per-peer counts to s and the
+// peers, and returns the packets and bytes forwarded.
+func (b *batchStats) flushCommon(s *Stats) (packets, bytes uint64) {
 	if b.icmp != 0 {
 		s.ICMPSent.Add(b.icmp)
 	}
@@ -166,25 +172,28 @@ func (b *batchStats) flushCommon(s *Stats) {
 			s.Drops[r].Add(n)
 		}
 	}
+	// One add per run of packets to the same peer.
 	var (
-		cur            *subnet.PeerDirCounters
-		packets, bytes uint64
+		cur                  *subnet.PeerDirCounters
+		runPackets, runBytes uint64
 	)
 	for i, c := range b.peers {
 		if c != cur {
 			if cur != nil {
-				cur.Packets.Add(packets)
-				cur.Bytes.Add(bytes)
+				cur.Packets.Add(runPackets)
+				cur.Bytes.Add(runBytes)
 			}
-			cur, packets, bytes = c, 0, 0
+			cur, runPackets, runBytes = c, 0, 0
 		}
-		packets++
+		runPackets++
+		runBytes += uint64(b.sizes[i])
 		bytes += uint64(b.sizes[i])
 	}
 	if cur != nil {
-		cur.Packets.Add(packets)
-		cur.Bytes.Add(bytes)
+		cur.Packets.Add(runPackets)
+		cur.Bytes.Add(runBytes)
 	}
+	return uint64(len(b.peers)), bytes
 }
 
 // reset zeroes the counts and keeps the lists' storage.

@@ -6,7 +6,7 @@ import (
 	"net"
 	"syscall"
 
-	"golang.org/x/sys/unix"
+	"github.com/overlayd/overlayd/tunnel"
 )
 
 // lockName is the abstract unix socket that an overlayd with TUN name tun
@@ -59,25 +59,9 @@ func lockHolder(name string) (int, error) {
 		return 0, err
 	}
 	defer c.Close()
-	return peerPID(c.(*net.UnixConn))
-}
-
-func peerPID(c *net.UnixConn) (int, error) {
-	raw, err := c.SyscallConn()
+	cred, err := tunnel.PeerCred(c.(*net.UnixConn))
 	if err != nil {
 		return 0, err
-	}
-	var (
-		cred *unix.Ucred
-		gerr error
-	)
-	if err := raw.Control(func(fd uintptr) {
-		cred, gerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return 0, err
-	}
-	if gerr != nil {
-		return 0, gerr
 	}
 	return int(cred.Pid), nil
 }

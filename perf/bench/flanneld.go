@@ -10,6 +10,7 @@ import (
 
 	"github.com/overlayd/overlayd/perf/cluster"
 	"github.com/overlayd/overlayd/perf/topo"
+	"github.com/overlayd/overlayd/subnet/backoff"
 )
 
 // flanneldSystem runs a flanneld binary the user has (nothing is
@@ -118,7 +119,7 @@ func waitSubnetFile(ctx context.Context, p *cluster.Process, path string) (clust
 		if time.Now().After(deadline) {
 			return env, fmt.Errorf("flanneld wrote no subnet file in %s (%v); its log: %s", flanneldWait, err, clip([]byte(p.Tail(400)), 400))
 		}
-		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+		if err := backoff.Sleep(ctx, 100*time.Millisecond); err != nil {
 			return env, err
 		}
 	}

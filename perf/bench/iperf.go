@@ -12,6 +12,7 @@ import (
 
 	"github.com/overlayd/overlayd/perf/cluster"
 	"github.com/overlayd/overlayd/perf/netns"
+	"github.com/overlayd/overlayd/subnet/backoff"
 )
 
 const (
@@ -109,7 +110,7 @@ func (r iperfRun) run(ctx context.Context) (Report, cpuUsage, error) {
 		switch {
 		case errors.Is(err, ErrConnect) && attempt < connectAttempts && !srv.Exited():
 			// The server may not be listening yet: back off and retry.
-			if err := sleep(ctx, time.Duration(attempt)*100*time.Millisecond); err != nil {
+			if err := backoff.Sleep(ctx, time.Duration(attempt)*100*time.Millisecond); err != nil {
 				return Report{}, cpuUsage{}, err
 			}
 			continue

@@ -52,16 +52,7 @@ func WriteReport(w io.Writer, r *Results, charts []Chart, chartErr error) error 
 		fmt.Fprintf(&b, "Charts could not be drawn: %v\n\n", chartErr)
 	}
 	chart("headline")
-	cells := rows(r.Medians)
-	markdownTable(&b, columns, cells)
-	latency := r.hasLatency()
-	if latency {
-		lcells := latencyRows(r.Medians)
-		b.WriteString("\n")
-		markdownTable(&b, latencyColumns, lcells)
-		cells = append(cells, lcells...)
-	}
-	b.WriteString("\n" + footnotes(cells, latency))
+	r.markdownTables(&b)
 
 	for _, d := range sweepDefs {
 		sums := r.sweepOf(d.name)

@@ -189,18 +189,24 @@ func WriteMarkdown(w io.Writer, r *Results) error {
 		fmt.Fprintf(&b, " Latency: %s.", r.Latency)
 	}
 	b.WriteString("\n\n")
+	r.markdownTables(&b)
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+// markdownTables writes the headline table, the latency table when the
+// run measured latency, and their footnotes.
+func (r *Results) markdownTables(b *bytes.Buffer) {
 	cells := rows(r.Medians)
-	markdownTable(&b, columns, cells)
+	markdownTable(b, columns, cells)
 	latency := r.hasLatency()
 	if latency {
 		lcells := latencyRows(r.Medians)
 		b.WriteString("\n")
-		markdownTable(&b, latencyColumns, lcells)
+		markdownTable(b, latencyColumns, lcells)
 		cells = append(cells, lcells...)
 	}
 	b.WriteString("\n" + footnotes(cells, latency))
-	_, err := w.Write(b.Bytes())
-	return err
 }
 
 func footnotes(cells [][]string, latency bool) string {

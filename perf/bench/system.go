@@ -11,6 +11,7 @@ import (
 
 	"github.com/overlayd/overlayd/perf/topo"
 	"github.com/overlayd/overlayd/perf/traffic"
+	"github.com/overlayd/overlayd/subnet/backoff"
 )
 
 // A System carries container traffic between emulated hosts: a kernel
@@ -261,7 +262,7 @@ func checkPath(ctx context.Context, client, server *topo.Container, mtu int) err
 		if attempt == 9 {
 			return fmt.Errorf("check path: %s does not answer ping: %s", dst, last)
 		}
-		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+		if err := backoff.Sleep(ctx, 200*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -273,16 +274,4 @@ func checkPath(ctx context.Context, client, server *topo.Container, mtu int) err
 		return fmt.Errorf("check path: a %d-byte ping to %s with Don't Fragment: %s", mtu, dst, res)
 	}
 	return nil
-}
-
-// sleep waits for d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/overlayd/overlayd/perf/netns"
+	"github.com/overlayd/overlayd/subnet/backoff"
 )
 
 // echoID numbers echo requests so that concurrent Pings, which all see every
@@ -163,7 +164,7 @@ func PingRTT(ctx context.Context, ns *netns.NS, dst netip.Addr, size, count int,
 		id := uint16(echoID.Add(1))
 		for seq := range count {
 			if seq > 0 {
-				if err := sleep(ctx, interval); err != nil {
+				if err := backoff.Sleep(ctx, interval); err != nil {
 					return fmt.Errorf("ping %s: %w", dst, err)
 				}
 			}

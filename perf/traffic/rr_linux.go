@@ -12,6 +12,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/overlayd/overlayd/subnet/backoff"
 )
 
 // RRServer answers request/response clients over TCP and UDP on one port by
@@ -233,7 +235,7 @@ func DialRR(ctx context.Context, opts RROptions) (*RRClient, error) {
 		if !retryable(last) || !time.Now().Before(deadline) {
 			break
 		}
-		if err := sleep(ctx, 20*time.Millisecond); err != nil {
+		if err := backoff.Sleep(ctx, 20*time.Millisecond); err != nil {
 			last = err
 			break
 		}
@@ -440,16 +442,4 @@ func sendto(fd int, b []byte, to *unix.RawSockaddrAny, toLen uint32) error {
 		return e
 	}
 	return nil
-}
-
-// sleep waits for d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

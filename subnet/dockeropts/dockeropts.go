@@ -12,7 +12,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -302,10 +301,10 @@ func MergeDaemonJSONFile(path string, o Options, unitFiles []string) (changed bo
 	return true, nil
 }
 
-// WriteFile replaces the file at path with data atomically (a temporary
-// file in the same directory, fsync, rename). An existing file keeps its
-// mode and owner; a new one gets perm, and missing directories are made.
-func WriteFile(path string, data []byte, perm fs.FileMode) (err error) {
+// WriteFile replaces the file at path with data atomically
+// (subnet.WriteFileAtomic). An existing file keeps its mode and owner; a
+// new one gets perm, and missing directories are made.
+func WriteFile(path string, data []byte, perm fs.FileMode) error {
 	uid, gid := -1, -1
 	if fi, err := os.Stat(path); err == nil {
 		perm = fi.Mode().Perm()
@@ -313,38 +312,7 @@ func WriteFile(path string, data []byte, perm fs.FileMode) (err error) {
 			uid, gid = int(st.Uid), int(st.Gid)
 		}
 	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		return err
-	}
-	if uid >= 0 && uid != os.Getuid() || gid >= 0 && gid != os.Getgid() {
-		if err := f.Chown(uid, gid); err != nil {
-			return err
-		}
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	return subnet.WriteFileAtomic(path, data, perm, uid, gid)
 }
 
 // Keys lists the daemon.json keys o sets, for messages.

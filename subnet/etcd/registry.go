@@ -248,20 +248,8 @@ func (r *Registry) PutConfig(ctx context.Context, raw []byte) error {
 func (r *Registry) ListLeases(ctx context.Context) ([]subnet.Lease, int64, error) {
 	ctx, cancel := r.request(ctx)
 	defer cancel()
-	resp, err := r.cli.Get(ctx, r.subnetsDir(), clientv3.WithPrefix())
-	if err != nil {
-		return nil, 0, fmt.Errorf("list %s: %w", r.subnetsDir(), r.unreachable(err))
-	}
-	leases := make([]subnet.Lease, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		l, err := decodeLease(kv.Key, kv.Value)
-		if err != nil {
-			r.log.Warn("skipping unreadable lease", "key", string(kv.Key), "error", err)
-			continue
-		}
-		leases = append(leases, l)
-	}
-	return leases, resp.Header.Revision, nil
+	leases, _, rev, err := r.list(ctx)
+	return leases, rev, err
 }
 
 // ListLeasesExpiring is ListLeases with each lease's Expiration filled in
@@ -271,29 +259,44 @@ func (r *Registry) ListLeases(ctx context.Context) ([]subnet.Lease, int64, error
 func (r *Registry) ListLeasesExpiring(ctx context.Context) ([]subnet.Lease, error) {
 	ctx, cancel := r.request(ctx)
 	defer cancel()
+	leases, ids, _, err := r.list(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i, id := range ids {
+		if id == 0 {
+			continue
+		}
+		asked := time.Now()
+		ttl, err := r.cli.TimeToLive(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("lease %s: time to live of etcd lease %x: %w", leases[i].Subnet, int64(id), r.unreachable(err))
+		}
+		// TTL -1: expired between the two requests.
+		leases[i].Expiration = asked.Add(time.Duration(max(ttl.TTL, 0)) * time.Second)
+	}
+	return leases, nil
+}
+
+// list reads every lease that parses, the etcd lease each key is attached
+// to (0: none), and the revision they were read at.
+func (r *Registry) list(ctx context.Context) ([]subnet.Lease, []clientv3.LeaseID, int64, error) {
 	resp, err := r.cli.Get(ctx, r.subnetsDir(), clientv3.WithPrefix())
 	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", r.subnetsDir(), r.unreachable(err))
+		return nil, nil, 0, fmt.Errorf("list %s: %w", r.subnetsDir(), r.unreachable(err))
 	}
 	leases := make([]subnet.Lease, 0, len(resp.Kvs))
+	ids := make([]clientv3.LeaseID, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
 		l, err := decodeLease(kv.Key, kv.Value)
 		if err != nil {
 			r.log.Warn("skipping unreadable lease", "key", string(kv.Key), "error", err)
 			continue
 		}
-		if kv.Lease != 0 {
-			asked := time.Now()
-			ttl, err := r.cli.TimeToLive(ctx, clientv3.LeaseID(kv.Lease))
-			if err != nil {
-				return nil, fmt.Errorf("lease %s: time to live of etcd lease %x: %w", kv.Key, kv.Lease, r.unreachable(err))
-			}
-			// TTL -1: expired between the two requests.
-			l.Expiration = asked.Add(time.Duration(max(ttl.TTL, 0)) * time.Second)
-		}
 		leases = append(leases, l)
+		ids = append(ids, clientv3.LeaseID(kv.Lease))
 	}
-	return leases, nil
+	return leases, ids, resp.Header.Revision, nil
 }
 
 func decodeLease(key, value []byte) (subnet.Lease, error) {
