@@ -21,6 +21,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -138,6 +139,8 @@ func runRR(ctx context.Context, args []string) error {
 		return errors.New("usage: overlayd-lab rr server|client [flags]")
 	}
 	fs := flag.NewFlagSet("rr "+args[0], flag.ExitOnError)
+	// Its loops wait in raw system calls, each holding a P.
+	runtime.GOMAXPROCS(max(runtime.GOMAXPROCS(0), traffic.RRProcs))
 	if args[0] == "server" {
 		listen := fs.String("listen", "0.0.0.0:5301", "IPv4 address and port to answer on, TCP and UDP")
 		fs.Parse(args[1:])

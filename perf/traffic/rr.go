@@ -13,10 +13,13 @@ import (
 // inverse of the mean round trip, and every round trip is recorded in a
 // [Histogram] for its percentiles.
 //
-// Both ends use blocking sockets, so a waiting end sleeps in the kernel and
-// is woken directly by the packet, as netperf and sockperf are, without the
-// Go netpoller's extra hand-off: what is measured is the path, not this
-// tool's scheduling.
+// Both ends use blocking sockets through raw system calls, so a waiting end
+// sleeps in the kernel and is woken directly by the packet, as netperf and
+// sockperf are, with neither the Go netpoller's hand-off nor the runtime's
+// (rr_linux.go): what is measured is the path, not this tool's scheduling.
+// On the 2-core bench machine the runtime's hand-offs had added ~60% to
+// overlayd's round trip and nothing to kernel VXLAN's, whose path left a
+// core free for them; sockperf agrees with this tool within noise.
 
 // RR defaults.
 const (

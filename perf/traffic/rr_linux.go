@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -156,8 +157,10 @@ func (s *RRServer) serveTCP() error {
 // the server is closed. A broken connection ends only itself.
 func (s *RRServer) echoTCP(fd int) {
 	buf := make([]byte, rrMaxSize)
+	var pace yielder
 	for {
-		n, err := unix.Read(fd, buf)
+		pace.tick()
+		n, err := rawRead(fd, buf)
 		switch {
 		case err == unix.EAGAIN || err == unix.EINTR:
 			if s.closed.Load() {
@@ -176,7 +179,9 @@ func (s *RRServer) echoTCP(fd int) {
 func (s *RRServer) serveUDP() error {
 	buf := make([]byte, rrMaxSize)
 	var from unix.RawSockaddrAny
+	var pace yielder
 	for !s.closed.Load() {
+		pace.tick()
 		fromLen := uint32(unsafe.Sizeof(from))
 		n, err := recvfrom(s.udp, buf, &from, &fromLen)
 		switch {
@@ -310,7 +315,7 @@ func (c *RRClient) transact() (bool, error) {
 		return true, nil
 	}
 	for {
-		n, err := unix.Read(c.fd, c.rsp)
+		n, err := rawRead(c.fd, c.rsp)
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -328,7 +333,10 @@ func (c *RRClient) transact() (bool, error) {
 // Run makes transactions for opts.Duration, one at a time, and records each
 // round trip. It allocates nothing per transaction.
 func (c *RRClient) Run(ctx context.Context) (RRResult, error) {
-	var timeouts int64
+	var (
+		timeouts int64
+		pace     yielder
+	)
 	done := ctx.Done()
 	start := time.Now()
 	now := time.Since(start) // monotonic clock only
@@ -349,6 +357,9 @@ func (c *RRClient) Run(ctx context.Context) (RRResult, error) {
 			timeouts++
 		}
 		now = after
+		if pace.tick() {
+			now = time.Since(start) // not the yield's time
+		}
 	}
 	return c.opts.result(c.hist, timeouts, now), nil
 }
@@ -393,7 +404,7 @@ func tuneTCP(fd int, recvTimeout time.Duration) error {
 
 func writeFull(fd int, b []byte) error {
 	for len(b) > 0 {
-		n, err := unix.Write(fd, b)
+		n, err := rawWrite(fd, b)
 		if err == unix.EINTR {
 			continue
 		}
@@ -408,7 +419,7 @@ func writeFull(fd int, b []byte) error {
 // readFull fills b from a TCP socket.
 func readFull(fd int, b []byte) error {
 	for len(b) > 0 {
-		n, err := unix.Read(fd, b)
+		n, err := rawRead(fd, b)
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -424,10 +435,44 @@ func readFull(fd int, b []byte) error {
 	return nil
 }
 
-// recvfrom and sendto are the system calls without x/sys/unix's Sockaddr
-// conversion, which allocates for every datagram.
+// The socket calls of a transaction are raw system calls (RawSyscall), made
+// as a C program makes them: the thread sleeps in the kernel and keeps its
+// P. Through syscall.Syscall the runtime would count the thread as blocked,
+// and sysmon hands its P to another thread (a futex wake-up) that finds
+// nothing to do and sleeps again: about four context switches per
+// transaction instead of one, measured with perf sched. On a machine whose
+// cores carry the whole path that tax lands on the path being measured.
+// Every socket here has a receive timeout, so a signal (sysmon's
+// preemption) ends a wait with EINTR, which each loop retries, and each
+// loop yields (yielder) before sysmon would need one. A goroutine waiting
+// in one of these calls holds a P: give the process a P per loop
+// (RRProcs).
+
+// RRProcs is the GOMAXPROCS an rr server or client process needs: a P for
+// each loop that waits in a raw system call (the UDP loop, the accept
+// loop, a few TCP connections), so that none waits for another's P.
+const RRProcs = 8
+
+func rawRead(fd int, b []byte) (int, error) {
+	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+func rawWrite(fd int, b []byte) (int, error) {
+	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// recvfrom and sendto skip x/sys/unix's Sockaddr conversion, which
+// allocates for every datagram.
 func recvfrom(fd int, b []byte, from *unix.RawSockaddrAny, fromLen *uint32) (int, error) {
-	n, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)),
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)),
 		0, uintptr(unsafe.Pointer(from)), uintptr(unsafe.Pointer(fromLen)))
 	if e != 0 {
 		return 0, e
@@ -436,10 +481,26 @@ func recvfrom(fd int, b []byte, from *unix.RawSockaddrAny, fromLen *uint32) (int
 }
 
 func sendto(fd int, b []byte, to *unix.RawSockaddrAny, toLen uint32) error {
-	_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)),
+	_, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)),
 		0, uintptr(unsafe.Pointer(to)), uintptr(toLen))
 	if e != 0 {
 		return e
 	}
 	return nil
+}
+
+// yielder lets a loop of raw system calls pass through the scheduler every
+// few milliseconds, before sysmon would preempt it with a signal
+// (forcePreemptNS, 10 ms) that could land in a timed wait.
+type yielder struct{ last time.Time }
+
+// tick reports whether it yielded.
+func (y *yielder) tick() bool {
+	now := time.Now()
+	if now.Sub(y.last) < 5*time.Millisecond {
+		return false
+	}
+	y.last = now
+	runtime.Gosched()
+	return true
 }
