@@ -367,7 +367,8 @@ func (b *bencher) measure(ctx context.Context, tb Testbed, w workload, logs stri
 	}
 	r := &Result{Gbps: rep.Gbps, Gbit: float64(rep.Bytes) * 8 / 1e9, Wall: use.Wall.Seconds(), CPU: use.Machine}
 	if rep.Protocol == "UDP" {
-		r.UDP = &UDPResult{Sent: rep.SentPackets, Delivered: rep.DeliveredPackets, PPS: rep.PPS(), LossPct: rep.LossPct()}
+		rcv := rep.ReceiverLossPct()
+		r.UDP = &UDPResult{Sent: rep.SentPackets, Delivered: rep.DeliveredPackets, PPS: rep.PPS(), LossPct: rep.LossPct(), ReceiverLossPct: &rcv}
 	}
 	if len(tb.OverlaydPIDs()) > 0 {
 		r.OverlaydCPU = &use.Procs
@@ -422,7 +423,11 @@ func describe(m Measurement) string {
 		}
 		return s
 	case r.UDP != nil:
-		return fmt.Sprintf("%.0f kpps delivered, %.1f%% lost, %.1f CPU s", r.UDP.PPS/1e3, r.UDP.LossPct, r.CPU)
+		s := fmt.Sprintf("%.0f kpps delivered, %.1f%% lost", r.UDP.PPS/1e3, r.UDP.LossPct)
+		if r.UDP.ReceiverLossPct != nil {
+			s += fmt.Sprintf(" (%.1f%% at the receiving socket)", *r.UDP.ReceiverLossPct)
+		}
+		return s + fmt.Sprintf(", %.1f CPU s", r.CPU)
 	default:
 		return fmt.Sprintf("%.2f Gbit/s, %.1f CPU s", r.Gbps, r.CPU)
 	}

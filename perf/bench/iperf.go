@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -81,7 +82,8 @@ type iperfRun struct {
 
 // run starts a fresh server in the server's container, runs the client in
 // the client's container, and returns the client's report with the CPU time
-// used while the client ran. The server is stopped by its pid whatever
+// used while the client ran and, for UDP, the datagrams the server's
+// socket dropped (Report.ReceiverDrops). The server is stopped by its pid whatever
 // happens; so is the client if ctx ends or it hangs.
 func (r iperfRun) run(ctx context.Context) (Report, cpuUsage, error) {
 	client, server := r.tb.Endpoints()
@@ -96,16 +98,27 @@ func (r iperfRun) run(ctx context.Context) (Report, cpuUsage, error) {
 		"-t", strconv.Itoa(int(r.duration / time.Second)),
 		"-J", "--get-server-output", "--connect-timeout", "3000"}, r.w.args...)
 	pids := r.tb.OverlaydPIDs()
+	udp := slices.Contains(r.w.args, "-u")
 	for attempt := 1; ; attempt++ {
 		before, err := takeSnapshot(pids)
 		if err != nil {
 			return Report{}, cpuUsage{}, err
+		}
+		var dropsBefore int64
+		if udp {
+			if dropsBefore, err = udpReceiveDrops(server.NS); err != nil {
+				return Report{}, cpuUsage{}, err
+			}
 		}
 		out, err := r.client(ctx, client.NS, fmt.Sprintf("%s-client-%d.json", r.logs, attempt), argv)
 		if err != nil {
 			return Report{}, cpuUsage{}, err
 		}
 		after, snapErr := takeSnapshot(pids)
+		var dropsAfter int64
+		if udp && snapErr == nil {
+			dropsAfter, snapErr = udpReceiveDrops(server.NS)
+		}
 		rep, err := ParseReport(out)
 		switch {
 		case errors.Is(err, ErrConnect) && attempt < connectAttempts && !srv.Exited():
@@ -121,6 +134,7 @@ func (r iperfRun) run(ctx context.Context) (Report, cpuUsage, error) {
 		case snapErr != nil: // e.g. overlayd died during the test
 			return Report{}, cpuUsage{}, snapErr
 		}
+		rep.ReceiverDrops = dropsAfter - dropsBefore
 		return rep, after.since(before), nil
 	}
 }

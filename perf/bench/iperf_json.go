@@ -25,6 +25,12 @@ type Report struct {
 	// UDP only.
 	SentPackets      int64 // datagrams the client sent
 	DeliveredPackets int64 // datagrams the server received
+	// ReceiverDrops is not iperf3's: the datagrams that reached the
+	// server's host but that its kernel dropped because the server's
+	// socket buffer was full (Udp RcvbufErrors in its namespace), counted
+	// by the bench around the run. The rest of the loss happened on the
+	// way.
+	ReceiverDrops int64
 }
 
 // PPS is the delivered UDP packet rate, per second.
@@ -42,6 +48,15 @@ func (r Report) LossPct() float64 {
 		return 0
 	}
 	return 100 * float64(r.SentPackets-r.DeliveredPackets) / float64(r.SentPackets)
+}
+
+// ReceiverLossPct is the share of sent UDP datagrams that the receiving
+// socket dropped, in percent: part of LossPct.
+func (r Report) ReceiverLossPct() float64 {
+	if r.SentPackets <= 0 {
+		return 0
+	}
+	return 100 * float64(r.ReceiverDrops) / float64(r.SentPackets)
 }
 
 // iperfOutput is the part of iperf3's -J output the bench reads.

@@ -20,7 +20,7 @@ var columns = []string{
 	"TCP 1x Gbit/s", "x kVXLAN",
 	"TCP 4x Gbit/s", "x kVXLAN",
 	"64B kpps", "x kVXLAN",
-	"loss%",
+	"loss%", "at rcvr%",
 	"CPU s/Gbit", "overlayd CPU s/Gbit",
 }
 
@@ -74,7 +74,7 @@ func rows(sums []Summary) [][]string {
 			stat(s.TCP1Gbps, "%.2f"), ratio(s.TCP1Ratio),
 			stat(s.TCP4Gbps, "%.2f"), ratio(s.TCP4Ratio),
 			stat(s.UDP64KPPS, "%.0f"), ratio(s.UDP64Ratio),
-			stat(s.UDP64Loss, "%.1f"),
+			stat(s.UDP64Loss, "%.1f"), stat(s.UDP64RcvLoss, "%.1f"),
 			stat(s.CPUPerGbit, "%.3f"), overlayd,
 		})
 	}
@@ -211,7 +211,9 @@ func (r *Results) markdownTables(b *bytes.Buffer) {
 
 func footnotes(cells [][]string, latency bool) string {
 	s := "x kVXLAN: ratio to " + Baseline + " in the same run. CPU: the single-stream TCP test; " +
-		"machine-wide busy time (all cores) or overlayd's own, per Gbit delivered.\n"
+		"machine-wide busy time (all cores) or overlayd's own, per Gbit delivered. " +
+		"loss%: 64 B datagrams sent but not received; at rcvr%: the part of them that reached the receiving container " +
+		"and was dropped there, its socket buffer full (Udp RcvbufErrors).\n"
 	if latency {
 		s += "Latency: x kVXLAN above 1 is slower than " + Baseline + ". TCP RR, UDP RR: request/response as netperf's TCP_RR and UDP_RR, " +
 			"one transaction in flight for the test's duration; p50 and p99 of every round trip, transactions per second, " +

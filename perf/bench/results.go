@@ -152,6 +152,10 @@ type UDPResult struct {
 	Delivered int64   `json:"delivered_packets"` // to the server
 	PPS       float64 `json:"pps"`               // delivered per second
 	LossPct   float64 `json:"loss_pct"`
+	// ReceiverLossPct is the part of LossPct that the server's own socket
+	// dropped, its buffer full: lost at the receiving application, not on
+	// the way (absent from results before 2026-12-02's evening).
+	ReceiverLossPct *float64 `json:"receiver_loss_pct,omitempty"`
 }
 
 // LatencyResult is what a request/response test or a ping series
@@ -197,11 +201,13 @@ type Stat struct {
 type Summary struct {
 	System string `json:"system"`
 
-	TCP1Gbps   Stat `json:"tcp1_gbps"`
-	TCP4Gbps   Stat `json:"tcp4_gbps"`
-	UDP64KPPS  Stat `json:"udp64_kpps"`
-	UDP64Loss  Stat `json:"udp64_loss_pct"`
-	CPUPerGbit Stat `json:"cpu_s_per_gbit"`
+	TCP1Gbps  Stat `json:"tcp1_gbps"`
+	TCP4Gbps  Stat `json:"tcp4_gbps"`
+	UDP64KPPS Stat `json:"udp64_kpps"`
+	UDP64Loss Stat `json:"udp64_loss_pct"`
+	// UDP64RcvLoss is the part of UDP64Loss dropped at the receiving socket.
+	UDP64RcvLoss Stat `json:"udp64_receiver_loss_pct"`
+	CPUPerGbit   Stat `json:"cpu_s_per_gbit"`
 	// Nil for systems without overlayd.
 	OverlaydCPUPerGbit *Stat `json:"overlayd_cpu_s_per_gbit,omitempty"`
 
@@ -321,6 +327,15 @@ func summarize(system string, runs []Trial) Summary {
 		}
 		return r.UDP.LossPct, true
 	})
+	s.UDP64RcvLoss = metric(UDP64, func(r *Result) (float64, bool) {
+		if r.UDP == nil || r.UDP.ReceiverLossPct == nil {
+			return 0, false
+		}
+		return *r.UDP.ReceiverLossPct, true
+	})
+	if s.UDP64RcvLoss.Runs == 0 {
+		s.UDP64RcvLoss = Stat{} // not measured (results from before it was), rather than failed
+	}
 	s.CPUPerGbit = metric(TCP1, func(r *Result) (float64, bool) {
 		return r.CPUPerGbit(r.CPU), r.Gbit > 0
 	})
