@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
-	"slices"
 	"testing"
 )
 
@@ -154,43 +153,5 @@ func TestCoalesceGatherLimit(t *testing.T) {
 	got := CoalesceGather(exactBatch(pkts, groOffset), groOffset, &table, nil)
 	if len(got) != 2 || got[0].Packets != MaxGathered || len(got[0].Tail) != MaxGathered-1 || got[1].Packets != 10 {
 		t.Fatalf("CoalesceGather writes %d packets, the first carrying %d; want 2, %d", len(got), got[0].Packets, MaxGathered)
-	}
-}
-
-func TestCoalesceGatherAllocs(t *testing.T) {
-	pkts, _ := segmentBatch(t, 128, 3)
-	bufs := groBatch(pkts, 0)
-	batch := newRestorer(bufs)
-	var table GROTable
-	toWrite := make([]Coalesced, 0, len(bufs))
-	toWrite = CoalesceGather(bufs, groOffset, &table, toWrite) // sizes the table
-	allocs := testing.AllocsPerRun(100, func() {
-		batch.restore()
-		toWrite = CoalesceGather(bufs, groOffset, &table, toWrite)
-	})
-	if allocs != 0 {
-		t.Errorf("CoalesceGather: %v allocations, want 0", allocs)
-	}
-	if got := indices(toWrite); !slices.Equal(got, []int{0, 1, 2}) { // 43 segments of a flow fit in one super-packet
-		t.Errorf("packets to write %v, want [0 1 2]", got)
-	}
-}
-
-// BenchmarkCoalesceGatherTCP is BenchmarkCoalesceTCP without the copy.
-func BenchmarkCoalesceGatherTCP(b *testing.B) {
-	for _, flows := range []int{1, 8} {
-		b.Run(map[int]string{1: "1flow", 8: "8flows"}[flows], func(b *testing.B) {
-			pkts, payload := segmentBatch(b, 128, flows)
-			bufs := groBatch(pkts, 0)
-			batch := newRestorer(bufs)
-			var table GROTable
-			toWrite := make([]Coalesced, 0, len(bufs))
-			b.SetBytes(int64(payload))
-			b.ReportAllocs()
-			for b.Loop() {
-				batch.restore()
-				toWrite = CoalesceGather(bufs, groOffset, &table, toWrite)
-			}
-		})
 	}
 }
