@@ -262,7 +262,7 @@ type writeOp struct {
 	bufs    [][]byte
 	offset  int
 	vnet    bool                // with offloads: write what order lists, not each of bufs
-	order   []offload.Coalesced // with offloads: what Coalesce left to write
+	order   []offload.Coalesced // with offloads: what CoalesceGather left to write
 	iovs    []unix.Iovec        // with offloads: the super-packets of order, in turn
 	iov     int                 // in iovs: the next super-packet's first
 	seg     *segmenter          // without offloads: cuts TCP packets longer than the MTU
@@ -338,8 +338,8 @@ func (d *nativeDevice) Write(bufs [][]byte, offset int) (int, error) {
 		if offset < offload.VirtioNetHdrLen {
 			return 0, ErrNoHeadroom
 		}
-		// Each packet goes with the virtio-net header Coalesce wrote in
-		// front of it; a super-packet gathers its payloads from where
+		// Each packet goes with the virtio-net header CoalesceGather wrote
+		// in front of it; a super-packet gathers its payloads from where
 		// they were received.
 		d.gro.MTU = d.writeMTU(bufs, offset)
 		d.toWrite = offload.CoalesceGather(bufs, offset, &d.gro, d.toWrite)
