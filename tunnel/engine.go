@@ -378,7 +378,7 @@ func (e *Engine) createTUN() error {
 // leave the TCP and UDP checksums of what they send it partial. It can when
 // its TUN has a virtio-net header and does not verify checksums: its Write
 // then hands the kernel every TCP and UDP packet marked VirtioNeedsCsum,
-// with the checksum field rewritten (offload.Coalesce), so the checksum a
+// with the checksum field rewritten (offload.CoalesceGather), so the checksum a
 // packet came with is never looked at.
 func (e *Engine) takesPartialChecksums() bool {
 	if e.cfg.CompleteChecksums || len(e.workers) == 0 {

@@ -6,7 +6,8 @@
 // SplitGSOHead cut a TSO or USO super-packet into packets fit for the wire,
 // as the kernel's GSO would. Writing, segments come in and super-packets go
 // out: Coalesce merges consecutive segments of a TCP or UDP flow, as the
-// kernel's GRO would, and says what to write. Either way a TCP or UDP
+// kernel's GRO would, and says what to write (CoalesceGather without
+// copying payloads: a list of buffers for writev(2)). Either way a TCP or UDP
 // checksum may stay partial (the pseudo-header sum, CHECKSUM_PARTIAL) for
 // whoever needs it complete; CompleteChecksum finishes it.
 //

@@ -258,6 +258,9 @@ func FuzzCoalesce(f *testing.F) {
 		}
 		coalesced := Coalesce(bufs, fuzzOffset, &table, nil)
 		toWrite := indices(coalesced)
+		if len(inputs) <= MaxGathered {
+			checkGatherMatches(t, inputs, fuzzOffset, &table, bufs, coalesced)
+		}
 
 		// Indices in range, increasing (hence unique), and every input
 		// packet carried by exactly one written packet.

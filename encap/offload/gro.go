@@ -11,6 +11,11 @@ import (
 // super-packet (UDP_MAX_SEGMENTS); it refuses a larger one.
 const udpMaxSegments = 64
 
+// MaxGathered is the most packets CoalesceGather merges into one
+// super-packet: writev(2) takes at most UIO_MAXIOV (1024) iovecs, one per
+// packet. Full-size segments reach the 65535-byte limit long before.
+const MaxGathered = 1024
+
 // GROTable is the scratch space of Coalesce, to be reused from one batch to
 // the next by one writer: once it has seen its largest batch, coalescing
 // allocates nothing. The zero value is ready to use.
@@ -36,16 +41,26 @@ type GROTable struct {
 	// packet that the next link would drop. Nothing is merged into it.
 	MTU int
 
-	flows map[groKey]int32 // flow -> index in runs of its latest run
-	runs  []groRun
+	flows  map[groKey]int32 // flow -> index in runs of its latest run
+	runs   []groRun
+	gather bool    // CoalesceGather: payloads stay where they are
+	next   []int32 // CoalesceGather: packet -> next packet of its run, or -1
+	tails  []int   // CoalesceGather: the backing of every Coalesced.Tail
 }
 
 // Coalesced is a buffer that Coalesce leaves to be written, with what the
 // writer needs to know of it: which one, and how many input packets it
 // carries (1, or more for a super-packet), for counting.
+//
+// From CoalesceGather, a super-packet is bufs[Index][offset-VirtioNetHdrLen:]
+// followed by the payload of each packet j of Tail, in order:
+// bufs[j][offset+HdrLen:]. Tail is empty for a packet written alone, and
+// valid until the next call with the same GROTable.
 type Coalesced struct {
 	Index   int // in bufs: write bufs[Index][offset-VirtioNetHdrLen:]
 	Packets int
+	Tail    []int // CoalesceGather: the packets merged behind Index
+	HdrLen  int   // CoalesceGather: IP and TCP or UDP headers of each packet
 }
 
 // groKey identifies a TCP or UDP flow: protocol, addresses and ports, as
@@ -63,6 +78,8 @@ type groKey struct {
 type groRun struct {
 	head    int32  // index in bufs of the packet
 	out     int32  // index in Coalesce's result of the packet
+	last    int32  // CoalesceGather: index in bufs of the last packet merged, or head
+	size    uint16 // IP length of the packet with what was merged into it
 	l4Off   uint16 // IP header length
 	hdrLen  uint16 // IP and TCP or UDP headers
 	gsoSize uint16 // payload length of the head; every segment but the last has it
@@ -135,6 +152,23 @@ type groPacket struct {
 // the packets are returned in increasing order, so every flow keeps its
 // order.
 func Coalesce(bufs [][]byte, offset int, t *GROTable, out []Coalesced) []Coalesced {
+	t.gather = false
+	return t.coalesce(bufs, offset, out)
+}
+
+// CoalesceGather is Coalesce without copying payloads: a packet merged into
+// another stays in its own buffer, and Coalesced.Tail lists it for a
+// gathered write (writev(2)), whose iovecs concatenated are, byte for byte,
+// what Coalesce would have left in bufs[Index]. Only the first packet of a
+// super-packet is written to (its virtio-net, IP and TCP or UDP headers);
+// its buffer keeps its length, which therefore needs no spare capacity. A
+// super-packet carries at most MaxGathered packets.
+func CoalesceGather(bufs [][]byte, offset int, t *GROTable, out []Coalesced) []Coalesced {
+	t.gather = true
+	return t.coalesce(bufs, offset, out)
+}
+
+func (t *GROTable) coalesce(bufs [][]byte, offset int, out []Coalesced) []Coalesced {
 	t.reset(len(bufs))
 	out = out[:0]
 	for i := range bufs {
@@ -159,6 +193,14 @@ func (t *GROTable) reset(n int) {
 	}
 	clear(t.flows)
 	t.runs = t.runs[:0]
+	if t.gather {
+		if cap(t.next) < n {
+			t.next = make([]int32, n)
+			t.tails = make([]int, 0, n)
+		}
+		t.next = t.next[:n]
+		t.tails = t.tails[:0]
+	}
 }
 
 // add merges the TCP or UDP packet bufs[i] into its flow's latest run, or
@@ -173,8 +215,11 @@ func (t *GROTable) add(bufs [][]byte, offset, i int, p *groPacket, out int32) bo
 		key = p.key(pkt)
 		if ri, ok := t.flows[key]; ok && !plain {
 			r := &t.runs[ri]
-			if r.canAppend(bufs, offset, pkt, p) {
-				r.append(bufs, offset, pkt, p)
+			if r.canAppend(bufs, offset, pkt, p, t.gather) {
+				r.append(bufs, offset, pkt, p, t.gather)
+				if t.gather {
+					t.link(r, i)
+				}
 				return false
 			}
 		}
@@ -202,6 +247,8 @@ func newRun(pkt []byte, i int, out int32, p *groPacket, merging, plain bool) gro
 	r := groRun{
 		head:    int32(i),
 		out:     out,
+		last:    int32(i),
+		size:    uint16(len(pkt)),
 		l4Off:   uint16(p.l4Off),
 		hdrLen:  uint16(p.hdrLen),
 		gsoSize: uint16(payload),
@@ -223,16 +270,20 @@ func newRun(pkt []byte, i int, out int32, p *groPacket, merging, plain bool) gro
 	return r
 }
 
-// canAppend reports whether pkt continues the run.
-func (r *groRun) canAppend(bufs [][]byte, offset int, pkt []byte, p *groPacket) bool {
+// canAppend reports whether pkt continues the run. Unless gathered, the
+// head's buffer must have room for pkt's payload.
+func (r *groRun) canAppend(bufs [][]byte, offset int, pkt []byte, p *groPacket, gather bool) bool {
 	payload := len(pkt) - p.hdrLen
 	if !r.open || payload == 0 || payload > int(r.gsoSize) ||
 		p.hdrLen != int(r.hdrLen) || p.l4Off != int(r.l4Off) {
 		return false
 	}
 	head := bufs[r.head][offset:]
-	size := len(head) + payload
-	if size > maxIPPacket || cap(bufs[r.head])-offset < size {
+	size := int(r.size) + payload
+	if size > maxIPPacket {
+		return false
+	}
+	if gather && r.packets >= MaxGathered || !gather && cap(bufs[r.head])-offset < size {
 		return false
 	}
 	if p.v6 {
@@ -274,12 +325,16 @@ func (r *groRun) idFollows(pkt []byte) bool {
 	return !r.fixedID && id == r.ipID+r.packets
 }
 
-// append copies the payload of pkt behind the run's head.
-func (r *groRun) append(bufs [][]byte, offset int, pkt []byte, p *groPacket) {
+// append adds the payload of pkt to the run: copied behind the run's
+// head, unless gathered.
+func (r *groRun) append(bufs [][]byte, offset int, pkt []byte, p *groPacket, gather bool) {
 	payload := pkt[p.hdrLen:]
-	end := len(bufs[r.head])
-	bufs[r.head] = bufs[r.head][:end+len(payload)]
-	copy(bufs[r.head][end:], payload)
+	if !gather {
+		end := len(bufs[r.head])
+		bufs[r.head] = bufs[r.head][:end+len(payload)]
+		copy(bufs[r.head][end:], payload)
+	}
+	r.size += uint16(len(payload))
 
 	if p.proto == protoUDP {
 		if r.packets == 1 && !r.v6 {
@@ -302,18 +357,37 @@ func (r *groRun) append(bufs [][]byte, offset int, pkt []byte, p *groPacket) {
 	r.packets++
 }
 
+// link records packet i, just appended to r, as the run's last.
+func (t *GROTable) link(r *groRun, i int) {
+	t.next[r.last] = int32(i)
+	t.next[i] = -1
+	r.last = int32(i)
+}
+
 // finish writes the headers of the TCP and UDP packets to be written, and
-// how many packets each carries into out.
+// how many packets each carries (and, gathered, which) into out.
 func (t *GROTable) finish(bufs [][]byte, offset int, out []Coalesced) {
 	for i := range t.runs {
 		r := &t.runs[i]
 		out[r.out].Packets = int(r.packets)
+		if t.gather && r.packets > 1 {
+			start := len(t.tails)
+			for j := t.next[r.head]; ; j = t.next[j] {
+				t.tails = append(t.tails, int(j))
+				if j == r.last {
+					break
+				}
+			}
+			out[r.out].Tail = t.tails[start:len(t.tails):len(t.tails)]
+			out[r.out].HdrLen = int(r.hdrLen)
+		}
 		vhdr := bufs[r.head][offset-VirtioNetHdrLen : offset]
 		if r.plain {
 			clear(vhdr)
 			continue
 		}
 		pkt := bufs[r.head][offset:]
+		size := int(r.size) // len(pkt) unless gathered
 		h := VirtioNetHdr{
 			Flags:      VirtioNeedsCsum,
 			HdrLen:     r.hdrLen,
@@ -328,20 +402,20 @@ func (t *GROTable) finish(bufs [][]byte, offset int, out []Coalesced) {
 			switch {
 			case r.proto == protoUDP:
 				h.GSOType = GSOUDPL4
-				binary.BigEndian.PutUint16(pkt[r.l4Off+udpOffLength:], uint16(len(pkt)-int(r.l4Off)))
+				binary.BigEndian.PutUint16(pkt[r.l4Off+udpOffLength:], uint16(size-int(r.l4Off)))
 			case r.v6:
 				h.GSOType = GSOTCPv6
 			default:
 				h.GSOType = GSOTCPv4
 			}
 			if r.v6 {
-				binary.BigEndian.PutUint16(pkt[ipv6OffPayloadLen:], uint16(len(pkt)-ipv6HeaderLen))
+				binary.BigEndian.PutUint16(pkt[ipv6OffPayloadLen:], uint16(size-ipv6HeaderLen))
 			} else {
-				binary.BigEndian.PutUint16(pkt[ipv4OffTotalLen:], uint16(len(pkt)))
+				binary.BigEndian.PutUint16(pkt[ipv4OffTotalLen:], uint16(size))
 				setIPv4Checksum(pkt, int(r.l4Off))
 			}
 		}
-		setPartialChecksum(pkt, r.v6, r.proto, int(r.l4Off), int(h.CsumOffset))
+		setPartialChecksumLen(pkt, size, r.v6, r.proto, int(r.l4Off), int(h.CsumOffset))
 		h.Encode(vhdr)
 	}
 }
@@ -350,7 +424,13 @@ func (t *GROTable) finish(bufs [][]byte, offset int, out []Coalesced) {
 // checksum field of the L4 header at l4Off, for the kernel to complete
 // (CHECKSUM_PARTIAL).
 func setPartialChecksum(pkt []byte, v6 bool, proto uint8, l4Off, csumOff int) {
-	s := encap.Fold(addrSum(pkt, v6, proto) + uint64(len(pkt)-l4Off))
+	setPartialChecksumLen(pkt, len(pkt), v6, proto, l4Off, csumOff)
+}
+
+// setPartialChecksumLen is setPartialChecksum for a packet of size bytes
+// whose headers are in pkt (the rest gathered from elsewhere).
+func setPartialChecksumLen(pkt []byte, size int, v6 bool, proto uint8, l4Off, csumOff int) {
+	s := encap.Fold(addrSum(pkt, v6, proto) + uint64(size-l4Off))
 	binary.BigEndian.PutUint16(pkt[l4Off+csumOff:], s)
 }
 

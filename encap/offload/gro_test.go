@@ -389,31 +389,48 @@ func segmentBatch(tb testing.TB, n, flows int) ([][]byte, int) {
 	return pkts, payload
 }
 
+// coalesceFunc is Coalesce or CoalesceGather, with the room their buffers
+// need for packet and payloads.
+type coalesceFunc struct {
+	name     string
+	fn       func([][]byte, int, *GROTable, []Coalesced) []Coalesced
+	capacity int
+}
+
+var coalesceFuncs = []coalesceFunc{{"Coalesce", Coalesce, maxIPPacket}, {"CoalesceGather", CoalesceGather, 0}}
+
 func TestCoalesceTCPAllocs(t *testing.T) {
-	pkts, _ := segmentBatch(t, 128, 3)
-	bufs := groBatch(pkts, 65535)
-	batch := newRestorer(bufs)
-	var table GROTable
-	toWrite := make([]Coalesced, 0, len(bufs))
-	allocs := testing.AllocsPerRun(100, func() {
-		batch.restore()
-		toWrite = Coalesce(bufs, groOffset, &table, toWrite)
-	})
-	if allocs != 0 {
-		t.Errorf("Coalesce: %v allocations, want 0", allocs)
-	}
-	if len(toWrite) != 3 { // 43 segments of a flow fit in one super-packet
-		t.Errorf("%d packets to write, want 3", len(toWrite))
+	for _, c := range coalesceFuncs {
+		pkts, _ := segmentBatch(t, 128, 3)
+		bufs := groBatch(pkts, c.capacity)
+		batch := newRestorer(bufs)
+		var table GROTable
+		toWrite := make([]Coalesced, 0, len(bufs))
+		allocs := testing.AllocsPerRun(100, func() {
+			batch.restore()
+			toWrite = c.fn(bufs, groOffset, &table, toWrite)
+		})
+		if allocs != 0 {
+			t.Errorf("%s: %v allocations, want 0", c.name, allocs)
+		}
+		if len(toWrite) != 3 { // 43 segments of a flow fit in one super-packet
+			t.Errorf("%s: %d packets to write, want 3", c.name, len(toWrite))
+		}
 	}
 }
 
 // BenchmarkCoalesceTCP coalesces batches of 128 MSS 1420 segments of one
 // or several interleaved flows; bytes are payload bytes.
-func BenchmarkCoalesceTCP(b *testing.B) {
+func BenchmarkCoalesceTCP(b *testing.B) { benchCoalesceTCP(b, coalesceFuncs[0]) }
+
+// BenchmarkCoalesceGatherTCP is BenchmarkCoalesceTCP without the copy.
+func BenchmarkCoalesceGatherTCP(b *testing.B) { benchCoalesceTCP(b, coalesceFuncs[1]) }
+
+func benchCoalesceTCP(b *testing.B, c coalesceFunc) {
 	for _, flows := range []int{1, 8} {
 		b.Run(map[int]string{1: "1flow", 8: "8flows"}[flows], func(b *testing.B) {
 			pkts, payload := segmentBatch(b, 128, flows)
-			bufs := groBatch(pkts, 65535)
+			bufs := groBatch(pkts, c.capacity)
 			batch := newRestorer(bufs)
 			var table GROTable
 			toWrite := make([]Coalesced, 0, len(bufs))
@@ -421,7 +438,7 @@ func BenchmarkCoalesceTCP(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				batch.restore()
-				toWrite = Coalesce(bufs, groOffset, &table, toWrite)
+				toWrite = c.fn(bufs, groOffset, &table, toWrite)
 			}
 		})
 	}

@@ -4,10 +4,12 @@ import (
 	"errors"
 	"os"
 	"sync/atomic"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/overlayd/overlayd/encap/offload"
+	"github.com/overlayd/overlayd/tunnel/underlay"
 )
 
 // TUNSETOFFLOAD flags, from linux/if_tun.h (x/sys/unix lacks them).
@@ -113,6 +115,41 @@ func (d *nativeDevice) initOffloads(o *options) {
 }
 
 func (d *nativeDevice) Features() (Features, error) { return d.features, d.offloadErr }
+
+// gatherIovecs lays out the super-packets of order (offload.CoalesceGather's
+// result for bufs at offset) in d.iovs, in order, each as its first packet
+// behind its virtio-net header, then the payloads merged into it. Packets
+// written alone get none. It allocates only when bufs outgrows every
+// batch before: a batch needs at most one iovec per packet.
+func (d *nativeDevice) gatherIovecs(bufs [][]byte, offset int, order []offload.Coalesced) []unix.Iovec {
+	if cap(d.iovs) < len(bufs) {
+		d.iovs = make([]unix.Iovec, len(bufs))
+	}
+	iovs := d.iovs[:cap(d.iovs)]
+	n := 0
+	for _, c := range order {
+		if len(c.Tail) == 0 {
+			continue
+		}
+		underlay.SetIovec(&iovs[n], bufs[c.Index][offset-offload.VirtioNetHdrLen:])
+		n++
+		for _, j := range c.Tail {
+			underlay.SetIovec(&iovs[n], bufs[j][offset+c.HdrLen:])
+			n++
+		}
+	}
+	return iovs[:n]
+}
+
+// writev writes the packet gathered from iovs with one writev(2), which
+// x/sys/unix offers only with an allocation per call.
+func writev(fd int, iovs []unix.Iovec) error {
+	_, _, errno := unix.Syscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iovs[0])), uintptr(len(iovs)))
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
 
 // offloadCounters count what the offloads did, for tests and profiles.
 type offloadCounters struct {

@@ -20,7 +20,7 @@ import (
 // socketDevice is a native Device whose queue is one end of a socket pair
 // instead of a TUN (no root needed): the test writes what the kernel
 // would hand over, virtio-net header first, into the other end.
-func socketDevice(t *testing.T, vnet bool, opts ...Option) (d *nativeDevice, kernel int) {
+func socketDevice(t testing.TB, vnet bool, opts ...Option) (d *nativeDevice, kernel int) {
 	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {

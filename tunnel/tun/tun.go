@@ -12,8 +12,7 @@
 // into MTU-sized packets with complete checksums (GSO), and Write merges
 // the segments of each TCP flow, and with USO the datagrams of each UDP
 // flow, before they reach the kernel (GRO). The caller still sees ordinary
-// packets; only Write's headroom and its buffers' capacity matter (see
-// WithOffloads).
+// packets; only Write's headroom matters (see WithOffloads).
 package tun
 
 import (
@@ -41,7 +40,7 @@ type Device interface {
 	// is neither IPv4 nor IPv6, EIO while the interface is down) does not
 	// stop the batch: the error is then a *WriteError, which is not
 	// terminal. os.ErrClosed is. With offloads, Write needs headroom and
-	// may lengthen bufs[i] and rewrite headers (see WithOffloads).
+	// may rewrite headers (see WithOffloads).
 	//
 	// A TCP packet longer than the MTU (a super-frame that a kernel VTEP
 	// sent whole; see offload.SuperPacketHdr) goes to the kernel cut into
@@ -107,10 +106,10 @@ type options struct {
 //
 // Write then needs offset >= offload.VirtioNetHdrLen (10) bytes of headroom
 // in front of every packet, for the header it hands the kernel, and
-// returns ErrNoHeadroom otherwise. A packet merges the following segments
-// of its flow into its own buffer, within that buffer's capacity (bufs[i]
-// is lengthened): buffers of offset+65535 bytes let every flow merge
-// fully. Write may rewrite the packets' headers.
+// returns ErrNoHeadroom otherwise. The segments merged into a super-packet
+// are not copied: Write hands the kernel the first one's headers and every
+// payload from its own buffer in one writev(2). Write may rewrite the
+// packets' headers.
 //
 // A kernel that refuses an offload is no failure: the Device works without
 // it and its Features method tells what was refused.

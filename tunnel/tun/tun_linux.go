@@ -191,6 +191,7 @@ type nativeDevice struct {
 	vread      vnetReadOp          // under readMu
 	gro        offload.GROTable    // under writeMu
 	toWrite    []offload.Coalesced // under writeMu
+	iovs       []unix.Iovec        // under writeMu: the super-packets of a Write, gathered
 	stats      offloadCounters
 
 	// Cutting TCP packets longer than the MTU (oversize_linux.go).
@@ -261,7 +262,9 @@ type writeOp struct {
 	bufs    [][]byte
 	offset  int
 	vnet    bool                // with offloads: write what order lists, not each of bufs
-	order   []offload.Coalesced // with offloads: what Coalesce left to write
+	order   []offload.Coalesced // with offloads: what CoalesceGather left to write
+	iovs    []unix.Iovec        // with offloads: the super-packets of order, in turn
+	iov     int                 // in iovs: the next super-packet's first
 	seg     *segmenter          // without offloads: cuts TCP packets longer than the MTU
 	next    int                 // how many of the packets to write were tried
 	n       int                 // packets accepted
@@ -278,11 +281,20 @@ func (op *writeOp) do(fd uintptr) bool {
 		count = len(op.order)
 	}
 	for op.next < count {
-		i, packets := op.next, 1
+		i, packets, iovs := op.next, 1, 0
 		if op.vnet {
-			i, packets = op.order[op.next].Index, op.order[op.next].Packets
+			c := &op.order[op.next]
+			i, packets = c.Index, c.Packets
+			if len(c.Tail) > 0 {
+				iovs = 1 + len(c.Tail)
+			}
 		}
-		err := op.writePacket(int(fd), op.bufs[i][op.offset:])
+		var err error
+		if iovs > 0 {
+			err = writev(int(fd), op.iovs[op.iov:op.iov+iovs])
+		} else {
+			err = op.writePacket(int(fd), op.bufs[i][op.offset:])
+		}
 		switch err {
 		case nil:
 			op.n += packets
@@ -300,6 +312,7 @@ func (op *writeOp) do(fd uintptr) bool {
 			op.dropped += packets
 		}
 		op.next++
+		op.iov += iovs
 	}
 	return true
 }
@@ -325,12 +338,14 @@ func (d *nativeDevice) Write(bufs [][]byte, offset int) (int, error) {
 		if offset < offload.VirtioNetHdrLen {
 			return 0, ErrNoHeadroom
 		}
-		// Each packet goes with the virtio-net header Coalesce wrote in
-		// front of it.
+		// Each packet goes with the virtio-net header CoalesceGather wrote
+		// in front of it; a super-packet gathers its payloads from where
+		// they were received.
 		d.gro.MTU = d.writeMTU(bufs, offset)
-		d.toWrite = offload.Coalesce(bufs, offset, &d.gro, d.toWrite)
+		d.toWrite = offload.CoalesceGather(bufs, offset, &d.gro, d.toWrite)
 		op.vnet, op.order = true, d.toWrite
 		op.offset = offset - offload.VirtioNetHdrLen
+		op.iovs = d.gatherIovecs(bufs, offset, d.toWrite)
 		d.stats.wrote(d.toWrite)
 	} else {
 		d.seg.reset(d.writeMTU(bufs, offset))
@@ -340,6 +355,7 @@ func (d *nativeDevice) Write(bufs [][]byte, offset int) (int, error) {
 	err := d.run(d.writeFn, &d.writePoll, false)
 	op = d.write
 	d.write = writeOp{} // keep none of the caller's buffers alive
+	clear(op.iovs)
 
 	switch {
 	case err != nil:
