@@ -73,7 +73,7 @@ func listen(iface string, laddr netip.AddrPort, opts Options) (*conn, error) {
 type conn struct {
 	f      *os.File // the socket, in the netpoller
 	rc     syscall.RawConn
-	ring   *ringbuf.V3Ring
+	ring   rxRing
 	mem    []byte // the mmap'd receive ring
 	laddr  netip.AddrPort
 	opts   Options
@@ -91,10 +91,19 @@ type conn struct {
 	closeError error
 }
 
+// rxRing is a receive ring, ringbuf.V2Ring or ringbuf.V3Ring.
+type rxRing interface {
+	Next() (ringbuf.Frame, bool)
+	Ready() bool
+	Release()
+	Corrupt() uint64
+}
+
 // counters are the Stats updated once per batch; the Sender counts what
 // it sent.
 type counters struct {
 	received, malformed, badChecksum, truncated atomic.Uint64
+	copied                                      atomic.Uint64
 	noNeighbour, unroutable                     atomic.Uint64
 }
 
@@ -130,7 +139,7 @@ func open(s *shared, laddr netip.AddrPort, opts Options, fanout bool) (_ *conn, 
 		name     string
 		opt, val int
 	}{
-		{"PACKET_VERSION", unix.PACKET_VERSION, unix.TPACKET_V3},
+		{"PACKET_VERSION", unix.PACKET_VERSION, tpacketVersion[opts.Ring]},
 		// Every frame read or written starts with a virtio_net_hdr,
 		// which tells GSO super-datagrams apart and carries their
 		// segment size.
@@ -149,21 +158,7 @@ func open(s *shared, laddr netip.AddrPort, opts Options, fanout bool) (_ *conn, 
 		}
 	}
 
-	const frameSize = 2048 // V3 packs frames as they come; this only has to divide the block
-	req := unix.TpacketReq3{
-		Block_size:     uint32(opts.BlockSize),
-		Block_nr:       uint32(opts.Blocks),
-		Frame_size:     frameSize,
-		Frame_nr:       uint32(opts.Blocks * opts.BlockSize / frameSize),
-		Retire_blk_tov: uint32(opts.BlockTimeout.Milliseconds()),
-	}
-	if err := unix.SetsockoptTpacketReq3(fd, unix.SOL_PACKET, unix.PACKET_RX_RING, &req); err != nil {
-		return nil, fmt.Errorf("PACKET_RX_RING of %d blocks of %d bytes: %w", opts.Blocks, opts.BlockSize, err)
-	}
-	if c.mem, err = unix.Mmap(fd, 0, opts.Blocks*opts.BlockSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
-		return nil, fmt.Errorf("mmap ring: %w", err)
-	}
-	if c.ring, err = ringbuf.NewV3Ring(c.mem, opts.BlockSize, opts.Blocks); err != nil {
+	if err := c.mapRing(fd, opts, s.link.mtu); err != nil {
 		return nil, err
 	}
 
@@ -187,6 +182,10 @@ func open(s *shared, laddr netip.AddrPort, opts Options, fanout bool) (_ *conn, 
 		return nil, err
 	}
 	c.rx.ready = func(uintptr) bool { return c.ring.Ready() }
+	c.rx.readCopy = func(fd uintptr) bool {
+		c.rx.copyN, c.rx.copyErr = unix.Read(int(fd), c.rx.copyBuf)
+		return true // queued before the frame was handed over: no waiting
+	}
 	c.tx.init(opts.BatchSize, s, laddr)
 	c.sender = underlay.NewSender(underlay.SenderConfig{
 		Conn:     c.rc,
@@ -197,6 +196,81 @@ func open(s *shared, laddr netip.AddrPort, opts Options, fanout bool) (_ *conn, 
 		Fail:     c.fail,
 	})
 	return c, nil
+}
+
+var tpacketVersion = [...]int{RingV2: unix.TPACKET_V2, RingV3: unix.TPACKET_V3}
+
+// v2FrameSize is a RingV2's slot size for an interface MTU: the
+// tpacket2_hdr, sockaddr_ll, virtio_net_hdr and an Ethernet header (the
+// kernel puts the IP header at TPACKET_ALIGN(52+16)+10 = 90), then the
+// datagram, rounded up to a power of two to divide the block.
+func v2FrameSize(mtu, blockSize int) int {
+	size := 2048
+	for size < 96+mtu && size < blockSize {
+		size *= 2
+	}
+	return size
+}
+
+// copyBufSize holds any frame the kernel queues whole: a virtio_net_hdr,
+// an Ethernet header and an IPv4 packet of up to 64 KiB.
+const copyBufSize = vnetLen + 14 + 65535
+
+// copyQueueBuffer is a RingV2 socket's receive buffer, which bounds the
+// frames queued whole: some 30 to 60 GSO super-datagrams.
+const copyQueueBuffer = 4 << 20
+
+// mapRing sets up and maps the receive ring of opts.Ring.
+func (c *conn) mapRing(fd int, opts Options, mtu int) error {
+	size := opts.Blocks * opts.BlockSize
+	if opts.Ring == RingV2 {
+		frameSize := v2FrameSize(mtu, opts.BlockSize)
+		// Larger frames are queued whole on the socket as well as cut
+		// to their slot (TP_STATUS_COPY), up to the receive buffer.
+		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_COPY_THRESH, 1); err != nil {
+			return fmt.Errorf("PACKET_COPY_THRESH: %w", err)
+		}
+		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, copyQueueBuffer) != nil {
+			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, copyQueueBuffer); err != nil {
+				return fmt.Errorf("SO_RCVBUF: %w", err)
+			}
+		}
+		req := unix.TpacketReq{
+			Block_size: uint32(opts.BlockSize),
+			Block_nr:   uint32(opts.Blocks),
+			Frame_size: uint32(frameSize),
+			Frame_nr:   uint32(opts.Blocks * (opts.BlockSize / frameSize)),
+		}
+		if err := unix.SetsockoptTpacketReq(fd, unix.SOL_PACKET, unix.PACKET_RX_RING, &req); err != nil {
+			return fmt.Errorf("PACKET_RX_RING of %d blocks of %d bytes, frames of %d: %w", opts.Blocks, opts.BlockSize, frameSize, err)
+		}
+		var err error
+		if c.mem, err = unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
+			return fmt.Errorf("mmap ring: %w", err)
+		}
+		c.rx.hdrLen = ringbuf.TPacket2HeaderLen
+		c.rx.copyBuf = make([]byte, copyBufSize)
+		c.ring, err = ringbuf.NewV2Ring(c.mem, opts.BlockSize, opts.Blocks, frameSize)
+		return err
+	}
+	const frameSize = 2048 // V3 packs frames as they come; this only has to divide the block
+	req := unix.TpacketReq3{
+		Block_size:     uint32(opts.BlockSize),
+		Block_nr:       uint32(opts.Blocks),
+		Frame_size:     frameSize,
+		Frame_nr:       uint32(size / frameSize),
+		Retire_blk_tov: uint32(opts.BlockTimeout.Milliseconds()),
+	}
+	if err := unix.SetsockoptTpacketReq3(fd, unix.SOL_PACKET, unix.PACKET_RX_RING, &req); err != nil {
+		return fmt.Errorf("PACKET_RX_RING of %d blocks of %d bytes: %w", opts.Blocks, opts.BlockSize, err)
+	}
+	var err error
+	if c.mem, err = unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
+		return fmt.Errorf("mmap ring: %w", err)
+	}
+	c.rx.hdrLen = ringbuf.TPacket3HeaderLen
+	c.ring, err = ringbuf.NewV3Ring(c.mem, opts.BlockSize, opts.Blocks)
+	return err
 }
 
 func attachFilter(fd int, prog []bpf.RawInstruction) error {
@@ -235,6 +309,7 @@ func (c *conn) Stats() Stats {
 		Malformed:   c.stats.malformed.Load(),
 		BadChecksum: c.stats.badChecksum.Load(),
 		Truncated:   c.stats.truncated.Load(),
+		Copied:      c.stats.copied.Load(),
 		RingDrops:   c.ringDrops,
 		Corrupt:     c.ring.Corrupt(),
 		NoNeighbour: c.stats.noNeighbour.Load(),
@@ -253,7 +328,7 @@ func (c *conn) Counters() underlay.Counters {
 	return underlay.Counters{
 		underlay.CounterReceived: st.Received, underlay.CounterSent: st.Sent,
 		underlay.CounterGSODisabled: gsoOff,
-		"malformed":                 st.Malformed, "bad_checksum": st.BadChecksum, "truncated": st.Truncated,
+		"malformed":                 st.Malformed, "bad_checksum": st.BadChecksum, "truncated": st.Truncated, "copied": st.Copied,
 		"ring_drops": st.RingDrops, "corrupt_blocks": st.Corrupt,
 		"no_neighbour": st.NoNeighbour, "unroutable": st.Unroutable,
 	}
@@ -298,6 +373,16 @@ type rxState struct {
 	mu    sync.Mutex
 	ready func(fd uintptr) bool // ring.Ready, bound once
 
+	hdrLen int // the ring's frame header: a virtio_net_hdr may follow
+
+	// A RingV2 frame marked TP_STATUS_COPY is read whole from the
+	// socket into copyBuf by readCopy (bound once), which leaves the
+	// result in copyN and copyErr.
+	copyBuf  []byte
+	readCopy func(fd uintptr) bool
+	copyN    int
+	copyErr  error
+
 	// A GSO super-datagram not yet delivered whole: payload[off:] is
 	// still to be cut into segment-byte datagrams from src. It lies in
 	// the ring, whose block is not released until it is done.
@@ -335,7 +420,7 @@ func (c *conn) ReadBatch(bufs [][]byte, sizes []int, srcs []netip.AddrPort) (int
 func (c *conn) fill(bufs [][]byte, sizes []int, srcs []netip.AddrPort) int {
 	r := &c.rx
 	var n int
-	var malformed, badSum, truncated uint64
+	var malformed, badSum, truncated, copied uint64
 	for n < len(bufs) {
 		if r.rest != nil {
 			k, off := underlay.SplitSegments(bufs[n:], sizes[n:], r.rest, r.segment, r.off)
@@ -353,10 +438,15 @@ func (c *conn) fill(bufs [][]byte, sizes []int, srcs []netip.AddrPort) int {
 			break
 		}
 		var vnet []byte
-		if f.Mac >= ringbuf.TPacket3HeaderLen+vnetLen {
+		if f.Mac >= r.hdrLen+vnetLen {
 			vnet = f.Raw[f.Mac-vnetLen : f.Mac]
 		}
-		d, why := parse(vnet, f.Data(), f.Len, f.Status, c.laddr)
+		data, size := f.Data(), f.Len
+		if f.Status&ringbuf.TPStatusCopy != 0 {
+			vnet, data, size = c.readCopied()
+			copied++
+		}
+		d, why := parse(vnet, data, size, f.Status, c.laddr)
 		switch why {
 		case delivered:
 			r.rest, r.segment, r.off, r.src = d.payload, d.segment, 0, d.src
@@ -369,12 +459,28 @@ func (c *conn) fill(bufs [][]byte, sizes []int, srcs []netip.AddrPort) int {
 		}
 	}
 	c.stats.received.Add(uint64(n))
+	if copied > 0 {
+		c.stats.copied.Add(copied)
+	}
 	if malformed+badSum+truncated > 0 {
 		c.stats.malformed.Add(malformed)
 		c.stats.badChecksum.Add(badSum)
 		c.stats.truncated.Add(truncated)
 	}
 	return n
+}
+
+// readCopied reads the frame the kernel queued whole on the socket for the
+// RingV2 frame just taken (TP_STATUS_COPY): the next on the queue, in
+// order. Failing that, it returns nothing, which parse counts as malformed.
+func (c *conn) readCopied() (vnet, data []byte, size int) {
+	r := &c.rx
+	r.copyN, r.copyErr = 0, nil
+	if err := c.rc.Read(r.readCopy); err != nil || r.copyErr != nil || r.copyN < vnetLen {
+		return nil, nil, 0
+	}
+	data = r.copyBuf[vnetLen:r.copyN]
+	return r.copyBuf[:vnetLen], data, len(data)
 }
 
 // txLayout lays out WriteBatch's datagrams as sendmmsg messages for the
