@@ -113,9 +113,12 @@ func open(s *shared, laddr netip.AddrPort, opts Options, fanout bool) (_ *conn, 
 	if err != nil {
 		return nil, fmt.Errorf("socket: %w", err)
 	}
-	c := &conn{laddr: laddr}
+	c := &conn{laddr: laddr, rx: rxState{wake: -1}}
 	defer func() {
 		if err != nil {
+			if c.rx.wake >= 0 {
+				unix.Close(c.rx.wake)
+			}
 			if c.mem != nil {
 				unix.Munmap(c.mem)
 			}
@@ -181,7 +184,10 @@ func open(s *shared, laddr netip.AddrPort, opts Options, fanout bool) (_ *conn, 
 	if c.rc, err = c.f.SyscallConn(); err != nil {
 		return nil, err
 	}
-	c.rx.ready = func(uintptr) bool { return c.ring.Ready() }
+	if c.rx.wake, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	c.rx.poll = [2]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(c.rx.wake), Events: unix.POLLIN}}
 	c.rx.readCopy = func(fd uintptr) bool {
 		c.rx.copyN, c.rx.copyErr = unix.Read(int(fd), c.rx.copyBuf)
 		return true // queued before the frame was handed over: no waiting
@@ -340,11 +346,20 @@ func (c *conn) Close() error {
 	c.closeOnce.Do(func() {
 		c.Stats() // the kernel's drop count dies with the socket
 		c.closed.Store(true)
-		err := c.f.Close() // wakes calls waiting in the netpoller
+		// The eventfd stays readable: it wakes a ReadBatch asleep in
+		// poll now and keeps a later poll from sleeping. A poll on the
+		// socket's number after it is closed returns at once too.
+		_, err := unix.Write(c.rx.wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+		if cerr := c.f.Close(); err == nil { // wakes WriteBatch in the netpoller
+			err = cerr
+		}
 		c.rx.mu.Lock()
 		c.tx.mu.Lock()
 		if merr := unix.Munmap(c.mem); merr != nil && err == nil {
 			err = merr
+		}
+		if werr := unix.Close(c.rx.wake); werr != nil && err == nil {
+			err = werr
 		}
 		c.tx.mu.Unlock()
 		c.rx.mu.Unlock()
@@ -360,6 +375,12 @@ func (c *conn) Close() error {
 	return c.closeError
 }
 
+// WaitsInKernel reports that ReadBatch sleeps in the kernel (poll(2)),
+// holding its thread, not in Go's netpoller: the kernel wakes the very
+// thread that then reads, with no goroutine hand-off, as with the UDP
+// socket.
+func (c *conn) WaitsInKernel() bool { return true }
+
 // fail maps the error of a closed socket to net.ErrClosed and wraps others.
 func (c *conn) fail(op string, err error) error {
 	if c.closed.Load() || errors.Is(err, os.ErrClosed) {
@@ -371,7 +392,10 @@ func (c *conn) fail(op string, err error) error {
 // rxState is ReadBatch's, reused by every call.
 type rxState struct {
 	mu    sync.Mutex
-	ready func(fd uintptr) bool // ring.Ready, bound once
+	// ReadBatch sleeps in poll(2) on the socket and on wake, an eventfd
+	// that Close makes readable (see WaitsInKernel); poll is that set.
+	wake int
+	poll [2]unix.PollFd
 
 	hdrLen int // the ring's frame header: a virtio_net_hdr may follow
 
@@ -409,9 +433,10 @@ func (c *conn) ReadBatch(bufs [][]byte, sizes []int, srcs []netip.AddrPort) (int
 			}
 			return n, nil
 		}
-		// Nothing handed over yet: sleep until the kernel closes a block.
-		if err := c.rc.Read(r.ready); err != nil {
-			return 0, c.fail("read ring", err)
+		// Nothing handed over yet: sleep until the kernel hands over
+		// a frame (RingV2) or a block (RingV3), or Close wakes us.
+		if _, err := unix.Poll(r.poll[:], -1); err != nil && err != unix.EINTR {
+			return 0, c.fail("poll", err)
 		}
 	}
 }
