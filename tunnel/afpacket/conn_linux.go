@@ -391,7 +391,7 @@ func (c *conn) fail(op string, err error) error {
 
 // rxState is ReadBatch's, reused by every call.
 type rxState struct {
-	mu    sync.Mutex
+	mu sync.Mutex
 	// ReadBatch sleeps in poll(2) on the socket and on wake, an eventfd
 	// that Close makes readable (see WaitsInKernel); poll is that set.
 	wake int
