@@ -78,7 +78,7 @@ type V3Ring struct {
 }
 
 // ErrRingLayout reports ring geometry that the kernel could not have made.
-var ErrRingLayout = errors.New("ringbuf: invalid TPACKET_V3 ring layout")
+var ErrRingLayout = errors.New("ringbuf: invalid TPACKET ring layout")
 
 // NewV3Ring reads the ring in mem: blocks blocks of blockSize bytes each,
 // as given to PACKET_RX_RING (tp_block_size, tp_block_nr). mem must be at

@@ -394,8 +394,9 @@ type rxState struct {
 	mu sync.Mutex
 	// ReadBatch sleeps in poll(2) on the socket and on wake, an eventfd
 	// that Close makes readable (see WaitsInKernel); poll is that set.
-	wake int
-	poll [2]unix.PollFd
+	wake    int
+	poll    [2]unix.PollFd
+	wakeups atomic.Uint64 // poll returns, for tests
 
 	hdrLen int // the ring's frame header: a virtio_net_hdr may follow
 
@@ -437,6 +438,13 @@ func (c *conn) ReadBatch(bufs [][]byte, sizes []int, srcs []netip.AddrPort) (int
 		// a frame (RingV2) or a block (RingV3), or Close wakes us.
 		if _, err := unix.Poll(r.poll[:], -1); err != nil && err != unix.EINTR {
 			return 0, c.fail("poll", err)
+		}
+		r.wakeups.Add(1)
+		if r.poll[0].Revents&unix.POLLERR != 0 {
+			// A socket error (ENETDOWN while the interface is down)
+			// keeps poll from sleeping until it is read, which clears
+			// it. Rare: the closure may allocate.
+			c.rc.Control(func(fd uintptr) { unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR) })
 		}
 	}
 }

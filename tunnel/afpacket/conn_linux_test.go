@@ -886,3 +886,46 @@ func BenchmarkGuard(b *testing.B) {
 		})
 	}
 }
+
+// While the interface is down the socket has an error pending (ENETDOWN),
+// which makes poll return at once until it is read: ReadBatch must clear
+// it and sleep, not spin, and receive again once the interface is up.
+func TestInterfaceDownNoSpin(t *testing.T) {
+	h := newHosts(t)
+	laddr := netip.AddrPortFrom(addrA, tunnelPort)
+	c := h.listen(h.a, "a0", laddr, Options{})
+	got := make(chan error, 1)
+	go func() {
+		b := newRxBatch(4, 2048)
+		n, err := c.ReadBatch(b.bufs, b.sizes, b.srcs)
+		for i := range n {
+			if d := b.bufs[i][:b.sizes[i]]; err == nil && string(d) != "up again" {
+				err = fmt.Errorf("read %q", d)
+			}
+		}
+		got <- err
+	}()
+	h.ip(h.a, "link", "set", "a0", "down")
+	time.Sleep(100 * time.Millisecond) // for ReadBatch to see the error; spinning, it would wake thousands of times
+	before := c.rx.wakeups.Load()
+	time.Sleep(200 * time.Millisecond)
+	if woke := c.rx.wakeups.Load() - before; woke > 10 {
+		t.Errorf("ReadBatch woke %d times in 200 ms with the interface down: it spins", woke)
+	}
+	h.ip(h.a, "link", "set", "a0", "up")
+	s := h.socket(h.b, netip.AddrPortFrom(addrB, 40000))
+	// Until the link is up on both ends a datagram may be lost: resend.
+	for done := false; !done; {
+		if _, err := s.WriteToUDPAddrPort([]byte("up again"), laddr); err != nil && !errors.Is(err, unix.ENETUNREACH) {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-got:
+			if err != nil {
+				t.Fatal(err)
+			}
+			done = true
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

@@ -9,9 +9,12 @@
 // the socket is bound, lets in only IPv4 UDP datagrams for the tunnel's
 // address and port, whole (no fragments). The kernel copies each into the
 // next slot of the ring, sized for the interface's MTU, hands the slot over
-// at once and wakes the socket; ReadBatch waits for that in Go's
-// netpoller, copies the UDP payloads of every slot handed over into the
-// caller's buffers, and gives each slot back as soon as it is read. A frame
+// at once and wakes the socket; ReadBatch waits for that in poll(2), on
+// the socket and on an eventfd that Close makes readable (like the UDP
+// socket's, the wait holds the thread, so the kernel wakes the very thread
+// that reads: no netpoller hand-off), copies the UDP payloads of every
+// slot handed over into the caller's buffers, and gives each slot back as
+// soon as it is read. A frame
 // larger than a slot (a GSO super-datagram, below) is cut to it, and the
 // kernel also queues it whole on the socket (PACKET_COPY_THRESH, marked
 // TP_STATUS_COPY), where ReadBatch reads it with read(2), in order. The
@@ -115,17 +118,18 @@
 // quiet one every datagram waits for the timer, 1 ms by default and at
 // least 1 ms (the kernel counts milliseconds), on every hop: a 64-byte TCP
 // request/response through the overlay between two emulated hosts took 1
-// to 2 ms (p50) against 0.18 to 0.25 ms with UDP sockets. TPACKET_V2 hands
-// each datagram over as it arrives, and the reader still drains whatever
-// has arrived per wake-up: the same request/response took 0.22 to 0.26 ms,
-// within the noise of the socket's or up to 25% slower (the reader waits
-// in Go's netpoller, where the UDP socket sleeps in recvmmsg), and
-// throughput was no lower than with V3 (overlayd-lab bench --quick, three
-// interleaved runs on the 2-core test VM under load from other jobs: TCP
-// 1 stream 2.1 against 1.3 Gbit/s, 4 streams 2.4 against 2.2, 64-byte UDP
-// 34 against 31 kpps). A slot per frame costs memory for small frames (a
-// 2 KiB slot for a 64-byte datagram), which V3 packs; the default 4 MiB
-// ring holds 2048 datagrams at MTU 1500, 256 at MTU 9000.
+// to 2 ms (p50) against 0.2 ms with UDP sockets. TPACKET_V2 hands each
+// datagram over as it arrives, and the reader still drains whatever has
+// arrived per wake-up. With the reader asleep in poll(2) rather than in
+// Go's netpoller (which cost another 70 µs per round trip), the medians
+// of three runs of overlayd-lab bench --quick on the 2-core test VM under
+// load from other jobs put it on par with the socket: TCP request/response
+// p50 212 µs against 194, UDP 196 against 218; TCP 1 stream 3.6 against
+// 3.3 Gbit/s, 4 streams 3.1 against 3.7, 64-byte UDP 62 against 52 kpps,
+// all within the spread of the runs. Throughput was not lower than with
+// V3 either. A slot per frame costs memory for small frames (a 2 KiB slot
+// for a 64-byte datagram), which V3 packs; the default 4 MiB ring holds
+// 2048 datagrams at MTU 1500, 256 at MTU 9000.
 //
 // # Limits
 //
