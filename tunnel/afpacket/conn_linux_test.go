@@ -929,3 +929,25 @@ func TestInterfaceDownNoSpin(t *testing.T) {
 		}
 	}
 }
+
+// With jumbo frames a RingV2's slots grow with the MTU: datagrams of up
+// to the MTU arrive in the ring, none through the socket queue.
+func TestJumboFrames(t *testing.T) {
+	h := newHosts(t)
+	h.ip(h.a, "link", "set", "a0", "mtu", "9000")
+	h.ip(h.b, "link", "set", "b0", "mtu", "9000")
+	laddr := netip.AddrPortFrom(addrA, tunnelPort)
+	c := h.listen(h.a, "a0", laddr, Options{})
+	from := netip.AddrPortFrom(addrB, 40000)
+	s := h.socket(h.b, from)
+	want := datagrams(40, func(i int) int { return 9000 - 28 - i*200 })
+	go func() {
+		for _, d := range want {
+			s.WriteToUDPAddrPort(d, laddr)
+		}
+	}()
+	readAll(t, c, want, from)
+	if st := c.Stats(); st.Copied != 0 || st.Truncated != 0 {
+		t.Errorf("%d datagrams read from the socket queue, %d truncated: the slots do not hold the MTU", st.Copied, st.Truncated)
+	}
+}
