@@ -45,22 +45,22 @@ const (
 	frmNet        = 26 // tp_net: offset of the network header
 )
 
-// A V3Frame is one packet in a block the kernel handed to user space. Its
-// memory is the ring's: it is valid until the block is released, that is
-// until the V3Ring's next Next or Release call.
-type V3Frame struct {
+// A Frame is one packet the kernel handed to user space in a ring, V3Ring's
+// or V2Ring's. Its memory is the ring's: it is valid until the ring's next
+// Next or Release call.
+type Frame struct {
 	Status uint32 // TP_STATUS_* bits, e.g. TP_STATUS_CSUM_VALID
 	Len    int    // the packet's length as received; > len(Data()) if truncated
 	Mac    int    // offset of the link-layer header in Raw
 	Net    int    // offset of the network header in Raw
-	// Raw is the frame from its tpacket3_hdr up to the end of the captured
-	// bytes; what lies between the header and Mac (a virtio_net_hdr with
-	// PACKET_VNET_HDR) belongs to the frame too.
+	// Raw is the frame from its tpacket3_hdr (tpacket2_hdr) up to the end
+	// of the captured bytes; what lies between the header and Mac (a
+	// virtio_net_hdr with PACKET_VNET_HDR) belongs to the frame too.
 	Raw []byte
 }
 
 // Data is the captured packet, from its link-layer header on.
-func (f *V3Frame) Data() []byte { return f.Raw[f.Mac:] }
+func (f *Frame) Data() []byte { return f.Raw[f.Mac:] }
 
 // V3Ring reads a TPACKET_V3 receive ring. It is not safe for concurrent
 // use; one goroutine reads a ring.
@@ -78,7 +78,7 @@ type V3Ring struct {
 }
 
 // ErrRingLayout reports ring geometry that the kernel could not have made.
-var ErrRingLayout = errors.New("ringbuf: invalid TPACKET_V3 ring layout")
+var ErrRingLayout = errors.New("ringbuf: invalid TPACKET ring layout")
 
 // NewV3Ring reads the ring in mem: blocks blocks of blockSize bytes each,
 // as given to PACKET_RX_RING (tp_block_size, tp_block_nr). mem must be at
@@ -145,21 +145,21 @@ func (r *V3Ring) acquire() bool {
 // handed over the next block yet. A block that has been read to the end is
 // released first, so the frame returned by the previous call must not be
 // used any more.
-func (r *V3Ring) Next() (V3Frame, bool) {
+func (r *V3Ring) Next() (Frame, bool) {
 	for r.Ready() {
 		if f, ok := r.frame(); ok {
 			return f, true
 		}
 		r.skipBlock()
 	}
-	return V3Frame{}, false
+	return Frame{}, false
 }
 
 // frame decodes the frame at r.off of the held block and advances past it.
-func (r *V3Ring) frame() (V3Frame, bool) {
+func (r *V3Ring) frame() (Frame, bool) {
 	b := r.block(r.cur)
 	if r.off+TPacket3HeaderLen > len(b) {
-		return V3Frame{}, false
+		return Frame{}, false
 	}
 	h := b[r.off:]
 	next := int(binary.NativeEndian.Uint32(h[frmNextOffset:]))
@@ -168,7 +168,7 @@ func (r *V3Ring) frame() (V3Frame, bool) {
 	net := int(binary.NativeEndian.Uint16(h[frmNet:]))
 	end := mac + snap
 	if mac < TPacket3HeaderLen || end > len(h) {
-		return V3Frame{}, false
+		return Frame{}, false
 	}
 	r.left--
 	switch {
@@ -180,7 +180,7 @@ func (r *V3Ring) frame() (V3Frame, bool) {
 	default:
 		r.off += next
 	}
-	return V3Frame{
+	return Frame{
 		Status: binary.NativeEndian.Uint32(h[frmStatus:]),
 		Len:    int(binary.NativeEndian.Uint32(h[frmLen:])),
 		Mac:    mac,

@@ -38,7 +38,7 @@ type Config struct {
 	// UnderlayKind is the underlay (underlay.Conn) the userspace data
 	// path reaches the other hosts with (--underlay): UnderlaySocket (a
 	// UDP socket; also when empty) or UnderlayAFPacket (AF_PACKET with
-	// TPACKET_V3 rings, see package afpacket).
+	// TPACKET_V2 rings, see package afpacket).
 	UnderlayKind string
 
 	// CompleteChecksums makes this host one that needs complete TCP and

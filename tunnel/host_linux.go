@@ -73,7 +73,7 @@ func (h SystemHost) listenAFPacket(iface ExtIface, laddr netip.AddrPort, workers
 	if err == nil && first {
 		eff := conn.(afpacket.Configured).Effective()
 		h.log().Info("underlay afpacket", "iface", iface.Name, "addr", laddr, "guard", eff.Guard, "gso", eff.GSO,
-			"ring_blocks", eff.Blocks, "block_size", eff.BlockSize, "batch", conn.BatchSize(), "queues", workers)
+			"ring", eff.Ring, "ring_blocks", eff.Blocks, "block_size", eff.BlockSize, "batch", conn.BatchSize(), "queues", workers)
 	}
 	return conn, err
 }

@@ -19,10 +19,15 @@ type Options struct {
 	// own, which receives every datagram of laddr.
 	Group *Group
 
-	// The receive ring: Blocks blocks of BlockSize bytes. A block is
-	// handed over when it is full or BlockTimeout after its first frame,
-	// so BlockTimeout bounds the latency a quiet link adds (the kernel
-	// counts it in whole milliseconds). 0 picks DefaultBlockSize,
+	// Ring is the kind of receive ring: RingV2 (the zero value) or
+	// RingV3.
+	Ring Ring
+
+	// The receive ring: Blocks blocks of BlockSize bytes. In a RingV3, a
+	// block is handed over when it is full or BlockTimeout after its
+	// first frame, so BlockTimeout bounds the latency a quiet link adds
+	// (the kernel counts it in whole milliseconds); a RingV2 hands over
+	// every frame at once and ignores it. 0 picks DefaultBlockSize,
 	// DefaultBlocks and DefaultBlockTimeout. BlockSize must be a multiple
 	// of the page size and hold a 64 KiB frame.
 	BlockSize    int
@@ -87,10 +92,40 @@ func (o Options) withDefaults() (Options, error) {
 	if o.BlockTimeout < time.Millisecond {
 		errs = append(errs, fmt.Errorf("block timeout %v: the kernel counts whole milliseconds", o.BlockTimeout))
 	}
+	if o.Ring < RingV2 || o.Ring > RingV3 {
+		errs = append(errs, fmt.Errorf("ring %d: unknown", o.Ring))
+	}
 	if o.Guard < GuardAuto || o.Guard > GuardSocket {
 		errs = append(errs, fmt.Errorf("guard %d: unknown", o.Guard))
 	}
 	return o, errors.Join(errs...)
+}
+
+// Ring is the kind of a Conn's receive ring (PACKET_RX_RING).
+type Ring int
+
+const (
+	// RingV2 is a TPACKET_V2 ring: a slot per frame, each handed over
+	// as soon as the kernel has copied a datagram into it, and the
+	// reader woken per datagram, so a lone datagram waits for nothing.
+	// Datagrams larger than a slot (sized for the interface's MTU), UDP
+	// GSO super-datagrams for one, are queued whole on the socket
+	// instead (PACKET_COPY_THRESH) and read from there.
+	RingV2 Ring = iota
+	// RingV3 is a TPACKET_V3 ring: frames packed into blocks, a block
+	// handed over when it is full or after BlockTimeout. A datagram on a
+	// quiet link waits for the timer: at least a millisecond per hop.
+	RingV3
+)
+
+func (r Ring) String() string {
+	switch r {
+	case RingV2:
+		return "v2"
+	case RingV3:
+		return "v3"
+	}
+	return fmt.Sprintf("Ring(%d)", int(r))
 }
 
 // Guard is how a Conn keeps the kernel's own stack from handling the
@@ -146,7 +181,8 @@ type Stats struct {
 
 	Malformed   uint64 // bad Ethernet, IPv4 or UDP header or length
 	BadChecksum uint64 // IPv4 header or UDP checksum wrong
-	Truncated   uint64 // frames larger than a ring block could hold
+	Truncated   uint64 // frames larger than the ring (or a RingV2's socket queue) could hold
+	Copied      uint64 // frames larger than a RingV2 slot, read whole from the socket
 	RingDrops   uint64 // frames the kernel dropped with the ring full
 	Corrupt     uint64 // ring blocks whose frames did not add up
 

@@ -73,7 +73,7 @@ func listen(iface string, laddr netip.AddrPort, opts Options) (*conn, error) {
 type conn struct {
 	f      *os.File // the socket, in the netpoller
 	rc     syscall.RawConn
-	ring   *ringbuf.V3Ring
+	ring   rxRing
 	mem    []byte // the mmap'd receive ring
 	laddr  netip.AddrPort
 	opts   Options
@@ -91,10 +91,19 @@ type conn struct {
 	closeError error
 }
 
+// rxRing is a receive ring, ringbuf.V2Ring or ringbuf.V3Ring.
+type rxRing interface {
+	Next() (ringbuf.Frame, bool)
+	Ready() bool
+	Release()
+	Corrupt() uint64
+}
+
 // counters are the Stats updated once per batch; the Sender counts what
 // it sent.
 type counters struct {
 	received, malformed, badChecksum, truncated atomic.Uint64
+	copied                                      atomic.Uint64
 	noNeighbour, unroutable                     atomic.Uint64
 }
 
@@ -104,9 +113,12 @@ func open(s *shared, laddr netip.AddrPort, opts Options, fanout bool) (_ *conn, 
 	if err != nil {
 		return nil, fmt.Errorf("socket: %w", err)
 	}
-	c := &conn{laddr: laddr}
+	c := &conn{laddr: laddr, rx: rxState{wake: -1}}
 	defer func() {
 		if err != nil {
+			if c.rx.wake >= 0 {
+				unix.Close(c.rx.wake)
+			}
 			if c.mem != nil {
 				unix.Munmap(c.mem)
 			}
@@ -130,7 +142,7 @@ func open(s *shared, laddr netip.AddrPort, opts Options, fanout bool) (_ *conn, 
 		name     string
 		opt, val int
 	}{
-		{"PACKET_VERSION", unix.PACKET_VERSION, unix.TPACKET_V3},
+		{"PACKET_VERSION", unix.PACKET_VERSION, tpacketVersion[opts.Ring]},
 		// Every frame read or written starts with a virtio_net_hdr,
 		// which tells GSO super-datagrams apart and carries their
 		// segment size.
@@ -149,21 +161,7 @@ func open(s *shared, laddr netip.AddrPort, opts Options, fanout bool) (_ *conn, 
 		}
 	}
 
-	const frameSize = 2048 // V3 packs frames as they come; this only has to divide the block
-	req := unix.TpacketReq3{
-		Block_size:     uint32(opts.BlockSize),
-		Block_nr:       uint32(opts.Blocks),
-		Frame_size:     frameSize,
-		Frame_nr:       uint32(opts.Blocks * opts.BlockSize / frameSize),
-		Retire_blk_tov: uint32(opts.BlockTimeout.Milliseconds()),
-	}
-	if err := unix.SetsockoptTpacketReq3(fd, unix.SOL_PACKET, unix.PACKET_RX_RING, &req); err != nil {
-		return nil, fmt.Errorf("PACKET_RX_RING of %d blocks of %d bytes: %w", opts.Blocks, opts.BlockSize, err)
-	}
-	if c.mem, err = unix.Mmap(fd, 0, opts.Blocks*opts.BlockSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
-		return nil, fmt.Errorf("mmap ring: %w", err)
-	}
-	if c.ring, err = ringbuf.NewV3Ring(c.mem, opts.BlockSize, opts.Blocks); err != nil {
+	if err := c.mapRing(fd, opts, s.link.mtu); err != nil {
 		return nil, err
 	}
 
@@ -186,7 +184,14 @@ func open(s *shared, laddr netip.AddrPort, opts Options, fanout bool) (_ *conn, 
 	if c.rc, err = c.f.SyscallConn(); err != nil {
 		return nil, err
 	}
-	c.rx.ready = func(uintptr) bool { return c.ring.Ready() }
+	if c.rx.wake, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	c.rx.poll = [2]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(c.rx.wake), Events: unix.POLLIN}}
+	c.rx.readCopy = func(fd uintptr) bool {
+		c.rx.copyN, c.rx.copyErr = unix.Read(int(fd), c.rx.copyBuf)
+		return true // queued before the frame was handed over: no waiting
+	}
 	c.tx.init(opts.BatchSize, s, laddr)
 	c.sender = underlay.NewSender(underlay.SenderConfig{
 		Conn:     c.rc,
@@ -197,6 +202,81 @@ func open(s *shared, laddr netip.AddrPort, opts Options, fanout bool) (_ *conn, 
 		Fail:     c.fail,
 	})
 	return c, nil
+}
+
+var tpacketVersion = [...]int{RingV2: unix.TPACKET_V2, RingV3: unix.TPACKET_V3}
+
+// v2FrameSize is a RingV2's slot size for an interface MTU: the
+// tpacket2_hdr, sockaddr_ll, virtio_net_hdr and an Ethernet header (the
+// kernel puts the IP header at TPACKET_ALIGN(52+16)+10 = 90), then the
+// datagram, rounded up to a power of two to divide the block.
+func v2FrameSize(mtu, blockSize int) int {
+	size := 2048
+	for size < 96+mtu && size < blockSize {
+		size *= 2
+	}
+	return size
+}
+
+// copyBufSize holds any frame the kernel queues whole: a virtio_net_hdr,
+// an Ethernet header and an IPv4 packet of up to 64 KiB.
+const copyBufSize = vnetLen + 14 + 65535
+
+// copyQueueBuffer is a RingV2 socket's receive buffer, which bounds the
+// frames queued whole: some 30 to 60 GSO super-datagrams.
+const copyQueueBuffer = 4 << 20
+
+// mapRing sets up and maps the receive ring of opts.Ring.
+func (c *conn) mapRing(fd int, opts Options, mtu int) error {
+	size := opts.Blocks * opts.BlockSize
+	if opts.Ring == RingV2 {
+		frameSize := v2FrameSize(mtu, opts.BlockSize)
+		// Larger frames are queued whole on the socket as well as cut
+		// to their slot (TP_STATUS_COPY), up to the receive buffer.
+		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_COPY_THRESH, 1); err != nil {
+			return fmt.Errorf("PACKET_COPY_THRESH: %w", err)
+		}
+		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, copyQueueBuffer) != nil {
+			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, copyQueueBuffer); err != nil {
+				return fmt.Errorf("SO_RCVBUF: %w", err)
+			}
+		}
+		req := unix.TpacketReq{
+			Block_size: uint32(opts.BlockSize),
+			Block_nr:   uint32(opts.Blocks),
+			Frame_size: uint32(frameSize),
+			Frame_nr:   uint32(opts.Blocks * (opts.BlockSize / frameSize)),
+		}
+		if err := unix.SetsockoptTpacketReq(fd, unix.SOL_PACKET, unix.PACKET_RX_RING, &req); err != nil {
+			return fmt.Errorf("PACKET_RX_RING of %d blocks of %d bytes, frames of %d: %w", opts.Blocks, opts.BlockSize, frameSize, err)
+		}
+		var err error
+		if c.mem, err = unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
+			return fmt.Errorf("mmap ring: %w", err)
+		}
+		c.rx.hdrLen = ringbuf.TPacket2HeaderLen
+		c.rx.copyBuf = make([]byte, copyBufSize)
+		c.ring, err = ringbuf.NewV2Ring(c.mem, opts.BlockSize, opts.Blocks, frameSize)
+		return err
+	}
+	const frameSize = 2048 // V3 packs frames as they come; this only has to divide the block
+	req := unix.TpacketReq3{
+		Block_size:     uint32(opts.BlockSize),
+		Block_nr:       uint32(opts.Blocks),
+		Frame_size:     frameSize,
+		Frame_nr:       uint32(size / frameSize),
+		Retire_blk_tov: uint32(opts.BlockTimeout.Milliseconds()),
+	}
+	if err := unix.SetsockoptTpacketReq3(fd, unix.SOL_PACKET, unix.PACKET_RX_RING, &req); err != nil {
+		return fmt.Errorf("PACKET_RX_RING of %d blocks of %d bytes: %w", opts.Blocks, opts.BlockSize, err)
+	}
+	var err error
+	if c.mem, err = unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
+		return fmt.Errorf("mmap ring: %w", err)
+	}
+	c.rx.hdrLen = ringbuf.TPacket3HeaderLen
+	c.ring, err = ringbuf.NewV3Ring(c.mem, opts.BlockSize, opts.Blocks)
+	return err
 }
 
 func attachFilter(fd int, prog []bpf.RawInstruction) error {
@@ -235,6 +315,7 @@ func (c *conn) Stats() Stats {
 		Malformed:   c.stats.malformed.Load(),
 		BadChecksum: c.stats.badChecksum.Load(),
 		Truncated:   c.stats.truncated.Load(),
+		Copied:      c.stats.copied.Load(),
 		RingDrops:   c.ringDrops,
 		Corrupt:     c.ring.Corrupt(),
 		NoNeighbour: c.stats.noNeighbour.Load(),
@@ -253,7 +334,7 @@ func (c *conn) Counters() underlay.Counters {
 	return underlay.Counters{
 		underlay.CounterReceived: st.Received, underlay.CounterSent: st.Sent,
 		underlay.CounterGSODisabled: gsoOff,
-		"malformed":                 st.Malformed, "bad_checksum": st.BadChecksum, "truncated": st.Truncated,
+		"malformed":                 st.Malformed, "bad_checksum": st.BadChecksum, "truncated": st.Truncated, "copied": st.Copied,
 		"ring_drops": st.RingDrops, "corrupt_blocks": st.Corrupt,
 		"no_neighbour": st.NoNeighbour, "unroutable": st.Unroutable,
 	}
@@ -265,11 +346,20 @@ func (c *conn) Close() error {
 	c.closeOnce.Do(func() {
 		c.Stats() // the kernel's drop count dies with the socket
 		c.closed.Store(true)
-		err := c.f.Close() // wakes calls waiting in the netpoller
+		// The eventfd stays readable: it wakes a ReadBatch asleep in
+		// poll now and keeps a later poll from sleeping. A poll on the
+		// socket's number after it is closed returns at once too.
+		_, err := unix.Write(c.rx.wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+		if cerr := c.f.Close(); err == nil { // wakes WriteBatch in the netpoller
+			err = cerr
+		}
 		c.rx.mu.Lock()
 		c.tx.mu.Lock()
 		if merr := unix.Munmap(c.mem); merr != nil && err == nil {
 			err = merr
+		}
+		if werr := unix.Close(c.rx.wake); werr != nil && err == nil {
+			err = werr
 		}
 		c.tx.mu.Unlock()
 		c.rx.mu.Unlock()
@@ -285,6 +375,12 @@ func (c *conn) Close() error {
 	return c.closeError
 }
 
+// WaitsInKernel reports that ReadBatch sleeps in the kernel (poll(2)),
+// holding its thread, not in Go's netpoller: the kernel wakes the very
+// thread that then reads, with no goroutine hand-off, as with the UDP
+// socket.
+func (c *conn) WaitsInKernel() bool { return true }
+
 // fail maps the error of a closed socket to net.ErrClosed and wraps others.
 func (c *conn) fail(op string, err error) error {
 	if c.closed.Load() || errors.Is(err, os.ErrClosed) {
@@ -295,8 +391,22 @@ func (c *conn) fail(op string, err error) error {
 
 // rxState is ReadBatch's, reused by every call.
 type rxState struct {
-	mu    sync.Mutex
-	ready func(fd uintptr) bool // ring.Ready, bound once
+	mu sync.Mutex
+	// ReadBatch sleeps in poll(2) on the socket and on wake, an eventfd
+	// that Close makes readable (see WaitsInKernel); poll is that set.
+	wake    int
+	poll    [2]unix.PollFd
+	wakeups atomic.Uint64 // poll returns, for tests
+
+	hdrLen int // the ring's frame header: a virtio_net_hdr may follow
+
+	// A RingV2 frame marked TP_STATUS_COPY is read whole from the
+	// socket into copyBuf by readCopy (bound once), which leaves the
+	// result in copyN and copyErr.
+	copyBuf  []byte
+	readCopy func(fd uintptr) bool
+	copyN    int
+	copyErr  error
 
 	// A GSO super-datagram not yet delivered whole: payload[off:] is
 	// still to be cut into segment-byte datagrams from src. It lies in
@@ -324,9 +434,17 @@ func (c *conn) ReadBatch(bufs [][]byte, sizes []int, srcs []netip.AddrPort) (int
 			}
 			return n, nil
 		}
-		// Nothing handed over yet: sleep until the kernel closes a block.
-		if err := c.rc.Read(r.ready); err != nil {
-			return 0, c.fail("read ring", err)
+		// Nothing handed over yet: sleep until the kernel hands over
+		// a frame (RingV2) or a block (RingV3), or Close wakes us.
+		if _, err := unix.Poll(r.poll[:], -1); err != nil && err != unix.EINTR {
+			return 0, c.fail("poll", err)
+		}
+		r.wakeups.Add(1)
+		if r.poll[0].Revents&unix.POLLERR != 0 {
+			// A socket error (ENETDOWN while the interface is down)
+			// keeps poll from sleeping until it is read, which clears
+			// it. Rare: the closure may allocate.
+			c.rc.Control(func(fd uintptr) { unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR) })
 		}
 	}
 }
@@ -335,7 +453,7 @@ func (c *conn) ReadBatch(bufs [][]byte, sizes []int, srcs []netip.AddrPort) (int
 func (c *conn) fill(bufs [][]byte, sizes []int, srcs []netip.AddrPort) int {
 	r := &c.rx
 	var n int
-	var malformed, badSum, truncated uint64
+	var malformed, badSum, truncated, copied uint64
 	for n < len(bufs) {
 		if r.rest != nil {
 			k, off := underlay.SplitSegments(bufs[n:], sizes[n:], r.rest, r.segment, r.off)
@@ -353,10 +471,15 @@ func (c *conn) fill(bufs [][]byte, sizes []int, srcs []netip.AddrPort) int {
 			break
 		}
 		var vnet []byte
-		if f.Mac >= ringbuf.TPacket3HeaderLen+vnetLen {
+		if f.Mac >= r.hdrLen+vnetLen {
 			vnet = f.Raw[f.Mac-vnetLen : f.Mac]
 		}
-		d, why := parse(vnet, f.Data(), f.Len, f.Status, c.laddr)
+		data, size := f.Data(), f.Len
+		if f.Status&ringbuf.TPStatusCopy != 0 {
+			vnet, data, size = c.readCopied()
+			copied++
+		}
+		d, why := parse(vnet, data, size, f.Status, c.laddr)
 		switch why {
 		case delivered:
 			r.rest, r.segment, r.off, r.src = d.payload, d.segment, 0, d.src
@@ -369,12 +492,28 @@ func (c *conn) fill(bufs [][]byte, sizes []int, srcs []netip.AddrPort) int {
 		}
 	}
 	c.stats.received.Add(uint64(n))
+	if copied > 0 {
+		c.stats.copied.Add(copied)
+	}
 	if malformed+badSum+truncated > 0 {
 		c.stats.malformed.Add(malformed)
 		c.stats.badChecksum.Add(badSum)
 		c.stats.truncated.Add(truncated)
 	}
 	return n
+}
+
+// readCopied reads the frame the kernel queued whole on the socket for the
+// RingV2 frame just taken (TP_STATUS_COPY): the next on the queue, in
+// order. Failing that, it returns nothing, which parse counts as malformed.
+func (c *conn) readCopied() (vnet, data []byte, size int) {
+	r := &c.rx
+	r.copyN, r.copyErr = 0, nil
+	if err := c.rc.Read(r.readCopy); err != nil || r.copyErr != nil || r.copyN < vnetLen {
+		return nil, nil, 0
+	}
+	data = r.copyBuf[vnetLen:r.copyN]
+	return r.copyBuf[:vnetLen], data, len(data)
 }
 
 // txLayout lays out WriteBatch's datagrams as sendmmsg messages for the

@@ -344,18 +344,23 @@ func testSendToKernelSocket(t *testing.T, gso bool) {
 // Both ends on AF_PACKET: checksums built by one are verified in software
 // by the other (the kernel does not vouch for them).
 func TestAFPacketBothEnds(t *testing.T) {
-	for _, gso := range []bool{false, true} {
-		t.Run(fmt.Sprintf("gso=%v", gso), func(t *testing.T) { testAFPacketBothEnds(t, gso) })
+	for _, ring := range rings {
+		for _, gso := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%v/gso=%v", ring, gso), func(t *testing.T) { testAFPacketBothEnds(t, ring, gso) })
+		}
 	}
 }
 
+// rings are the kinds of receive ring the tests go through.
+var rings = []Ring{RingV2, RingV3}
+
 // testAFPacketBothEnds: with GSO, runs cross the veth as super-datagrams
 // and are cut up by the receiving Conn.
-func testAFPacketBothEnds(t *testing.T, gso bool) {
+func testAFPacketBothEnds(t *testing.T, ring Ring, gso bool) {
 	h := newHosts(t)
 	la, lb := netip.AddrPortFrom(addrA, tunnelPort), netip.AddrPortFrom(addrB, tunnelPort)
-	a := h.listen(h.a, "a0", la, Options{GSO: gso})
-	b := h.listen(h.b, "b0", lb, Options{GSO: gso})
+	a := h.listen(h.a, "a0", la, Options{GSO: gso, Ring: ring})
+	b := h.listen(h.b, "b0", lb, Options{GSO: gso, Ring: ring})
 	beforeA, beforeB := h.icmpUnreachSent(h.a), h.icmpUnreachSent(h.b)
 
 	for _, dir := range []struct {
@@ -387,11 +392,18 @@ func testAFPacketBothEnds(t *testing.T, gso bool) {
 }
 
 // A socket with UDP GSO sends runs of datagrams as one super-datagram,
-// which crosses veth whole: ReadBatch cuts it up again.
+// which crosses veth whole: ReadBatch cuts it up again. A RingV2 reads
+// them from the socket queue, too large for its slots.
 func TestReceiveGSOSuperDatagrams(t *testing.T) {
+	for _, ring := range rings {
+		t.Run(ring.String(), func(t *testing.T) { testReceiveGSOSuperDatagrams(t, ring) })
+	}
+}
+
+func testReceiveGSOSuperDatagrams(t *testing.T, ring Ring) {
 	h := newHosts(t)
 	laddr := netip.AddrPortFrom(addrA, tunnelPort)
-	c := h.listen(h.a, "a0", laddr, Options{})
+	c := h.listen(h.a, "a0", laddr, Options{Ring: ring})
 	from := netip.AddrPortFrom(addrB, tunnelPort)
 	var s underlay.Conn
 	if err := h.b.Do(func() (err error) { s, err = udp.Listen(from, udp.Options{GSO: true}); return err }); err != nil {
@@ -420,6 +432,47 @@ func TestReceiveGSOSuperDatagrams(t *testing.T) {
 		t.Fatalf("WriteBatch: %d: %v", n, err)
 	}
 	readAll(t, c, want, from)
+	// The sender's batches make 2 or 3 super-datagrams, each > 2 KiB.
+	if st := c.Stats(); ring == RingV2 && st.Copied < 2 || ring == RingV3 && st.Copied != 0 {
+		t.Errorf("%d frames read from the socket queue, want the super-datagrams on a v2 ring, none on v3", st.Copied)
+	}
+}
+
+// A lone datagram reaches ReadBatch as soon as it arrives, not when a
+// ring block's timer expires: with a 10 s block timer, which a RingV3
+// would wait for, it is read before the timer could have fired (the timer
+// starts with the ring). BlockTimeout means nothing to a RingV2, so the
+// test fails if the default ring waits for it.
+func TestLoneDatagramWaitsForNoTimer(t *testing.T) {
+	const timer = 10 * time.Second
+	h := newHosts(t)
+	laddr := netip.AddrPortFrom(addrA, tunnelPort)
+	s := h.socket(h.b, netip.AddrPortFrom(addrB, 40000))
+	start := time.Now()
+	c := h.listen(h.a, "a0", laddr, Options{BlockTimeout: timer})
+	got := make(chan error, 1)
+	go func() {
+		b := newRxBatch(4, 2048)
+		n, err := c.ReadBatch(b.bufs, b.sizes, b.srcs)
+		if err == nil && (n != 1 || string(b.bufs[0][:b.sizes[0]]) != "lone") {
+			err = fmt.Errorf("read %d datagrams, %q first", n, b.bufs[0][:b.sizes[0]])
+		}
+		got <- err
+	}()
+	if _, err := s.WriteToUDPAddrPort([]byte("lone"), laddr); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+		if waited := time.Since(start); waited >= timer {
+			t.Fatalf("the datagram was read %v after the ring was made: it waited for the block timer", waited)
+		}
+	case <-time.After(timer - time.Since(start)):
+		t.Fatalf("a lone datagram not read within the block timer (%v)", timer)
+	}
 }
 
 // A Group's Conns split the flows between them: every datagram arrives
@@ -701,16 +754,27 @@ func TestListenErrors(t *testing.T) {
 	}
 }
 
+// TestReadWriteAllocs sends a GSO super-datagram per batch: of 64-byte
+// datagrams, it fits a RingV2 slot; of 1400-byte ones, it is read from
+// the socket queue.
 func TestReadWriteAllocs(t *testing.T) {
+	for _, ring := range rings {
+		for _, size := range []int{64, 1400} {
+			t.Run(fmt.Sprintf("%v/%d", ring, size), func(t *testing.T) { testReadWriteAllocs(t, ring, size) })
+		}
+	}
+}
+
+func testReadWriteAllocs(t *testing.T, ring Ring, size int) {
 	h := newSerialHosts(t)
 	la, lb := netip.AddrPortFrom(addrA, tunnelPort), netip.AddrPortFrom(addrB, tunnelPort)
 	a := h.listen(h.a, "a0", la, Options{GSO: true})
-	b := h.listen(h.b, "b0", lb, Options{})
+	b := h.listen(h.b, "b0", lb, Options{Ring: ring})
 	writeUntilResolved(t, a, lb)
 	readAll(t, b, [][]byte{[]byte("probe")}, la)
 
 	const batch, runs = 16, 50
-	bufs := datagrams(batch, func(int) int { return 64 })
+	bufs := datagrams(batch, func(int) int { return size })
 	dsts := make([]netip.AddrPort, batch)
 	for i := range dsts {
 		dsts[i] = lb
@@ -742,16 +806,18 @@ func TestReadWriteAllocs(t *testing.T) {
 // BenchmarkWriteReadBatch sends batches of 64 datagrams from a to b, both
 // on AF_PACKET, and reads them there.
 func BenchmarkWriteReadBatch(b *testing.B) {
-	for _, size := range []int{64, 1400} {
-		b.Run(strconv.Itoa(size), func(b *testing.B) { benchWriteRead(b, size) })
+	for _, ring := range rings {
+		for _, size := range []int{64, 1400} {
+			b.Run(fmt.Sprintf("%v/%d", ring, size), func(b *testing.B) { benchWriteRead(b, ring, size) })
+		}
 	}
 }
 
-func benchWriteRead(b *testing.B, size int) {
+func benchWriteRead(b *testing.B, ring Ring, size int) {
 	h := newSerialHosts(b)
 	la, lb := netip.AddrPortFrom(addrA, tunnelPort), netip.AddrPortFrom(addrB, tunnelPort)
 	src := h.listen(h.a, "a0", la, Options{})
-	dst := h.listen(h.b, "b0", lb, Options{})
+	dst := h.listen(h.b, "b0", lb, Options{Ring: ring})
 	writeUntilResolved(b, src, lb)
 	readAll(b, dst, [][]byte{[]byte("probe")}, la)
 
@@ -818,5 +884,70 @@ func BenchmarkGuard(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/datagram")
 		})
+	}
+}
+
+// While the interface is down the socket has an error pending (ENETDOWN),
+// which makes poll return at once until it is read: ReadBatch must clear
+// it and sleep, not spin, and receive again once the interface is up.
+func TestInterfaceDownNoSpin(t *testing.T) {
+	h := newHosts(t)
+	laddr := netip.AddrPortFrom(addrA, tunnelPort)
+	c := h.listen(h.a, "a0", laddr, Options{})
+	got := make(chan error, 1)
+	go func() {
+		b := newRxBatch(4, 2048)
+		n, err := c.ReadBatch(b.bufs, b.sizes, b.srcs)
+		for i := range n {
+			if d := b.bufs[i][:b.sizes[i]]; err == nil && string(d) != "up again" {
+				err = fmt.Errorf("read %q", d)
+			}
+		}
+		got <- err
+	}()
+	h.ip(h.a, "link", "set", "a0", "down")
+	time.Sleep(100 * time.Millisecond) // for ReadBatch to see the error; spinning, it would wake thousands of times
+	before := c.rx.wakeups.Load()
+	time.Sleep(200 * time.Millisecond)
+	if woke := c.rx.wakeups.Load() - before; woke > 10 {
+		t.Errorf("ReadBatch woke %d times in 200 ms with the interface down: it spins", woke)
+	}
+	h.ip(h.a, "link", "set", "a0", "up")
+	s := h.socket(h.b, netip.AddrPortFrom(addrB, 40000))
+	// Until the link is up on both ends a datagram may be lost: resend.
+	for done := false; !done; {
+		if _, err := s.WriteToUDPAddrPort([]byte("up again"), laddr); err != nil && !errors.Is(err, unix.ENETUNREACH) {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-got:
+			if err != nil {
+				t.Fatal(err)
+			}
+			done = true
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// With jumbo frames a RingV2's slots grow with the MTU: datagrams of up
+// to the MTU arrive in the ring, none through the socket queue.
+func TestJumboFrames(t *testing.T) {
+	h := newHosts(t)
+	h.ip(h.a, "link", "set", "a0", "mtu", "9000")
+	h.ip(h.b, "link", "set", "b0", "mtu", "9000")
+	laddr := netip.AddrPortFrom(addrA, tunnelPort)
+	c := h.listen(h.a, "a0", laddr, Options{})
+	from := netip.AddrPortFrom(addrB, 40000)
+	s := h.socket(h.b, from)
+	want := datagrams(40, func(i int) int { return 9000 - 28 - i*200 })
+	go func() {
+		for _, d := range want {
+			s.WriteToUDPAddrPort(d, laddr)
+		}
+	}()
+	readAll(t, c, want, from)
+	if st := c.Stats(); st.Copied != 0 || st.Truncated != 0 {
+		t.Errorf("%d datagrams read from the socket queue, %d truncated: the slots do not hold the MTU", st.Copied, st.Truncated)
 	}
 }

@@ -4,16 +4,26 @@
 //
 // # Receiving
 //
-// The socket has a TPACKET_V3 receive ring (PACKET_RX_RING) mapped into
-// overlayd, walked by ringbuf.V3Ring. A classic BPF filter, attached before
+// The socket has a TPACKET_V2 receive ring (PACKET_RX_RING) mapped into
+// overlayd, walked by ringbuf.V2Ring. A classic BPF filter, attached before
 // the socket is bound, lets in only IPv4 UDP datagrams for the tunnel's
 // address and port, whole (no fragments). The kernel copies each into the
-// current ring block and hands blocks over when full or after
-// Options.BlockTimeout; ReadBatch waits for that in Go's netpoller (a
-// block handed over wakes the socket), copies the UDP payloads into the
-// caller's buffers, and gives each block back as soon as it is read. The
+// next slot of the ring, sized for the interface's MTU, hands the slot over
+// at once and wakes the socket; ReadBatch waits for that in poll(2), on
+// the socket and on an eventfd that Close makes readable (like the UDP
+// socket's, the wait holds the thread, so the kernel wakes the very thread
+// that reads: no netpoller hand-off), copies the UDP payloads of every
+// slot handed over into the caller's buffers, and gives each slot back as
+// soon as it is read. A frame
+// larger than a slot (a GSO super-datagram, below) is cut to it, and the
+// kernel also queues it whole on the socket (PACKET_COPY_THRESH, marked
+// TP_STATUS_COPY), where ReadBatch reads it with read(2), in order. The
 // Conns of one overlayd share a PACKET_FANOUT group: the kernel spreads
 // flows across them by hash, each flow to one Conn, in order.
+//
+// Options.Ring = RingV3 gives a TPACKET_V3 ring instead (ringbuf.V3Ring):
+// frames packed into blocks, a block handed over when full or after
+// Options.BlockTimeout. See Latency for why it is not the default.
 //
 // ReadBatch checks what the kernel's IPv4 and UDP receive paths would:
 // header, lengths (a UDP length shorter than the IP payload is trimmed),
@@ -26,7 +36,8 @@
 // super-datagram, which a UDP socket with UDP_SEGMENT on this machine
 // sends and which crosses veth pairs and bridges whole, arrives as one
 // frame of up to 64 KiB with its segment size there; ReadBatch cuts it up
-// into the datagrams it stands for. Reading these needs Linux 6.2
+// into the datagrams it stands for, from the socket queue (RingV2) or the
+// ring block (RingV3). Reading these needs Linux 6.2
 // (earlier kernels drop them before the ring); on real NICs datagrams are
 // segmented before the wire and arrive one by one anyway. A kernel VTEP's
 // TCP super-frame, which a VXLAN device sending over a veth with TX
@@ -104,18 +115,28 @@
 //
 // TPACKET_V3 hands blocks over when they are full or their timer expires,
 // and only then wakes the reader. On a busy link blocks fill quickly; on a
-// quiet one a datagram waits for the timer, 1 ms by default and at least
-// 1 ms (the kernel counts milliseconds): about half of it on average. A
-// ping through the overlay between two emulated hosts took 1.3 ms
-// (median) with AF_PACKET against 0.45 ms with UDP sockets, two ring
-// passes per round trip. Throughput does not suffer; request/response
-// workloads do.
+// quiet one every datagram waits for the timer, 1 ms by default and at
+// least 1 ms (the kernel counts milliseconds), on every hop: a 64-byte TCP
+// request/response through the overlay between two emulated hosts took 1
+// to 2 ms (p50) against 0.2 ms with UDP sockets. TPACKET_V2 hands each
+// datagram over as it arrives, and the reader still drains whatever has
+// arrived per wake-up. With the reader asleep in poll(2) rather than in
+// Go's netpoller (which cost another 70 µs per round trip), the medians
+// of three runs of overlayd-lab bench --quick on the 2-core test VM under
+// load from other jobs put it on par with the socket: TCP request/response
+// p50 212 µs against 194, UDP 196 against 218; TCP 1 stream 3.6 against
+// 3.3 Gbit/s, 4 streams 3.1 against 3.7, 64-byte UDP 62 against 52 kpps,
+// all within the spread of the runs. Throughput was not lower than with
+// V3 either. A slot per frame costs memory for small frames (a 2 KiB slot
+// for a 64-byte datagram), which V3 packs; the default 4 MiB ring holds
+// 2048 datagrams at MTU 1500, 256 at MTU 9000.
 //
 // # Limits
 //
 // IPv4 on Ethernet interfaces only; datagrams for the address that arrive
 // on another interface are not seen (the kernel answers them). Kernel
-// features used: TPACKET_V3 (3.2), PACKET_QDISC_BYPASS (3.14), fanout
+// features used: TPACKET_V2 with PACKET_COPY_THRESH (2.6.27), TPACKET_V3
+// (3.2, RingV3 only), PACKET_QDISC_BYPASS (3.14), fanout
 // with PACKET_FANOUT_FLAG_UNIQUEID (4.x), PACKET_IGNORE_OUTGOING (4.20)
 // and the fanout flag of the same name (recent; done without where
 // missing), UDP GSO in the virtio_net_hdr (6.2; WriteBatch turns GSO off
