@@ -315,23 +315,21 @@ func summarize(system string, runs []Trial) Summary {
 	gbps := func(r *Result) (float64, bool) { return r.Gbps, true }
 	s.TCP1Gbps = metric(TCP1, gbps)
 	s.TCP4Gbps = metric(TCP4, gbps)
-	s.UDP64KPPS = metric(UDP64, func(r *Result) (float64, bool) {
-		if r.UDP == nil {
+	udp := func(value func(*UDPResult) (float64, bool)) Stat {
+		return metric(UDP64, func(r *Result) (float64, bool) {
+			if r.UDP == nil {
+				return 0, false
+			}
+			return value(r.UDP)
+		})
+	}
+	s.UDP64KPPS = udp(func(u *UDPResult) (float64, bool) { return u.PPS / 1e3, true })
+	s.UDP64Loss = udp(func(u *UDPResult) (float64, bool) { return u.LossPct, true })
+	s.UDP64RcvLoss = udp(func(u *UDPResult) (float64, bool) {
+		if u.ReceiverLossPct == nil {
 			return 0, false
 		}
-		return r.UDP.PPS / 1e3, true
-	})
-	s.UDP64Loss = metric(UDP64, func(r *Result) (float64, bool) {
-		if r.UDP == nil {
-			return 0, false
-		}
-		return r.UDP.LossPct, true
-	})
-	s.UDP64RcvLoss = metric(UDP64, func(r *Result) (float64, bool) {
-		if r.UDP == nil || r.UDP.ReceiverLossPct == nil {
-			return 0, false
-		}
-		return *r.UDP.ReceiverLossPct, true
+		return *u.ReceiverLossPct, true
 	})
 	if s.UDP64RcvLoss.Runs == 0 {
 		s.UDP64RcvLoss = Stat{} // not measured (results from before it was), rather than failed

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/overlayd/overlayd/ringbuf"
+	"github.com/overlayd/overlayd/tunnel/pollwake"
 	"github.com/overlayd/overlayd/tunnel/underlay"
 )
 
@@ -113,11 +114,11 @@ func open(s *shared, laddr netip.AddrPort, opts Options, fanout bool) (_ *conn, 
 	if err != nil {
 		return nil, fmt.Errorf("socket: %w", err)
 	}
-	c := &conn{laddr: laddr, rx: rxState{wake: -1}}
+	c := &conn{laddr: laddr}
 	defer func() {
 		if err != nil {
-			if c.rx.wake >= 0 {
-				unix.Close(c.rx.wake)
+			if c.rx.wake != nil {
+				c.rx.wake.Close()
 			}
 			if c.mem != nil {
 				unix.Munmap(c.mem)
@@ -184,10 +185,10 @@ func open(s *shared, laddr netip.AddrPort, opts Options, fanout bool) (_ *conn, 
 	if c.rc, err = c.f.SyscallConn(); err != nil {
 		return nil, err
 	}
-	if c.rx.wake, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
-		return nil, fmt.Errorf("eventfd: %w", err)
+	if c.rx.wake, err = pollwake.New(); err != nil {
+		return nil, err
 	}
-	c.rx.poll = [2]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(c.rx.wake), Events: unix.POLLIN}}
+	c.rx.poll = c.rx.wake.Set(fd, unix.POLLIN)
 	c.rx.readCopy = func(fd uintptr) bool {
 		c.rx.copyN, c.rx.copyErr = unix.Read(int(fd), c.rx.copyBuf)
 		return true // queued before the frame was handed over: no waiting
@@ -346,10 +347,10 @@ func (c *conn) Close() error {
 	c.closeOnce.Do(func() {
 		c.Stats() // the kernel's drop count dies with the socket
 		c.closed.Store(true)
-		// The eventfd stays readable: it wakes a ReadBatch asleep in
-		// poll now and keeps a later poll from sleeping. A poll on the
-		// socket's number after it is closed returns at once too.
-		_, err := unix.Write(c.rx.wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+		// Wakes a ReadBatch asleep in poll now and keeps a later poll
+		// from sleeping. A poll on the socket's number after it is
+		// closed returns at once too.
+		err := c.rx.wake.Wake()
 		if cerr := c.f.Close(); err == nil { // wakes WriteBatch in the netpoller
 			err = cerr
 		}
@@ -358,7 +359,7 @@ func (c *conn) Close() error {
 		if merr := unix.Munmap(c.mem); merr != nil && err == nil {
 			err = merr
 		}
-		if werr := unix.Close(c.rx.wake); werr != nil && err == nil {
+		if werr := c.rx.wake.Close(); werr != nil && err == nil {
 			err = werr
 		}
 		c.tx.mu.Unlock()
@@ -392,10 +393,10 @@ func (c *conn) fail(op string, err error) error {
 // rxState is ReadBatch's, reused by every call.
 type rxState struct {
 	mu sync.Mutex
-	// ReadBatch sleeps in poll(2) on the socket and on wake, an eventfd
-	// that Close makes readable (see WaitsInKernel); poll is that set.
-	wake    int
-	poll    [2]unix.PollFd
+	// ReadBatch sleeps in poll(2) on the socket and on wake, which Close
+	// wakes (see WaitsInKernel); poll is that set.
+	wake    *pollwake.Waker
+	poll    pollwake.Set
 	wakeups atomic.Uint64 // poll returns, for tests
 
 	hdrLen int // the ring's frame header: a virtio_net_hdr may follow
@@ -436,11 +437,11 @@ func (c *conn) ReadBatch(bufs [][]byte, sizes []int, srcs []netip.AddrPort) (int
 		}
 		// Nothing handed over yet: sleep until the kernel hands over
 		// a frame (RingV2) or a block (RingV3), or Close wakes us.
-		if _, err := unix.Poll(r.poll[:], -1); err != nil && err != unix.EINTR {
+		if err := r.poll.Wait(); err != nil {
 			return 0, c.fail("poll", err)
 		}
 		r.wakeups.Add(1)
-		if r.poll[0].Revents&unix.POLLERR != 0 {
+		if r.poll.Revents()&unix.POLLERR != 0 {
 			// A socket error (ENETDOWN while the interface is down)
 			// keeps poll from sleeping until it is read, which clears
 			// it. Rare: the closure may allocate.

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/overlayd/overlayd/encap/offload"
+	"github.com/overlayd/overlayd/tunnel/pollwake"
 )
 
 // nativeBatchSize is how many packets a native Device is designed to move
@@ -140,13 +141,13 @@ func openQueue(name string, flags uint16, o *options) (*nativeDevice, error) {
 // newDevice makes a Device of the queue fd, nonblocking, and ctl, a
 // control socket or -1. It owns both once it succeeds.
 func newDevice(name string, fd, ctl int) (*nativeDevice, error) {
-	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	wake, err := pollwake.New()
 	if err != nil {
-		return nil, fmt.Errorf("eventfd: %w", err)
+		return nil, err
 	}
 	d := &nativeDevice{name: name, fd: fd, wake: wake, ctl: ctl}
-	d.readPoll = [2]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(wake), Events: unix.POLLIN}}
-	d.writePoll = [2]unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}, {Fd: int32(wake), Events: unix.POLLIN}}
+	d.readPoll = wake.Set(fd, unix.POLLIN)
+	d.writePoll = wake.Set(fd, unix.POLLOUT)
 	// Bound once here: a method value or closure made per call would
 	// allocate on every Read and Write.
 	d.readFn = d.read.do
@@ -156,17 +157,17 @@ func newDevice(name string, fd, ctl int) (*nativeDevice, error) {
 
 // nativeDevice is one queue of a TUN interface opened through /dev/net/tun.
 //
-// Close cannot wake a thread asleep on the queue by closing it: the sleeper
-// holds the file open. Read and Write therefore sleep in poll(2) on the
-// queue and on an eventfd, wake, which Close makes readable; once it holds
-// every lock below, no call uses the descriptors, and it closes them.
+// Read and Write sleep in poll(2) on the queue and on wake (pollwake),
+// which Close wakes; once it holds every lock below, no call uses the
+// descriptors, and it closes them.
 type nativeDevice struct {
 	name   string // as created; Name asks the kernel for the current one
 	closed atomic.Bool
 
-	// fd is the queue, wake the eventfd; both -1 once closed (written
-	// under all three locks, so any one of them keeps them valid).
-	fd, wake int
+	// fd is the queue, -1 once closed (written under all three locks, so
+	// any one of them keeps it valid).
+	fd   int
+	wake *pollwake.Waker
 
 	ctlMu sync.Mutex
 	ctl   int // AF_INET socket for SIOCGIFMTU, or -1
@@ -174,7 +175,7 @@ type nativeDevice struct {
 	readMu   sync.Mutex
 	read     readOp
 	readFn   func(fd uintptr) bool
-	readPoll [2]unix.PollFd // the queue for POLLIN, and wake
+	readPoll pollwake.Set // the queue for POLLIN, and wake
 	// The last Read found the queue empty: the next one polls first,
 	// saving a read(2) that would say EAGAIN.
 	readEmpty bool
@@ -182,7 +183,7 @@ type nativeDevice struct {
 	writeMu   sync.Mutex
 	write     writeOp
 	writeFn   func(fd uintptr) bool
-	writePoll [2]unix.PollFd // the queue for POLLOUT, and wake
+	writePoll pollwake.Set // the queue for POLLOUT, and wake
 
 	// With IFF_VNET_HDR (see offload_linux.go).
 	vnet       bool
@@ -368,14 +369,14 @@ func (d *nativeDevice) Write(bufs [][]byte, offset int) (int, error) {
 	return op.n, nil
 }
 
-// run calls op on the queue until it is done, sleeping in poll(2) on the
-// queue and the wake eventfd in between, as pfd says, and first if
+// run calls op on the queue until it is done, sleeping on pfd (the queue
+// and wake) in between, and first if
 // pollFirst. The caller holds readMu or writeMu, and has checked that the
 // Device is not closed.
-func (d *nativeDevice) run(op func(fd uintptr) bool, pfd *[2]unix.PollFd, pollFirst bool) error {
+func (d *nativeDevice) run(op func(fd uintptr) bool, pfd *pollwake.Set, pollFirst bool) error {
 	for pollFirst || !op(uintptr(d.fd)) {
 		pollFirst = false
-		if _, err := unix.Poll(pfd[:], -1); err != nil && err != unix.EINTR {
+		if err := pfd.Wait(); err != nil {
 			return fmt.Errorf("poll: %w", err)
 		}
 		if d.closed.Load() {
@@ -461,18 +462,16 @@ func (d *nativeDevice) Close() error {
 	if d.closed.Swap(true) {
 		return os.ErrClosed
 	}
-	// The eventfd stays readable: it wakes the calls asleep in poll now
-	// and keeps later polls from sleeping.
-	_, err := unix.Write(d.wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	err := d.wake.Wake()
 
 	d.readMu.Lock()
 	d.writeMu.Lock()
 	d.ctlMu.Lock()
-	errs := []error{err, unix.Close(d.fd), unix.Close(d.wake)}
+	errs := []error{err, unix.Close(d.fd), d.wake.Close()}
 	if d.ctl >= 0 {
 		errs = append(errs, unix.Close(d.ctl))
 	}
-	d.fd, d.wake, d.ctl = -1, -1, -1
+	d.fd, d.ctl = -1, -1
 	d.ctlMu.Unlock()
 	d.writeMu.Unlock()
 	d.readMu.Unlock()
