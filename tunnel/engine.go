@@ -219,6 +219,16 @@ func (e *Engine) startDataPath() error {
 // any of them cancels ctx. The channel it returns closes once the first
 // peers are in place.
 func (e *Engine) startRoutines(ctx context.Context, cancel context.CancelCauseFunc, wg *sync.WaitGroup) <-chan struct{} {
+	waiting := 0
+	for _, w := range e.workers {
+		for _, src := range []any{w.tun, w.conn} {
+			if waitsInKernel(src) {
+				waiting++
+			}
+		}
+	}
+	procs := reserveProcs(waiting)
+	e.log.Debug("data path routines", "waiting_in_kernel", waiting, "gomaxprocs", procs)
 	for _, w := range e.workers {
 		wg.Add(2)
 		go func() { defer wg.Done(); cancelOnError(cancel, w.routineTUNToUnderlay()) }()

@@ -35,6 +35,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -187,8 +188,36 @@ type yielder struct {
 }
 
 func newYielder(src any) yielder {
+	return yielder{on: waitsInKernel(src), last: time.Now()}
+}
+
+func waitsInKernel(src any) bool {
 	kw, ok := src.(kernelWaiter)
-	return yielder{on: ok && kw.WaitsInKernel(), last: time.Now()}
+	return ok && kw.WaitsInKernel()
+}
+
+// baseProcs is GOMAXPROCS as the runtime chose it (or the operator set it),
+// before reserveProcs added to it.
+var baseProcs = sync.OnceValue(func() int { return runtime.GOMAXPROCS(0) })
+
+// reserveProcs gives each of the waiting routines, which sleep in a system
+// call holding their thread, a P of its own on top of the runtime's
+// default. With fewer Ps than sleepers, every sleeper that wakes finds its
+// P taken: sysmon keeps retaking Ps from system calls (ticking at 20 µs),
+// and a woken routine waits for a P or wakes another thread to get one. On
+// a 2-core guest with four sleepers this tripled the context switches of a
+// ping and doubled overlayd's CPU per echo (doc/DESIGN-NOTES.md, "Latency").
+// Extra Ps cost nothing while their threads sleep: the data path allocates
+// nothing, so the garbage collector does not scale with them. An explicit
+// GOMAXPROCS in the environment is the operator's and is left alone.
+func reserveProcs(waiting int) int {
+	if _, set := os.LookupEnv("GOMAXPROCS"); set || waiting == 0 {
+		return runtime.GOMAXPROCS(0)
+	}
+	if want := baseProcs() + waiting; want > runtime.GOMAXPROCS(0) {
+		runtime.GOMAXPROCS(want)
+	}
+	return runtime.GOMAXPROCS(0)
 }
 
 // tick is called once per batch.

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"log/slog"
 	"net/netip"
+	"os"
+	"runtime"
 	"sync/atomic"
 	"testing"
 
@@ -414,4 +416,27 @@ func BenchmarkDecapsulate(b *testing.B) {
 		from[i] = peerA.Underlay
 	}
 	benchDecapsulate(b, testWorker(), rx, loadRx(rx, from, pkts...))
+}
+
+// A routine asleep in a system call keeps its thread; each needs a P of its
+// own on top of the runtime's default, or waking ones queue for Ps.
+func TestReserveProcsAddsAPPerSleeper(t *testing.T) {
+	t.Setenv("GOMAXPROCS", "") // Setenv forbids t.Parallel; unset below
+	os.Unsetenv("GOMAXPROCS")
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	base := baseProcs()
+	if got := reserveProcs(4); got < base+4 {
+		t.Errorf("reserveProcs(4) = %d, want ≥ %d (base %d + 4 sleepers)", got, base+4, base)
+	}
+	if got, again := runtime.GOMAXPROCS(0), reserveProcs(4); again != got {
+		t.Errorf("second reserveProcs(4) moved GOMAXPROCS from %d to %d: want it idempotent", got, again)
+	}
+}
+
+func TestReserveProcsLeavesTheOperatorsChoice(t *testing.T) {
+	t.Setenv("GOMAXPROCS", "1")
+	before := runtime.GOMAXPROCS(0)
+	if got := reserveProcs(8); got != before {
+		t.Errorf("with GOMAXPROCS in the environment reserveProcs changed it from %d to %d", before, got)
+	}
 }
