@@ -89,6 +89,9 @@ func runUp(ctx context.Context, args []string) error {
 
 func runBench(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
+	// The ping series waits in a raw system call in this process, holding
+	// a P, beside the goroutines that wait for the bench's children.
+	runtime.GOMAXPROCS(max(runtime.GOMAXPROCS(0), traffic.RRProcs))
 	opts := bench.Options{Progress: os.Stderr}
 	fs.StringVar(&opts.Overlayd, "overlayd", "bin/overlayd", "the overlayd binary")
 	systems := fs.String("systems", strings.Join(bench.DefaultSystems, ","),

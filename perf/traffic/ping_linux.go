@@ -137,8 +137,10 @@ func configure(rc syscall.RawConn, df bool) error {
 // no reply in time, or an ICMP error, counts as lost, not as an error.
 //
 // Unlike Ping it keeps one blocking raw socket for the whole series and
-// waits in the kernel, so the round trips are the path's, as ping(8)
-// reports them, without the Go netpoller's wake-up.
+// waits in the kernel with raw system calls, so the round trips are the
+// path's, as ping(8) reports them, without the Go netpoller's wake-up or a
+// hunt for a P when the reply comes (see RRProcs: the caller's process
+// needs a P for the waiting thread).
 func PingRTT(ctx context.Context, ns *netns.NS, dst netip.Addr, size, count int, interval, timeout time.Duration) (PingStats, error) {
 	dst = dst.Unmap()
 	switch {
@@ -215,7 +217,7 @@ func blockingRawICMP(dst netip.Addr, timeout time.Duration) (int, error) {
 // error about it or the receive timeout (false). Anything else is skipped.
 func awaitEcho(fd int, buf, echo []byte, dst netip.Addr) (bool, error) {
 	for {
-		n, err := unix.Read(fd, buf)
+		n, err := rawRead(fd, buf) // see RRProcs: the thread keeps its P
 		switch {
 		case err == unix.EINTR:
 			continue
