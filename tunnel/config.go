@@ -41,6 +41,12 @@ type Config struct {
 	// TPACKET_V2 rings, see package afpacket).
 	UnderlayKind string
 
+	// Steering is how a packet from the local containers picks its TUN
+	// queue and worker (--steering): SteeringFlow (the kernel's hash of
+	// its flow; also when empty) or SteeringCPU (the queue of the CPU
+	// that sent it, whose worker runs pinned to that CPU).
+	Steering string
+
 	// CompleteChecksums makes this host one that needs complete TCP and
 	// UDP checksums, as a flanneld host does: it advertises no
 	// PartialChecksums in its lease, completes every checksum it sends,
@@ -61,6 +67,12 @@ const DefaultFirewallResync = 5 * time.Second
 const (
 	UnderlaySocket   = "socket"
 	UnderlayAFPacket = "afpacket"
+)
+
+// The steerings of Config.Steering.
+const (
+	SteeringFlow = "flow"
+	SteeringCPU  = "cpu"
 )
 
 // Validate checks the fields that do not need the system, naming the flag
@@ -104,6 +116,11 @@ func (c *Config) Validate() error {
 	case "", UnderlaySocket, UnderlayAFPacket:
 	default:
 		errs = append(errs, fmt.Errorf("--underlay %q: use %q or %q", c.UnderlayKind, UnderlaySocket, UnderlayAFPacket))
+	}
+	switch c.Steering {
+	case "", SteeringFlow, SteeringCPU:
+	default:
+		errs = append(errs, fmt.Errorf("--steering %q: use %q or %q", c.Steering, SteeringFlow, SteeringCPU))
 	}
 	return errors.Join(errs...)
 }

@@ -38,6 +38,7 @@ func TestConfigValidateNamesTheFlag(t *testing.T) {
 		{"long tun name", func(c *Config) { c.TunName = "averyveryverylongname" }, "--tun-name"},
 		{"no queues", func(c *Config) { c.Queues = 0 }, "--queues"},
 		{"unknown underlay", func(c *Config) { c.UnderlayKind = "dpdk" }, "--underlay"},
+		{"unknown steering", func(c *Config) { c.Steering = "rss" }, "--steering"},
 		{"unknown vxlan data plane", func(c *Config) { c.VXLANDataplane = "ebpf" }, "--vxlan-dataplane"},
 	}
 	for _, tc := range cases {

@@ -374,12 +374,22 @@ func (e *Engine) createTUN() error {
 	if e.cfg.CompleteChecksums {
 		opts = []tun.Option{tun.WithOffloads(), tun.WithChecksumVerify()}
 	}
+	pins := make([]cpuPin, e.cfg.Queues)
+	if e.cfg.Steering == SteeringCPU {
+		opts = append(opts, tun.WithCPUSteering())
+		for i := range pins {
+			var err error
+			if pins[i], err = workerPin(i, len(pins)); err != nil {
+				return fmt.Errorf("--steering=cpu: %w", err)
+			}
+		}
+	}
 	devs, err := e.host.OpenTUN(e.cfg.TunName, e.cfg.Queues, opts...)
 	if err != nil {
 		return err
 	}
 	for i, dev := range devs {
-		e.workers = append(e.workers, &worker{id: i, tun: dev})
+		e.workers = append(e.workers, &worker{id: i, tun: dev, pin: pins[i%len(pins)]})
 	}
 	return nil
 }

@@ -71,6 +71,7 @@ type worker struct {
 	local   netip.Prefix // this host's subnet: inbound destinations must lie in it
 	tunAddr netip.Addr   // the TUN's own address: never the source of our ICMP errors (icmpSource)
 	mtu     int          // largest inner packet the peers accept (their TUN MTU)
+	pin     cpuPin       // the CPUs its routines run on (--steering=cpu)
 	stats   *Stats
 	log     *slog.Logger
 
@@ -182,13 +183,19 @@ type kernelWaiter interface{ WaitsInKernel() bool }
 const yieldEvery = 5 * time.Millisecond
 
 // yielder paces a routine's runtime.Gosched calls; see yieldEvery.
+// It also keeps a pinned routine's thread pinned: the routine may come back
+// from Gosched on another thread, so it unpins the one it leaves and pins
+// the one it lands on.
 type yielder struct {
 	on   bool
 	last time.Time
+	pin  cpuPin
 }
 
-func newYielder(src any) yielder {
-	return yielder{on: waitsInKernel(src), last: time.Now()}
+// newYielder is called on the routine's goroutine, whose thread it pins.
+func newYielder(src any, pin cpuPin) yielder {
+	pin.pin()
+	return yielder{on: waitsInKernel(src), last: time.Now(), pin: pin}
 }
 
 func waitsInKernel(src any) bool {
@@ -227,14 +234,16 @@ func (y *yielder) tick() {
 	}
 	if now := time.Now(); now.Sub(y.last) >= yieldEvery {
 		y.last = now
+		y.pin.unpin()
 		runtime.Gosched()
+		y.pin.pin()
 	}
 }
 
 // routineTUNToUnderlay reads the TUN and sends to peers until the TUN is
 // closed.
 func (w *worker) routineTUNToUnderlay() error {
-	pace := newYielder(w.tun)
+	pace := newYielder(w.tun, w.pin)
 	tx := newTxScratch(w.tun.BatchSize())
 	read := func() (int, error) { return w.tun.Read(tx.batch.Bufs, tx.batch.Sizes, Headroom) }
 	if pr, ok := w.tun.(tun.PartialReader); ok {
@@ -366,7 +375,7 @@ func (w *worker) fitsTUN(pkt []byte) bool {
 // routineUnderlayToTUN receives from peers and writes to the TUN until the
 // socket is closed.
 func (w *worker) routineUnderlayToTUN() error {
-	pace := newYielder(w.conn)
+	pace := newYielder(w.conn, w.pin)
 	rx := newRxScratch(w.conn.BatchSize())
 	offset := Headroom + w.hdr.Len()
 	var (

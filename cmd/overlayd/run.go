@@ -46,6 +46,11 @@ func runDaemon(ctx context.Context, args []string) error {
 			"afpacket adds no timer: measured on par with the socket (64 B TCP request/response p50 212 µs against 194, "+
 			"TCP throughput within the noise, with overlayd-lab bench --quick on 2 cores); it skips the qdisc, netfilter "+
 			"and the UDP socket layer on --iface, so use it where those cost on your hosts, else keep the socket (no tc filter, tcpdump sees all)")
+	fs.StringVar(&cfg.Steering, "steering", tunnel.SteeringFlow,
+		"which worker forwards a packet from the local containers: \"flow\" (by a hash of its flow, so a host's flows "+
+			"spread over every worker and core) or \"cpu\" (the worker of the CPU that sent it, pinned to that CPU: "+
+			"no wake-up across CPUs, for request/response latency; but all flows of a one-thread sender share one worker; "+
+			"see the README's bench)")
 	fs.BoolVar(&fwOpts.Masquerade, "ip-masq", false,
 		"masquerade traffic from the overlay network to anywhere outside it, never traffic inside it (flanneld's --ip-masq); "+
 			"the subnet file then says FLANNEL_IPMASQ=true, and Docker must run with --ip-masq=false")

@@ -87,6 +87,7 @@ type options struct {
 	offloads bool
 	verify   bool
 	partial  bool
+	steerCPU bool
 	// fault, when set, is called before each ioctl that negotiates
 	// offloads, with its request and flags; an error it returns stands in
 	// for the kernel's. Tests use it to play an older kernel.
@@ -135,6 +136,18 @@ func WithChecksumVerify() Option {
 // changes nothing.
 func WithPartialChecksums() Option {
 	return func(o *options) { o.partial = true }
+}
+
+// WithCPUSteering makes a TUN of several queues hand each packet the
+// kernel sends into it to queue (sending CPU mod queues), with an eBPF
+// steering program (TUNSETSTEERINGEBPF), instead of the kernel's hash of
+// the packet's flow. A reader pinned to the CPUs of its queue is then woken
+// on the CPU the packet came from, as the kernel's own tunnels process a
+// packet in its sender's context. A flow whose sender moves to another CPU
+// moves to another queue: packets still in the old one may overtake new
+// ones at that moment. Create fails if the kernel refuses the program.
+func WithCPUSteering() Option {
+	return func(o *options) { o.steerCPU = true }
 }
 
 // Features are the offloads a Device negotiated with the kernel.

@@ -80,6 +80,14 @@ func Create(name string, queues int, opts ...Option) ([]Device, error) {
 		name = d.name
 		devs = append(devs, d)
 	}
+	if o.steerCPU && queues > 1 {
+		if err := steerByCPU(devs[0].(*nativeDevice)); err != nil {
+			for _, d := range devs {
+				d.Close()
+			}
+			return nil, fmt.Errorf("tun: create %q: %w", name, err)
+		}
+	}
 	return devs, nil
 }
 
