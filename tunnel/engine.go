@@ -147,6 +147,8 @@ func (e *Engine) startControlPlane(ctx context.Context) error {
 		if err := e.createTUN(); err != nil {
 			return err
 		}
+	} else if e.cfg.Steering == SteeringCPU {
+		e.log.Warn("--steering=cpu has no effect: the kernel forwards this backend's packets", "backend", e.network.Backend.Type)
 	}
 	e.partialChecksums = e.takesPartialChecksums()
 
@@ -375,7 +377,9 @@ func (e *Engine) createTUN() error {
 		opts = []tun.Option{tun.WithOffloads(), tun.WithChecksumVerify()}
 	}
 	pins := make([]cpuPin, e.cfg.Queues)
-	if e.cfg.Steering == SteeringCPU {
+	if e.cfg.Steering == SteeringCPU && e.cfg.Queues == 1 {
+		e.log.Warn("--steering=cpu has no effect with one queue: every packet goes to the one worker", "queues", e.cfg.Queues)
+	} else if e.cfg.Steering == SteeringCPU {
 		opts = append(opts, tun.WithCPUSteering())
 		for i := range pins {
 			var err error

@@ -35,6 +35,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -183,20 +184,30 @@ type kernelWaiter interface{ WaitsInKernel() bool }
 const yieldEvery = 5 * time.Millisecond
 
 // yielder paces a routine's runtime.Gosched calls; see yieldEvery.
-// It also keeps a pinned routine's thread pinned: the routine may come back
-// from Gosched on another thread, so it unpins the one it leaves and pins
-// the one it lands on.
+// It also keeps a pinned routine's thread pinned (--steering=cpu): the
+// routine may come back from Gosched on another thread, so it releases the
+// one it leaves and pins the one it lands on.
 type yielder struct {
 	on   bool
 	last time.Time
-	pin  cpuPin
+	pin  threadPin
 }
 
-// newYielder is called on the routine's goroutine, whose thread it pins.
+// newYielder is called on the routine's goroutine, whose thread it pins
+// if src waits in the kernel: a goroutine that parks in Go may come back on
+// any thread, so pinning its thread would pin nothing. The routine calls
+// done as it returns.
 func newYielder(src any, pin cpuPin) yielder {
-	pin.pin()
-	return yielder{on: waitsInKernel(src), last: time.Now(), pin: pin}
+	y := yielder{on: waitsInKernel(src), last: time.Now()}
+	if y.on {
+		y.pin.cpuPin = pin
+		y.pin.hold()
+	}
+	return y
 }
+
+// done gives the pinned thread back its CPUs as the routine ends.
+func (y *yielder) done() { y.pin.release() }
 
 func waitsInKernel(src any) bool {
 	kw, ok := src.(kernelWaiter)
@@ -213,12 +224,14 @@ var baseProcs = sync.OnceValue(func() int { return runtime.GOMAXPROCS(0) })
 // P taken: sysmon keeps retaking Ps from system calls (ticking at 20 µs),
 // and a woken routine waits for a P or wakes another thread to get one. On
 // a 2-core guest with four sleepers this tripled the context switches of a
-// ping and doubled overlayd's CPU per echo (doc/DESIGN-NOTES.md, "Latency").
-// Extra Ps cost nothing while their threads sleep: the data path allocates
-// nothing, so the garbage collector does not scale with them. An explicit
-// GOMAXPROCS in the environment is the operator's and is left alone.
+// ping and doubled overlayd's CPU per echo (doc/DESIGN-NOTES.md, "A P for
+// every sleeper"). An idle P holds no thread; the data path allocates
+// nothing, so the garbage collector, whose idle workers use idle Ps, runs
+// rarely. Setting GOMAXPROCS stops the runtime from following a cgroup's
+// CPU limit as it changes; a valid GOMAXPROCS in the environment is the
+// operator's choice and is left alone.
 func reserveProcs(waiting int) int {
-	if _, set := os.LookupEnv("GOMAXPROCS"); set || waiting == 0 {
+	if n, err := strconv.Atoi(os.Getenv("GOMAXPROCS")); (err == nil && n > 0) || waiting == 0 {
 		return runtime.GOMAXPROCS(0)
 	}
 	if want := baseProcs() + waiting; want > runtime.GOMAXPROCS(0) {
@@ -234,9 +247,9 @@ func (y *yielder) tick() {
 	}
 	if now := time.Now(); now.Sub(y.last) >= yieldEvery {
 		y.last = now
-		y.pin.unpin()
+		y.pin.release()
 		runtime.Gosched()
-		y.pin.pin()
+		y.pin.hold()
 	}
 }
 
@@ -244,6 +257,7 @@ func (y *yielder) tick() {
 // closed.
 func (w *worker) routineTUNToUnderlay() error {
 	pace := newYielder(w.tun, w.pin)
+	defer pace.done()
 	tx := newTxScratch(w.tun.BatchSize())
 	read := func() (int, error) { return w.tun.Read(tx.batch.Bufs, tx.batch.Sizes, Headroom) }
 	if pr, ok := w.tun.(tun.PartialReader); ok {
@@ -376,6 +390,7 @@ func (w *worker) fitsTUN(pkt []byte) bool {
 // socket is closed.
 func (w *worker) routineUnderlayToTUN() error {
 	pace := newYielder(w.conn, w.pin)
+	defer pace.done()
 	rx := newRxScratch(w.conn.BatchSize())
 	offset := Headroom + w.hdr.Len()
 	var (

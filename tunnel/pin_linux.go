@@ -6,10 +6,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// cpuPin keeps a routine's thread on the CPUs whose packets its worker's
-// TUN queue gets under --steering=cpu (CPU c feeds queue c mod queues), so
-// the kernel wakes it on the CPU the packet came from rather than on
-// another, idle one: on a virtual machine a wake-up across CPUs is an
+// cpuPin is the CPUs whose packets a worker's TUN queue gets under
+// --steering=cpu (CPU c feeds queue c mod queues): its routines run there,
+// so the kernel wakes them on the CPU the packet came from rather than on
+// another, idle one. On a virtual machine a wake-up across CPUs is an
 // interrupt to a halted vCPU, several times dearer than a switch on the
 // same CPU (doc/DESIGN-NOTES.md, "Steering by CPU"). The zero cpuPin pins
 // nothing.
@@ -17,12 +17,16 @@ type cpuPin struct {
 	own, all *unix.CPUSet
 }
 
+// cpuSetSize is CPU_SETSIZE, the CPUs a unix.CPUSet holds.
+const cpuSetSize = 1024
+
 // workerPin is the pin of worker id of queues under CPU steering: the CPUs
-// of the process's affinity that steer to its queue. A worker no CPU
-// steers to (more queues than CPUs) is not pinned.
+// of the process's affinity (its main thread's, which overlayd never pins)
+// that steer to its queue. A worker no CPU steers to (more queues than
+// CPUs) is not pinned.
 func workerPin(id, queues int) (cpuPin, error) {
 	var all unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &all); err != nil {
+	if err := unix.SchedGetaffinity(unix.Getpid(), &all); err != nil {
 		return cpuPin{}, fmt.Errorf("CPU affinity: %w", err)
 	}
 	var own unix.CPUSet
@@ -37,22 +41,32 @@ func workerPin(id, queues int) (cpuPin, error) {
 	return cpuPin{own: &own, all: &all}, nil
 }
 
-// cpuSetSize is CPU_SETSIZE, the CPUs a unix.CPUSet holds.
-const cpuSetSize = 1024
-
-// pin moves the calling thread onto the worker's CPUs. A failure leaves
-// the thread where it was: slower, never wrong.
-func (p cpuPin) pin() {
-	if p.own != nil {
-		unix.SchedSetaffinity(0, p.own)
-	}
+// threadPin is a routine's cpuPin and the thread it holds pinned. Pinning
+// is best effort: a failure leaves a thread where it was (slower, never
+// wrong), and a thread the Go runtime clones from a pinned one starts
+// pinned too.
+type threadPin struct {
+	cpuPin
+	tid int // the pinned thread; 0: none
 }
 
-// unpin gives the calling thread back every CPU of the process, before
-// the routine leaves it for the scheduler (which may run other goroutines
-// on it).
-func (p cpuPin) unpin() {
-	if p.all != nil {
-		unix.SchedSetaffinity(0, p.all)
+// hold pins the calling thread, which runs the routine.
+func (p *threadPin) hold() {
+	if p.own == nil {
+		return
 	}
+	p.tid = unix.Gettid()
+	unix.SchedSetaffinity(0, p.own)
+}
+
+// release gives the pinned thread back every CPU of the process: the
+// routine is about to leave it to the scheduler, which may run other
+// goroutines on it, or has already left it (a goroutine also changes
+// threads when it comes back from a system call to find its P taken).
+func (p *threadPin) release() {
+	if p.tid == 0 {
+		return
+	}
+	unix.SchedSetaffinity(p.tid, p.all) // ESRCH: the thread is gone
+	p.tid = 0
 }

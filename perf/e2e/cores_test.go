@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -290,14 +291,16 @@ func procNetCounters(path string) (map[string]uint64, error) {
 
 // TestCPUSteering runs two hosts of 2 queues with --steering=cpu, where a
 // packet goes to the worker of the CPU that sent it, pinned there: every
-// pair answers pings and TCP transfers arrive whole both ways. (That the
-// TUN steers by CPU is tunnel/tun's TestCPUSteering.)
+// pair answers pings, TCP transfers arrive whole both ways, and each
+// daemon's forwarding threads are pinned to single CPUs. (That the TUN
+// steers by CPU is tunnel/tun's TestCPUSteering.)
 func TestCPUSteering(t *testing.T) {
 	c := startCluster(t, 2, cluster.Options{DaemonArgs: []string{"--queues=2", "--steering=cpu"}})
 	waitFullMesh(t, c)
 	pingAllPairs(t, c)
 	a, b := c.Daemons[0], c.Daemons[1]
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 	for _, dir := range [][2]*cluster.Daemon{{a, b}, {b, a}} {
 		src, dst := dir[0], dir[1]
 		res, err := traffic.Transfer(ctx, src.Container.NS, dst.Container.NS, dst.Container.Addr.Addr(), 0, 16<<20)
@@ -308,4 +311,36 @@ func TestCPUSteering(t *testing.T) {
 			t.Fatalf("%s -> %s: %d of %d bytes, identical=%v", src.Name(), dst.Name(), res.Bytes, 16<<20, res.Identical)
 		}
 	}
+	if runtime.NumCPU() < 2 {
+		return // one CPU: nothing to pin to
+	}
+	for _, d := range c.Daemons {
+		// Each worker's two routines hold a thread pinned to its CPU.
+		if n := singleCPUThreads(t, d.Proc.Pid()); n < 2 {
+			t.Errorf("%s: %d threads pinned to a single CPU, want the 2 workers' routines (at least 2)", d.Name(), n)
+		}
+	}
+}
+
+// singleCPUThreads counts the threads of pid allowed on one CPU only.
+func singleCPUThreads(t *testing.T, pid int) int {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, task := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, task.Name()))
+		if err != nil {
+			continue // the thread exited
+		}
+		for line := range strings.Lines(string(b)) {
+			if list, ok := strings.CutPrefix(line, "Cpus_allowed_list:"); ok {
+				if list = strings.TrimSpace(list); !strings.ContainsAny(list, ",-") {
+					n++
+				}
+			}
+		}
+	}
+	return n
 }

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -47,7 +48,10 @@ func TestCPUSteering(t *testing.T) {
 				for i := range n {
 					if p, ok := udpPayload(bufs[i][:sizes[i]], dst); ok {
 						var cpu int
-						fmt.Sscanf(string(p), "cpu %d", &cpu)
+						if _, err := fmt.Sscanf(string(p), "cpu %d", &cpu); err != nil {
+							t.Errorf("queue %d: datagram %q is not one of the test's", q, p)
+							cpu = -1
+						}
 						got <- arrival{queue: q, sentOn: cpu}
 					}
 				}
@@ -61,7 +65,7 @@ func TestCPUSteering(t *testing.T) {
 			}
 		})
 	}
-	t.Cleanup(func() {
+	t.Cleanup(func() { // before ns.create's, which closes them again (Close is idempotent)
 		for _, d := range devs {
 			d.Close()
 		}
@@ -72,8 +76,14 @@ func TestCPUSteering(t *testing.T) {
 	for _, cpu := range cpus {
 		sendFrom(t, cpu, fd, perCPU)
 	}
+	timeout := time.After(10 * time.Second)
 	for range perCPU * len(cpus) {
-		a := <-got
+		var a arrival
+		select {
+		case a = <-got:
+		case <-timeout:
+			t.Fatalf("fewer than %d datagrams came out of the TUN", perCPU*len(cpus))
+		}
 		if a.queue != a.sentOn%2 {
 			t.Errorf("a datagram sent on CPU %d came out of queue %d, want queue %d", a.sentOn, a.queue, a.sentOn%2)
 		}
