@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -176,7 +177,7 @@ func PingRTT(ctx context.Context, ns *netns.NS, dst netip.Addr, size, count int,
 				return fmt.Errorf("ping %s from %s: %w", dst, ns.Name, err)
 			}
 			st.Sent++
-			reply, err := awaitEcho(fd, buf, echo, dst)
+			reply, err := awaitEcho(fd, buf, echo, dst, start, timeout)
 			if err != nil {
 				return fmt.Errorf("ping %s: %w", dst, err)
 			}
@@ -213,13 +214,36 @@ func blockingRawICMP(dst netip.Addr, timeout time.Duration) (int, error) {
 	return fd, nil
 }
 
-// awaitEcho reads fd until the reply to echo arrives (true), or an ICMP
-// error about it or the receive timeout (false). Anything else is skipped.
-func awaitEcho(fd int, buf, echo []byte, dst netip.Addr) (bool, error) {
+// awaitEcho reads fd, whose receive timeout is timeout, until the reply to
+// echo sent at start arrives (true), or an ICMP error about it or the
+// timeout (false). Anything else is skipped.
+//
+// The read is a raw system call, so the goroutine keeps its P while it
+// waits (see RRProcs), and sysmon, which takes a P held 10 ms without a
+// pass through the scheduler for a hog, interrupts the wait with a signal
+// every 10 ms or so. Each read would restart the socket's receive timeout:
+// a lost echo would wait forever. So an interrupted read passes through
+// the scheduler and waits again only for what is left of the deadline.
+func awaitEcho(fd int, buf, echo []byte, dst netip.Addr, start time.Time, timeout time.Duration) (reply bool, err error) {
+	shortened := false
+	defer func() {
+		if shortened { // give the next echo the whole timeout
+			err = errors.Join(err, setRecvTimeout(fd, timeout))
+		}
+	}()
 	for {
-		n, err := rawRead(fd, buf) // see RRProcs: the thread keeps its P
+		n, err := rawRead(fd, buf)
 		switch {
 		case err == unix.EINTR:
+			left := timeout - time.Since(start)
+			if left <= 0 {
+				return false, nil
+			}
+			runtime.Gosched()
+			shortened = true
+			if err := setRecvTimeout(fd, left); err != nil {
+				return false, err
+			}
 			continue
 		case err == unix.EAGAIN:
 			return false, nil
@@ -240,6 +264,14 @@ func awaitEcho(fd int, buf, echo []byte, dst netip.Addr) (bool, error) {
 			return r.Reply, nil
 		}
 	}
+}
+
+func setRecvTimeout(fd int, d time.Duration) error {
+	tv := unix.NsecToTimeval(d.Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return fmt.Errorf("set SO_RCVTIMEO: %w", err)
+	}
+	return nil
 }
 
 // routeMTU is the MTU the kernel holds for the route to dst, learnt path MTU
