@@ -434,6 +434,17 @@ func TestReserveProcsAddsAPPerSleeper(t *testing.T) {
 	}
 }
 
+// The runtime ignores a GOMAXPROCS that is not a positive number, and so
+// does reserveProcs.
+func TestReserveProcsIgnoresAnInvalidGOMAXPROCS(t *testing.T) {
+	t.Setenv("GOMAXPROCS", "all")
+	prev := runtime.GOMAXPROCS(0)
+	defer runtime.GOMAXPROCS(prev)
+	if got, want := reserveProcs(4), max(prev, baseProcs()+4); got != want {
+		t.Errorf("with GOMAXPROCS=all reserveProcs(4) = %d, want %d", got, want)
+	}
+}
+
 func TestReserveProcsLeavesTheOperatorsChoice(t *testing.T) {
 	t.Setenv("GOMAXPROCS", "1")
 	before := runtime.GOMAXPROCS(0)
