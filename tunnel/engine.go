@@ -381,11 +381,9 @@ func (e *Engine) createTUN() error {
 		e.log.Warn("--steering=cpu has no effect with one queue: every packet goes to the one worker", "queues", e.cfg.Queues)
 	} else if e.cfg.Steering == SteeringCPU {
 		opts = append(opts, tun.WithCPUSteering())
-		for i := range pins {
-			var err error
-			if pins[i], err = workerPin(i, len(pins)); err != nil {
-				return fmt.Errorf("--steering=cpu: %w", err)
-			}
+		var err error
+		if pins, err = workerPins(e.cfg.Queues); err != nil {
+			return fmt.Errorf("--steering=cpu: %w", err)
 		}
 	}
 	devs, err := e.host.OpenTUN(e.cfg.TunName, e.cfg.Queues, opts...)
@@ -393,7 +391,7 @@ func (e *Engine) createTUN() error {
 		return err
 	}
 	for i, dev := range devs {
-		e.workers = append(e.workers, &worker{id: i, tun: dev, pin: pins[i%len(pins)]})
+		e.workers = append(e.workers, &worker{id: i, tun: dev, pin: pins[i]})
 	}
 	return nil
 }

@@ -20,25 +20,28 @@ type cpuPin struct {
 // cpuSetSize is CPU_SETSIZE, the CPUs a unix.CPUSet holds.
 const cpuSetSize = 1024
 
-// workerPin is the pin of worker id of queues under CPU steering: the CPUs
-// of the process's affinity (its main thread's, which overlayd never pins)
-// that steer to its queue. A worker no CPU steers to (more queues than
-// CPUs) is not pinned.
-func workerPin(id, queues int) (cpuPin, error) {
+// workerPins are the pins of the workers of queues under CPU steering:
+// worker i's CPUs are those of the process's affinity (its main thread's,
+// which overlayd never pins) that steer to queue i. A worker no CPU steers
+// to (more queues than CPUs) is not pinned.
+func workerPins(queues int) ([]cpuPin, error) {
 	var all unix.CPUSet
 	if err := unix.SchedGetaffinity(unix.Getpid(), &all); err != nil {
-		return cpuPin{}, fmt.Errorf("CPU affinity: %w", err)
+		return nil, fmt.Errorf("CPU affinity: %w", err)
 	}
-	var own unix.CPUSet
+	own := make([]unix.CPUSet, queues)
 	for c := range cpuSetSize {
-		if all.IsSet(c) && c%queues == id {
-			own.Set(c)
+		if all.IsSet(c) {
+			own[c%queues].Set(c)
 		}
 	}
-	if own.Count() == 0 {
-		return cpuPin{}, nil
+	pins := make([]cpuPin, queues)
+	for i := range pins {
+		if own[i].Count() > 0 {
+			pins[i] = cpuPin{own: &own[i], all: &all}
+		}
 	}
-	return cpuPin{own: &own, all: &all}, nil
+	return pins, nil
 }
 
 // threadPin is a routine's cpuPin and the thread it holds pinned. Pinning

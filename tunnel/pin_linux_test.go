@@ -13,12 +13,12 @@ func TestWorkerPin(t *testing.T) {
 		t.Fatal(err)
 	}
 	queues := all.Count()
+	pins, err := workerPins(queues)
+	if err != nil {
+		t.Fatal(err)
+	}
 	covered := 0
-	for id := range queues {
-		p, err := workerPin(id, queues)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for id, p := range pins {
 		if p.own == nil {
 			continue
 		}
@@ -32,11 +32,11 @@ func TestWorkerPin(t *testing.T) {
 	if covered != all.Count() {
 		t.Errorf("the workers' pins cover %d CPUs, want all %d of the affinity mask", covered, all.Count())
 	}
-	p, err := workerPin(cpuSetSize, cpuSetSize+1)
+	pins, err = workerPins(cpuSetSize + 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.own != nil {
+	if p := pins[cpuSetSize]; p.own != nil {
 		t.Errorf("a worker no CPU steers to is pinned to %d CPUs", p.own.Count())
 	}
 }
@@ -66,10 +66,11 @@ func affinity(t *testing.T, tid int) unix.CPUSet {
 // thread, by id, from whichever thread the routine ends on.
 func TestYielderPinsTheRoutinesThread(t *testing.T) {
 	all := affinity(t, unix.Getpid())
-	p, err := workerPin(0, 2)
+	pins, err := workerPins(2)
 	if err != nil {
 		t.Fatal(err)
 	}
+	p := pins[0]
 	if p.own == nil || *p.own == all {
 		t.Skip("needs CPUs that steer to both queues of two")
 	}

@@ -199,10 +199,9 @@ func blockingRawICMP(dst netip.Addr, timeout time.Duration) (int, error) {
 	if err != nil {
 		return -1, fmt.Errorf("open raw ICMP socket: %w", err)
 	}
-	tv := unix.NsecToTimeval(timeout.Nanoseconds())
 	const keep = 1<<icmpEchoReply | 1<<icmpDestUnreach | 1<<icmpTimeExceeded | 1<<icmpParamProblem
 	for _, err := range []error{
-		unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv),
+		setRecvTimeout(fd, timeout),
 		unix.SetsockoptInt(fd, unix.SOL_RAW, unix.ICMP_FILTER, int(^uint32(keep))),
 		unix.Connect(fd, &unix.SockaddrInet4{Addr: dst.As4()}),
 	} {

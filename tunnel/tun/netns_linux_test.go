@@ -2,12 +2,14 @@ package tun
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -237,5 +239,37 @@ func waitParked(fn string) {
 			}
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// readQueues reads each queue of devs in a goroutine of its own and hands
+// every packet to handle with the queue's index, until the queue is
+// closed; any other read error fails the test. stop closes the queues and
+// waits for the readers.
+func readQueues(t *testing.T, devs []Device, handle func(queue int, pkt []byte)) (stop func()) {
+	var wg sync.WaitGroup
+	for q, d := range devs {
+		wg.Go(func() {
+			bufs, sizes := newBatch(d.BatchSize(), testMTU)
+			for {
+				n, err := d.Read(bufs, sizes, 0)
+				for i := range n {
+					handle(q, bufs[i][:sizes[i]])
+				}
+				if errors.Is(err, os.ErrClosed) {
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	return func() {
+		for _, d := range devs {
+			d.Close()
+		}
+		wg.Wait()
 	}
 }

@@ -1,12 +1,9 @@
 package tun
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"runtime"
-	"sync"
 	"testing"
 	"time"
 
@@ -39,38 +36,17 @@ func TestCPUSteering(t *testing.T) {
 
 	type arrival struct{ queue, sentOn int }
 	got := make(chan arrival, 64)
-	var wg sync.WaitGroup
-	for q, d := range devs {
-		wg.Go(func() {
-			bufs, sizes := newBatch(d.BatchSize(), testMTU)
-			for {
-				n, err := d.Read(bufs, sizes, 0)
-				for i := range n {
-					if p, ok := udpPayload(bufs[i][:sizes[i]], dst); ok {
-						var cpu int
-						if _, err := fmt.Sscanf(string(p), "cpu %d", &cpu); err != nil {
-							t.Errorf("queue %d: datagram %q is not one of the test's", q, p)
-							cpu = -1
-						}
-						got <- arrival{queue: q, sentOn: cpu}
-					}
-				}
-				if errors.Is(err, os.ErrClosed) {
-					return
-				}
-				if err != nil {
-					t.Error(err)
-					return
-				}
+	stop := readQueues(t, devs, func(q int, pkt []byte) {
+		if p, ok := udpPayload(pkt, dst); ok {
+			var cpu int
+			if _, err := fmt.Sscanf(string(p), "cpu %d", &cpu); err != nil {
+				t.Errorf("queue %d: datagram %q is not one of the test's", q, p)
+				cpu = -1
 			}
-		})
-	}
-	t.Cleanup(func() { // before ns.create's, which closes them again (Close is idempotent)
-		for _, d := range devs {
-			d.Close()
+			got <- arrival{queue: q, sentOn: cpu}
 		}
-		wg.Wait()
 	})
+	t.Cleanup(stop) // before ns.create's, which closes the queues again (Close is idempotent)
 
 	const perCPU = 8
 	for _, cpu := range cpus {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"sync"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -127,30 +126,13 @@ func TestMultiQueue(t *testing.T) {
 
 	type seen struct{ echo, udp int }
 	results := make(chan seen, 1024)
-	var wg sync.WaitGroup
-	for _, d := range devs {
-		wg.Go(func() {
-			bufs, sizes := newBatch(d.BatchSize(), testMTU)
-			for {
-				n, err := d.Read(bufs, sizes, 0)
-				for i := range n {
-					pkt := bufs[i][:sizes[i]]
-					if _, seq, ok := echoReply(pkt); ok {
-						results <- seen{echo: int(seq)}
-					} else if _, ok := udpPayload(pkt, netip.AddrPortFrom(remote, 9)); ok {
-						results <- seen{udp: 1}
-					}
-				}
-				if errors.Is(err, os.ErrClosed) {
-					return
-				}
-				if err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		})
-	}
+	stop := readQueues(t, devs, func(_ int, pkt []byte) {
+		if _, seq, ok := echoReply(pkt); ok {
+			results <- seen{echo: int(seq)}
+		} else if _, ok := udpPayload(pkt, netip.AddrPortFrom(remote, 9)); ok {
+			results <- seen{udp: 1}
+		}
+	})
 
 	const echoes, flows = 8, 16
 	var pings [][]byte
@@ -176,10 +158,7 @@ func TestMultiQueue(t *testing.T) {
 		}
 		udp += s.udp
 	}
-	for _, d := range devs {
-		d.Close()
-	}
-	wg.Wait()
+	stop()
 }
 
 // TestCloseUnblocksRead closes a queue under a Read that is asleep in
