@@ -47,6 +47,11 @@ type Config struct {
 	// that sent it, whose worker runs pinned to that CPU).
 	Steering string
 
+	// IdlePoll is how long after the last packet the CPUs are kept
+	// polling in idle rather than halting (--idle-poll, package
+	// idlepoll), with Deps.IdleRequest; 0: never.
+	IdlePoll time.Duration
+
 	// CompleteChecksums makes this host one that needs complete TCP and
 	// UDP checksums, as a flanneld host does: it advertises no
 	// PartialChecksums in its lease, completes every checksum it sends,
@@ -121,6 +126,9 @@ func (c *Config) Validate() error {
 	case "", SteeringFlow, SteeringCPU:
 	default:
 		errs = append(errs, fmt.Errorf("--steering %q: use %q or %q", c.Steering, SteeringFlow, SteeringCPU))
+	}
+	if c.IdlePoll < 0 {
+		errs = append(errs, fmt.Errorf("--idle-poll %s: must be 0 (off) or a duration such as 1s", c.IdlePoll))
 	}
 	return errors.Join(errs...)
 }

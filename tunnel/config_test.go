@@ -39,6 +39,7 @@ func TestConfigValidateNamesTheFlag(t *testing.T) {
 		{"no queues", func(c *Config) { c.Queues = 0 }, "--queues"},
 		{"unknown underlay", func(c *Config) { c.UnderlayKind = "dpdk" }, "--underlay"},
 		{"unknown steering", func(c *Config) { c.Steering = "rss" }, "--steering"},
+		{"negative idle poll", func(c *Config) { c.IdlePoll = -time.Second }, "--idle-poll"},
 		{"unknown vxlan data plane", func(c *Config) { c.VXLANDataplane = "ebpf" }, "--vxlan-dataplane"},
 	}
 	for _, tc := range cases {

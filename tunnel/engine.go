@@ -14,6 +14,7 @@ import (
 
 	"github.com/overlayd/overlayd/subnet"
 	"github.com/overlayd/overlayd/subnet/backoff"
+	"github.com/overlayd/overlayd/tunnel/idlepoll"
 	"github.com/overlayd/overlayd/tunnel/tun"
 	"github.com/overlayd/overlayd/tunnel/underlay"
 )
@@ -24,6 +25,8 @@ type Engine struct {
 	reg      subnet.Registry
 	host     Host
 	fw       Firewall // nil: the packet filter is left alone
+	idleReq  idlepoll.Request
+	idle     *idlepoll.Governor // nil: CPUs halt when idle (Config.IdlePoll)
 	log      *slog.Logger
 	extIface ExtIface
 	publicIP netip.Addr
@@ -68,7 +71,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	if deps.Registry == nil {
 		return errors.New("tunnel: Deps.Registry is nil")
 	}
-	e := &Engine{cfg: cfg, reg: deps.Registry, host: deps.Host, fw: deps.Firewall, log: cfg.Logger,
+	e := &Engine{cfg: cfg, reg: deps.Registry, host: deps.Host, fw: deps.Firewall, idleReq: deps.IdleRequest, log: cfg.Logger,
 		firstPeers: make(chan struct{}), wantChanged: make(chan struct{}, 1)}
 	if e.log == nil {
 		e.log = slog.Default()
@@ -246,6 +249,10 @@ func (e *Engine) startRoutines(ctx context.Context, cancel context.CancelCauseFu
 		wg.Add(1)
 		go func() { defer wg.Done(); e.routineFirewall(ctx) }()
 	}
+	if e.idle != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); e.idle.Run(ctx) }()
+	}
 	if e.prog == nil {
 		return e.firstPeers
 	}
@@ -376,6 +383,9 @@ func (e *Engine) createTUN() error {
 	if e.cfg.CompleteChecksums {
 		opts = []tun.Option{tun.WithOffloads(), tun.WithChecksumVerify()}
 	}
+	if e.cfg.IdlePoll > 0 && e.idleReq != nil {
+		e.idle = idlepoll.New(e.idleReq, e.cfg.IdlePoll, e.log)
+	}
 	pins := make([]cpuPin, e.cfg.Queues)
 	if e.cfg.Steering == SteeringCPU && e.cfg.Queues == 1 {
 		e.log.Warn("--steering=cpu has no effect with one queue: every packet goes to the one worker", "queues", e.cfg.Queues)
@@ -391,7 +401,7 @@ func (e *Engine) createTUN() error {
 		return err
 	}
 	for i, dev := range devs {
-		e.workers = append(e.workers, &worker{id: i, tun: dev, pin: pins[i]})
+		e.workers = append(e.workers, &worker{id: i, tun: dev, pin: pins[i], idle: e.idle})
 	}
 	return nil
 }

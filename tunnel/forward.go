@@ -44,6 +44,7 @@ import (
 	"github.com/overlayd/overlayd/encap/offload"
 	"github.com/overlayd/overlayd/ringbuf"
 	"github.com/overlayd/overlayd/subnet"
+	"github.com/overlayd/overlayd/tunnel/idlepoll"
 	"github.com/overlayd/overlayd/tunnel/tun"
 	"github.com/overlayd/overlayd/tunnel/underlay"
 )
@@ -73,6 +74,7 @@ type worker struct {
 	tunAddr netip.Addr   // the TUN's own address: never the source of our ICMP errors (icmpSource)
 	mtu     int          // largest inner packet the peers accept (their TUN MTU)
 	pin     cpuPin       // the CPUs its routines run on (--steering=cpu)
+	idle    *idlepoll.Governor
 	stats   *Stats
 	log     *slog.Logger
 
@@ -287,6 +289,7 @@ func (w *worker) routineTUNToUnderlay() error {
 			failures = 0
 		}
 		w.txBatches.observe(n)
+		w.idle.Busy()
 
 		w.encapsulate(tx, n, w.peers.Load())
 		if len(tx.frames) > 0 {
@@ -417,6 +420,7 @@ func (w *worker) routineUnderlayToTUN() error {
 			failures = 0
 		}
 		w.rxBatches.observe(n)
+		w.idle.Busy()
 
 		w.decapsulate(rx, n, w.peers.Load())
 		if len(rx.packets) > 0 {

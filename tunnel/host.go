@@ -4,6 +4,7 @@ import (
 	"net/netip"
 
 	"github.com/overlayd/overlayd/subnet"
+	"github.com/overlayd/overlayd/tunnel/idlepoll"
 	"github.com/overlayd/overlayd/tunnel/tun"
 	"github.com/overlayd/overlayd/tunnel/underlay"
 )
@@ -47,6 +48,9 @@ type Deps struct {
 	// Firewall keeps the packet filter rules of the overlay; nil means
 	// overlayd leaves the packet filter alone.
 	Firewall Firewall
+	// IdleRequest keeps idle CPUs polling while packets flow
+	// (Config.IdlePoll); nil means they halt as the kernel sees fit.
+	IdleRequest idlepoll.Request
 }
 
 // Firewall keeps the host's packet filter in line with the lease, as

@@ -86,6 +86,8 @@ var (
 	descFWChecks    = desc("firewall_checks_total", "Checks that overlayd's masquerade and forward rules are in place.")
 	descFWRepairs   = desc("firewall_repairs_total", "Times overlayd's masquerade and forward rules had to be put back.")
 	descBatchSize   = desc("batch_size", "Packets per batch read, by routine (summed over the workers).", "routine")
+	descIdleHeld    = desc("idle_poll_held", "1 while packets flow and idle CPUs are kept polling (--idle-poll).")
+	descIdleHolds   = desc("idle_poll_holds_total", "Times packets started flowing and idle CPUs were kept polling (--idle-poll).")
 )
 
 // collector exports a metricsView, taken at each scrape.
@@ -94,7 +96,7 @@ type collector struct{ view func() metricsView }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBuildInfo, descReady, descPeers, descPackets, descBytes, descICMP,
 		descDrops, descUnderlay, descPeerPackets, descPeerBytes, descPeerDrops, descLeaseLeft, descLeaseExpiry,
-		descFWChecks, descFWRepairs, descBatchSize} {
+		descFWChecks, descFWRepairs, descBatchSize, descIdleHeld, descIdleHolds} {
 		ch <- d
 	}
 }
@@ -136,6 +138,14 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	if !v.LeaseExpiry.IsZero() {
 		gauge(descLeaseLeft, max(v.LeaseExpiry.Sub(v.Now).Seconds(), 0))
 		gauge(descLeaseExpiry, float64(v.LeaseExpiry.UnixMilli())/1000)
+	}
+	if p := v.IdlePoll; p != nil {
+		held := 0.0
+		if p.Held {
+			held = 1
+		}
+		gauge(descIdleHeld, held)
+		counter(descIdleHolds, p.Holds)
 	}
 	counter(descFWChecks, v.Stats.FirewallChecks)
 	counter(descFWRepairs, v.Stats.FirewallRepairs)

@@ -40,6 +40,17 @@ type Status struct {
 
 	// PartialChecksums: our lease says we take partial checksums.
 	PartialChecksums bool `json:"partial_checksums"`
+
+	// IdlePoll is the state of --idle-poll; nil when it is off or the
+	// kernel forwards.
+	IdlePoll *IdlePollStatus `json:"idle_poll,omitempty"`
+}
+
+// IdlePollStatus says whether idle CPUs are kept polling now, and how often
+// packets started flowing and made them so.
+type IdlePollStatus struct {
+	Held  bool   `json:"held"`
+	Holds uint64 `json:"holds"`
 }
 
 // PeerStatus is one row of the peer table.
@@ -68,6 +79,9 @@ func (e *Engine) status() Status {
 		Stats:    e.stats.Snapshot(),
 
 		PartialChecksums: e.partialChecksums,
+	}
+	if e.idle != nil {
+		s.IdlePoll = &IdlePollStatus{Held: e.idle.Held(), Holds: e.idle.Holds()}
 	}
 	s.Underlay = underlayCounters(e.conns)
 	if len(e.conns) > 1 {

@@ -12,6 +12,7 @@ import (
 	"github.com/overlayd/overlayd/subnet/etcd"
 	"github.com/overlayd/overlayd/tunnel"
 	"github.com/overlayd/overlayd/tunnel/firewall"
+	"github.com/overlayd/overlayd/tunnel/idlepoll"
 )
 
 func runDaemon(ctx context.Context, args []string) error {
@@ -51,6 +52,11 @@ func runDaemon(ctx context.Context, args []string) error {
 			"spread over every worker and core) or \"cpu\" (the worker of the CPU that sent it, pinned to that CPU: "+
 			"no wake-up across CPUs, for request/response latency; but all flows of a one-thread sender share one worker; "+
 			"see the README's bench)")
+	fs.DurationVar(&cfg.IdlePoll, "idle-poll", time.Second,
+		"while packets flow, and for this long after the last one, keep idle CPUs polling instead of halting "+
+			"(a PM QoS CPU latency request of 0, /dev/cpu_dma_latency, as tuned's latency profiles make): each hop "+
+			"then wakes a running CPU, not a halted one (on a VM, a trip through the hypervisor); it costs the CPU time "+
+			"spent polling while traffic flows, none when idle; 0: off, CPUs halt as the kernel sees fit")
 	fs.BoolVar(&fwOpts.Masquerade, "ip-masq", false,
 		"masquerade traffic from the overlay network to anywhere outside it, never traffic inside it (flanneld's --ip-masq); "+
 			"the subnet file then says FLANNEL_IPMASQ=true, and Docker must run with --ip-masq=false")
@@ -105,6 +111,9 @@ func runDaemon(ctx context.Context, args []string) error {
 	deps := tunnel.Deps{Registry: reg, Host: tunnel.SystemHost{Log: log}}
 	if fw != nil { // not a typed nil in the interface
 		deps.Firewall = fw
+	}
+	if cfg.IdlePoll > 0 {
+		deps.IdleRequest = &idlepoll.CPULatency{}
 	}
 	return tunnel.Run(ctx, cfg, deps)
 }

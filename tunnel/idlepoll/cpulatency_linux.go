@@ -1,0 +1,72 @@
+package idlepoll
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// CPULatency is the kernel's PM QoS CPU latency request: while its file is
+// open with a limit of 0 µs written to it, the cpuidle governor picks no
+// idle state with an exit latency, so idle CPUs poll. Closing the file
+// drops the request; so does the process's exit, however it ends.
+type CPULatency struct {
+	Path string // default /dev/cpu_dma_latency
+	f    *os.File
+}
+
+// Hold opens the request with a limit of 0 µs.
+func (c *CPULatency) Hold() error {
+	path := c.Path
+	if path == "" {
+		path = "/dev/cpu_dma_latency"
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("open PM QoS CPU latency request: %w", err)
+	}
+	// The kernel takes the limit as a native s32 (or a hex string).
+	var limit [4]byte
+	binary.NativeEndian.PutUint32(limit[:], 0)
+	if _, err := f.Write(limit[:]); err != nil {
+		f.Close()
+		return fmt.Errorf("write PM QoS CPU latency limit to %s: %w", path, err)
+	}
+	c.f = f
+	return nil
+}
+
+// Release closes the request.
+func (c *CPULatency) Release() error {
+	if c.f == nil {
+		return nil
+	}
+	err := c.f.Close()
+	c.f = nil
+	return err
+}
+
+// HaltEntries sums, over every CPU, the entries into idle states that take
+// time to leave (an exit latency above 0 µs: halt and deeper), from
+// cpuidle's sysfs counters. found is false where there are no such states
+// (no cpuidle, or only polling): then there is nothing to keep CPUs out of.
+func HaltEntries() (total uint64, found bool, err error) {
+	states, _ := filepath.Glob("/sys/devices/system/cpu/cpu[0-9]*/cpuidle/state[0-9]*")
+	for _, s := range states {
+		lat, err1 := os.ReadFile(filepath.Join(s, "latency"))
+		usage, err2 := os.ReadFile(filepath.Join(s, "usage"))
+		if err1 != nil || err2 != nil || strings.TrimSpace(string(lat)) == "0" {
+			continue
+		}
+		n, err := strconv.ParseUint(strings.TrimSpace(string(usage)), 10, 64)
+		if err != nil {
+			return 0, false, fmt.Errorf("%s/usage: %w", s, err)
+		}
+		total += n
+		found = true
+	}
+	return total, found, nil
+}
