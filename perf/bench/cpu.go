@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/overlayd/overlayd/tunnel/idlepoll"
 )
 
 // MachineCPU is the aggregate "cpu" line of /proc/stat, in clock ticks
@@ -101,13 +103,18 @@ var clockTicks = sync.OnceValue(func() float64 {
 type cpuSnapshot struct {
 	at      time.Time
 	machine uint64 // busy ticks, all cores
+	// polling is the time CPUs spent polling in idle (cpuidle's states
+	// without an exit latency): /proc/stat counts it as idle, but a
+	// polling CPU is spent, on a VM as much as a busy one. overlayd's
+	// --idle-poll makes idle CPUs poll while packets flow.
+	polling time.Duration
 	procs   uint64 // utime+stime ticks of the processes
 }
 
 // cpuUsage is what was used between two snapshots.
 type cpuUsage struct {
 	Wall    time.Duration
-	Machine float64 // seconds of CPU, all cores
+	Machine float64 // seconds of CPU, all cores, polling in idle included
 	Procs   float64 // seconds of CPU of the processes
 }
 
@@ -124,6 +131,11 @@ func takeSnapshot(pids []int) (cpuSnapshot, error) {
 		return s, err
 	}
 	s.machine = m.Busy()
+	idle, err := idlepoll.ReadIdleCounters("")
+	if err != nil {
+		return s, err
+	}
+	s.polling = idle.Polling
 	for _, pid := range pids {
 		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		if err != nil {
@@ -143,7 +155,7 @@ func (s cpuSnapshot) since(earlier cpuSnapshot) cpuUsage {
 	hz := clockTicks()
 	return cpuUsage{
 		Wall:    s.at.Sub(earlier.at),
-		Machine: float64(s.machine-earlier.machine) / hz,
+		Machine: float64(s.machine-earlier.machine)/hz + (s.polling - earlier.polling).Seconds(),
 		Procs:   float64(s.procs-earlier.procs) / hz,
 	}
 }

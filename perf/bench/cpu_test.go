@@ -78,3 +78,13 @@ func TestSnapshotSince(t *testing.T) {
 		t.Errorf("got %+v, want 2s wall, 3 s machine, 0.5 s procs", u)
 	}
 }
+
+// Time idle CPUs spent polling counts as spent: /proc/stat calls it idle.
+func TestUsageCountsIdlePolling(t *testing.T) {
+	hz := clockTicks()
+	earlier := cpuSnapshot{machine: 100, polling: 500 * time.Millisecond}
+	later := cpuSnapshot{at: earlier.at.Add(time.Second), machine: 100 + uint64(hz), polling: 2 * time.Second}
+	if got := later.since(earlier).Machine; got < 2.499 || got > 2.501 {
+		t.Fatalf("Machine = %v s, want 2.5 (1 s busy + 1.5 s polling)", got)
+	}
+}

@@ -28,7 +28,7 @@ var columns = []string{
 // other way: above 1 is slower than the baseline.
 var latencyColumns = []string{
 	"system",
-	"TCP RR p50 µs", slowerRatio, "TCP RR p99 µs", slowerRatio, "TCP RR tx/s",
+	"TCP RR p50 µs", slowerRatio, "TCP RR p99 µs", slowerRatio, "TCP RR tx/s", "TCP RR CPU µs/tx",
 	"UDP RR p50 µs", slowerRatio, "UDP RR p99 µs", slowerRatio, "UDP RR tx/s", "UDP RR lost%",
 	"ping avg µs", slowerRatio, "ping p99 µs",
 }
@@ -38,8 +38,8 @@ const slowerRatio = "x kVXLAN (>1 slower)"
 // latencyTextHeader is latencyColumns in two rows, narrow enough for a
 // terminal, below a caption that says which way the ratios read.
 var latencyTextHeader = [][]string{
-	{"", "TCP RR", "", "", "", "", "UDP RR", "", "", "", "", "", "ping"},
-	{"system", "p50 µs", "x kVXLAN", "p99 µs", "x kVXLAN", "tx/s", "p50 µs", "x kVXLAN", "p99 µs", "x kVXLAN", "tx/s", "lost%", "avg µs", "x kVXLAN", "p99 µs"},
+	{"", "TCP RR", "", "", "", "", "", "UDP RR", "", "", "", "", "", "ping"},
+	{"system", "p50 µs", "x kVXLAN", "p99 µs", "x kVXLAN", "tx/s", "CPU µs/tx", "p50 µs", "x kVXLAN", "p99 µs", "x kVXLAN", "tx/s", "lost%", "avg µs", "x kVXLAN", "p99 µs"},
 }
 
 const latencyCaption = "Latency (x kVXLAN above 1 is slower than " + Baseline + ")"
@@ -50,7 +50,7 @@ func latencyRows(sums []Summary) [][]string {
 	for _, s := range sums {
 		out = append(out, []string{
 			s.System,
-			stat(s.TCPRRP50, "%.1f"), ratio(s.TCPRRP50Ratio), stat(s.TCPRRP99, "%.1f"), ratio(s.TCPRRP99Ratio), stat(s.TCPRRTPS, "%.0f"),
+			stat(s.TCPRRP50, "%.1f"), ratio(s.TCPRRP50Ratio), stat(s.TCPRRP99, "%.1f"), ratio(s.TCPRRP99Ratio), stat(s.TCPRRTPS, "%.0f"), stat(s.TCPRRCPU, "%.1f"),
 			stat(s.UDPRRP50, "%.1f"), ratio(s.UDPRRP50Ratio), stat(s.UDPRRP99, "%.1f"), ratio(s.UDPRRP99Ratio), stat(s.UDPRRTPS, "%.0f"), stat(s.UDPRRLost, "%.2f"),
 			stat(s.PingMean, "%.1f"), ratio(s.PingMeanRatio), stat(s.PingP99, "%.1f"),
 		})
@@ -211,12 +211,13 @@ func (r *Results) markdownTables(b *bytes.Buffer) {
 
 func footnotes(cells [][]string, latency bool) string {
 	s := "x kVXLAN: ratio to " + Baseline + " in the same run. CPU: the single-stream TCP test; " +
-		"machine-wide busy time (all cores) or overlayd's own, per Gbit delivered. " +
+		"machine-wide busy time (all cores, with the time idle CPUs spent polling) or overlayd's own, per Gbit delivered. " +
 		"loss%: 64 B datagrams sent but not received; at rcvr%: the part of them that reached the receiving container " +
 		"and was dropped there, its socket buffer full (Udp RcvbufErrors).\n"
 	if latency {
 		s += "Latency: x kVXLAN above 1 is slower than " + Baseline + ". TCP RR, UDP RR: request/response as netperf's TCP_RR and UDP_RR, " +
 			"one transaction in flight for the test's duration; p50 and p99 of every round trip, transactions per second, " +
+			"the machine's CPU time per TCP transaction (all cores, with the time idle CPUs spent polling), " +
 			"and UDP requests that got no response in time (lost%). ping: ICMP echoes with idle gaps between them, " +
 			"so that each also pays for waking the path; average and p99 round trip. " +
 			"Each figure is the median over the rounds.\n"

@@ -217,9 +217,12 @@ type Summary struct {
 
 	// Latency in µs: the medians over the runs of each run's percentiles.
 	// Absent (zero) in results from before these tests existed.
-	TCPRRP50    Stat `json:"tcp_rr_p50_us"`
-	TCPRRP99    Stat `json:"tcp_rr_p99_us"`
-	TCPRRTPS    Stat `json:"tcp_rr_tps"`
+	TCPRRP50 Stat `json:"tcp_rr_p50_us"`
+	TCPRRP99 Stat `json:"tcp_rr_p99_us"`
+	TCPRRTPS Stat `json:"tcp_rr_tps"`
+	// TCPRRCPU is the machine's CPU time per TCP_RR transaction, in µs,
+	// polling in idle included: what the latency costs.
+	TCPRRCPU    Stat `json:"tcp_rr_cpu_us_per_tx"`
 	UDPRRP50    Stat `json:"udp_rr_p50_us"`
 	UDPRRP99    Stat `json:"udp_rr_p99_us"`
 	UDPRRTPS    Stat `json:"udp_rr_tps"`
@@ -352,6 +355,12 @@ func summarize(system string, runs []Trial) Summary {
 	s.TCPRRP50, s.TCPRRP99, s.TCPRRTPS = latency(TCPRR, p50), latency(TCPRR, p99), latency(TCPRR, tps)
 	s.UDPRRP50, s.UDPRRP99, s.UDPRRTPS = latency(UDPRR, p50), latency(UDPRR, p99), latency(UDPRR, tps)
 	s.UDPRRLost = latency(UDPRR, lost)
+	s.TCPRRCPU = metric(TCPRR, func(r *Result) (float64, bool) {
+		if r.Latency == nil || r.Latency.Transactions == 0 {
+			return 0, false
+		}
+		return r.CPU / float64(r.Latency.Transactions) * 1e6, true
+	})
 	s.PingMean = latency(Ping, func(l *LatencyResult) float64 { return l.MeanUS })
 	s.PingP50, s.PingP99, s.PingLostPct = latency(Ping, p50), latency(Ping, p99), latency(Ping, lost)
 	if hasOverlayd(runs) {

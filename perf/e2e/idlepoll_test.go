@@ -116,20 +116,20 @@ func waitIdlePoll(t *testing.T, d *cluster.Daemon, held bool) tunnel.IdlePollSta
 // latency, which a held request keeps them out of.
 func haltStates(t *testing.T) bool {
 	t.Helper()
-	_, found, err := idlepoll.HaltEntries()
+	c, err := idlepoll.ReadIdleCounters("")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return found
+	return c.HaltStates
 }
 
 func haltEntries(t *testing.T) uint64 {
 	t.Helper()
-	n, _, err := idlepoll.HaltEntries()
+	c, err := idlepoll.ReadIdleCounters("")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return n
+	return c.Halts
 }
 
 // otherHolders reports whether a process other than this test's daemons

@@ -4,9 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 )
 
 // CPULatency is the kernel's PM QoS CPU latency request: while its file is
@@ -47,26 +44,4 @@ func (c *CPULatency) Release() error {
 	err := c.f.Close()
 	c.f = nil
 	return err
-}
-
-// HaltEntries sums, over every CPU, the entries into idle states that take
-// time to leave (an exit latency above 0 µs: halt and deeper), from
-// cpuidle's sysfs counters. found is false where there are no such states
-// (no cpuidle, or only polling): then there is nothing to keep CPUs out of.
-func HaltEntries() (total uint64, found bool, err error) {
-	states, _ := filepath.Glob("/sys/devices/system/cpu/cpu[0-9]*/cpuidle/state[0-9]*")
-	for _, s := range states {
-		lat, err1 := os.ReadFile(filepath.Join(s, "latency"))
-		usage, err2 := os.ReadFile(filepath.Join(s, "usage"))
-		if err1 != nil || err2 != nil || strings.TrimSpace(string(lat)) == "0" {
-			continue
-		}
-		n, err := strconv.ParseUint(strings.TrimSpace(string(usage)), 10, 64)
-		if err != nil {
-			return 0, false, fmt.Errorf("%s/usage: %w", s, err)
-		}
-		total += n
-		found = true
-	}
-	return total, found, nil
 }
