@@ -47,9 +47,9 @@ type Config struct {
 	// that sent it, whose worker runs pinned to that CPU).
 	Steering string
 
-	// IdlePoll is how long after the last packet the CPUs are kept
-	// polling in idle rather than halting (--idle-poll, package
-	// idlepoll), with Deps.IdleRequest; 0: never.
+	// IdlePoll is how long after the last packet (once to twice that)
+	// every CPU of the host is kept polling in idle rather than halting
+	// (--idle-poll, package idlepoll), with Deps.IdleRequest; 0: never.
 	IdlePoll time.Duration
 
 	// CompleteChecksums makes this host one that needs complete TCP and
@@ -64,6 +64,11 @@ type Config struct {
 	Version string // this build's, for overlayd_build_info
 	Logger  *slog.Logger
 }
+
+// MinIdlePoll is the shortest --idle-poll: each quiet period ends with a
+// release, and each new burst of packets takes the request again and wakes
+// every idle CPU.
+const MinIdlePoll = 10 * time.Millisecond
 
 // DefaultFirewallResync is flanneld's --iptables-resync default.
 const DefaultFirewallResync = 5 * time.Second
@@ -127,8 +132,8 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("--steering %q: use %q or %q", c.Steering, SteeringFlow, SteeringCPU))
 	}
-	if c.IdlePoll < 0 {
-		errs = append(errs, fmt.Errorf("--idle-poll %s: must be 0 (off) or a duration such as 1s", c.IdlePoll))
+	if c.IdlePoll < 0 || (c.IdlePoll > 0 && c.IdlePoll < MinIdlePoll) {
+		errs = append(errs, fmt.Errorf("--idle-poll %s: must be 0 (off) or at least %s, such as 1s", c.IdlePoll, MinIdlePoll))
 	}
 	return errors.Join(errs...)
 }

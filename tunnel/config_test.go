@@ -40,6 +40,7 @@ func TestConfigValidateNamesTheFlag(t *testing.T) {
 		{"unknown underlay", func(c *Config) { c.UnderlayKind = "dpdk" }, "--underlay"},
 		{"unknown steering", func(c *Config) { c.Steering = "rss" }, "--steering"},
 		{"negative idle poll", func(c *Config) { c.IdlePoll = -time.Second }, "--idle-poll"},
+		{"idle poll too short", func(c *Config) { c.IdlePoll = time.Millisecond }, "at least 10ms"},
 		{"unknown vxlan data plane", func(c *Config) { c.VXLANDataplane = "ebpf" }, "--vxlan-dataplane"},
 	}
 	for _, tc := range cases {

@@ -385,6 +385,9 @@ func (e *Engine) createTUN() error {
 	}
 	if e.cfg.IdlePoll > 0 && e.idleReq != nil {
 		e.idle = idlepoll.New(e.idleReq, e.cfg.IdlePoll, e.log)
+		if c, err := idlepoll.ReadIdleCounters(""); err == nil && !c.CanPoll {
+			e.log.Warn("--idle-poll will change nothing here: the CPUs have no polling idle state (cpuidle's POLL) beside halting ones")
+		}
 	}
 	pins := make([]cpuPin, e.cfg.Queues)
 	if e.cfg.Steering == SteeringCPU && e.cfg.Queues == 1 {

@@ -46,11 +46,12 @@ type Status struct {
 	IdlePoll *IdlePollStatus `json:"idle_poll,omitempty"`
 }
 
-// IdlePollStatus says whether idle CPUs are kept polling now, and how often
-// packets started flowing and made them so.
+// IdlePollStatus says whether idle CPUs are kept polling now, how often
+// packets started flowing and made them so, and why they cannot be.
 type IdlePollStatus struct {
 	Held  bool   `json:"held"`
 	Holds uint64 `json:"holds"`
+	Error string `json:"error,omitempty"`
 }
 
 // PeerStatus is one row of the peer table.
@@ -82,6 +83,9 @@ func (e *Engine) status() Status {
 	}
 	if e.idle != nil {
 		s.IdlePoll = &IdlePollStatus{Held: e.idle.Held(), Holds: e.idle.Holds()}
+		if err := e.idle.Err(); err != nil {
+			s.IdlePoll.Error = err.Error()
+		}
 	}
 	s.Underlay = underlayCounters(e.conns)
 	if len(e.conns) > 1 {

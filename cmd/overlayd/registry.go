@@ -178,5 +178,15 @@ func runStatus(ctx context.Context, args []string) error {
 	for i, q := range s.UnderlayQueues {
 		fmt.Printf("underlay queue %d: received %d, sent %d\n", i, q[underlay.CounterReceived], q[underlay.CounterSent])
 	}
+	if p := s.IdlePoll; p != nil {
+		state := "CPUs may halt (no packets lately)"
+		if p.Held {
+			state = "CPUs poll (packets flowing)"
+		}
+		if p.Error != "" {
+			state = "off, " + p.Error
+		}
+		fmt.Printf("idle poll: %s; held %d times\n", state, p.Holds)
+	}
 	return nil
 }

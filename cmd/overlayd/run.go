@@ -52,11 +52,12 @@ func runDaemon(ctx context.Context, args []string) error {
 			"spread over every worker and core) or \"cpu\" (the worker of the CPU that sent it, pinned to that CPU: "+
 			"no wake-up across CPUs, for request/response latency; but all flows of a one-thread sender share one worker; "+
 			"see the README's bench)")
-	fs.DurationVar(&cfg.IdlePoll, "idle-poll", time.Second,
-		"while packets flow, and for this long after the last one, keep idle CPUs polling instead of halting "+
-			"(a PM QoS CPU latency request of 0, /dev/cpu_dma_latency, as tuned's latency profiles make): each hop "+
-			"then wakes a running CPU, not a halted one (on a VM, a trip through the hypervisor); it costs the CPU time "+
-			"spent polling while traffic flows, none when idle; 0: off, CPUs halt as the kernel sees fit")
+	fs.DurationVar(&cfg.IdlePoll, "idle-poll", 0,
+		"keep every idle CPU of the host polling instead of halting while packets flow, and for 1-2x this after the last "+
+			"one, e.g. 1s (a PM QoS CPU latency request of 0 on /dev/cpu_dma_latency, as tuned's latency profiles make): "+
+			"each hop then wakes a running CPU, not a halted one, which on a VM is a trip through the hypervisor. "+
+			"System-wide: it costs power and, on a VM, host CPU, for as long as traffic flows; none when idle. "+
+			"Needs write access to /dev/cpu_dma_latency. 0: off, CPUs idle as the kernel sees fit (see the README's Latency section)")
 	fs.BoolVar(&fwOpts.Masquerade, "ip-masq", false,
 		"masquerade traffic from the overlay network to anywhere outside it, never traffic inside it (flanneld's --ip-masq); "+
 			"the subnet file then says FLANNEL_IPMASQ=true, and Docker must run with --ip-masq=false")

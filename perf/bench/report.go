@@ -217,7 +217,8 @@ func footnotes(cells [][]string, latency bool) string {
 	if latency {
 		s += "Latency: x kVXLAN above 1 is slower than " + Baseline + ". TCP RR, UDP RR: request/response as netperf's TCP_RR and UDP_RR, " +
 			"one transaction in flight for the test's duration; p50 and p99 of every round trip, transactions per second, " +
-			"the machine's CPU time per TCP transaction (all cores, with the time idle CPUs spent polling), " +
+			"the machine's CPU time per TCP transaction (all cores, with the time idle CPUs spent polling, but not the 1-2 s " +
+			"they go on polling after the test with --idle-poll), " +
 			"and UDP requests that got no response in time (lost%). ping: ICMP echoes with idle gaps between them, " +
 			"so that each also pays for waking the path; average and p99 round trip. " +
 			"Each figure is the median over the rounds.\n"

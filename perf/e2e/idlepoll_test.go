@@ -2,8 +2,9 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"os"
-	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -14,8 +15,9 @@ import (
 )
 
 // TestIdlePoll checks --idle-poll from the outside: packets between the
-// containers make each daemon keep the CPUs polling (none enters halt
-// while it holds), and once the packets stop each lets them halt again.
+// containers make each daemon take a CPU latency request (its process has
+// /dev/cpu_dma_latency open, and no CPU enters halt meanwhile), and once
+// the packets stop each lets it go.
 func TestIdlePoll(t *testing.T) {
 	if _, err := os.Stat("/dev/cpu_dma_latency"); err != nil {
 		t.Skipf("no PM QoS CPU latency request on this kernel: %v", err)
@@ -27,19 +29,27 @@ func TestIdlePoll(t *testing.T) {
 	defer cancel()
 
 	// Pings 10 ms apart keep packets flowing in both daemons.
-	pinging := make(chan error, 1)
+	var pingErr error
+	pinging := make(chan struct{}) // closed when the pinger stops
 	go func() {
-		_, err := traffic.PingRTT(ctx, a.Container.NS, b.Container.Addr.Addr(), 64, 1<<30, 10*time.Millisecond, time.Second)
-		pinging <- err
+		defer close(pinging)
+		_, pingErr = traffic.PingRTT(ctx, a.Container.NS, b.Container.Addr.Addr(), 64, 1<<30, 10*time.Millisecond, time.Second)
 	}()
 
 	t.Run("HeldWhilePacketsFlow", func(t *testing.T) {
 		for _, d := range c.Daemons {
-			s := waitIdlePoll(t, d, true)
+			s := waitIdlePoll(t, d, true, pinging, &pingErr)
 			t.Logf("%s: idle polling held, %d holds", d.Name(), s.Holds)
+			if !slices.Contains(idlepoll.Holders(), d.Proc.Pid()) {
+				t.Errorf("%s (pid %d) says it holds idle polling, but has no /dev/cpu_dma_latency open", d.Name(), d.Proc.Pid())
+			}
 		}
-		if !haltStates(t) {
-			t.Skip("no cpuidle state with an exit latency here: nothing to keep CPUs out of")
+		idle, err := idlepoll.ReadIdleCounters("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !idle.CanPoll {
+			t.Skip("no cpuidle polling state beside halting ones: the request keeps nothing out of halt here")
 		}
 		// Count halts between two looks at one daemon that find the same
 		// hold in place; a hold that ended meanwhile (a stalled pinger on
@@ -61,24 +71,18 @@ func TestIdlePoll(t *testing.T) {
 	})
 
 	cancel()
-	if err := <-pinging; err != nil && ctx.Err() == nil {
-		t.Fatal(err)
+	<-pinging
+	if pingErr != nil && !errors.Is(pingErr, context.Canceled) {
+		t.Fatalf("ping: %v", pingErr)
 	}
 
 	t.Run("ReleasedWhenQuiet", func(t *testing.T) {
 		for _, d := range c.Daemons {
-			s := waitIdlePoll(t, d, false)
+			s := waitIdlePoll(t, d, false, nil, nil)
 			t.Logf("%s: idle polling released after %d holds", d.Name(), s.Holds)
-		}
-		if !haltStates(t) {
-			return
-		}
-		// Another test's daemons may hold their own request: only when
-		// none does must the CPUs halt again.
-		halts0 := haltEntries(t)
-		time.Sleep(100 * time.Millisecond)
-		if haltEntries(t) == halts0 && !otherHolders() {
-			t.Fatal("no CPU entered halt with both daemons released and nothing else holding")
+			if slices.Contains(idlepoll.Holders(), d.Proc.Pid()) {
+				t.Errorf("%s (pid %d) says it released idle polling, but still has /dev/cpu_dma_latency open", d.Name(), d.Proc.Pid())
+			}
 		}
 	})
 }
@@ -92,12 +96,16 @@ func idlePoll(t *testing.T, d *cluster.Daemon) tunnel.IdlePollStatus {
 	if s.IdlePoll == nil {
 		t.Fatalf("%s: status has no idle_poll, with --idle-poll on", d.Name())
 	}
+	if s.IdlePoll.Error != "" {
+		t.Fatalf("%s: idle polling failed: %s", d.Name(), s.IdlePoll.Error)
+	}
 	return *s.IdlePoll
 }
 
 // waitIdlePoll waits for d's idle polling to be held (or not), and returns
-// the status that says so.
-func waitIdlePoll(t *testing.T, d *cluster.Daemon, held bool) tunnel.IdlePollStatus {
+// the status that says so. The traffic stopping (stopped closed, with why
+// in *why) ends the wait.
+func waitIdlePoll(t *testing.T, d *cluster.Daemon, held bool, stopped <-chan struct{}, why *error) tunnel.IdlePollStatus {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -108,19 +116,12 @@ func waitIdlePoll(t *testing.T, d *cluster.Daemon, held bool) tunnel.IdlePollSta
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: idle polling held = %v after 30 s, want %v", d.Name(), s.Held, held)
 		}
-		time.Sleep(20 * time.Millisecond)
+		select {
+		case <-stopped:
+			t.Fatalf("ping stopped: %v", *why)
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
-}
-
-// haltStates reports whether the CPUs have an idle state with an exit
-// latency, which a held request keeps them out of.
-func haltStates(t *testing.T) bool {
-	t.Helper()
-	c, err := idlepoll.ReadIdleCounters("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c.HaltStates
 }
 
 func haltEntries(t *testing.T) uint64 {
@@ -130,16 +131,4 @@ func haltEntries(t *testing.T) uint64 {
 		t.Fatal(err)
 	}
 	return c.Halts
-}
-
-// otherHolders reports whether a process other than this test's daemons
-// has /dev/cpu_dma_latency open (such as another test's overlayd).
-func otherHolders() bool {
-	fds, _ := filepath.Glob("/proc/[0-9]*/fd/*")
-	for _, fd := range fds {
-		if target, err := os.Readlink(fd); err == nil && target == "/dev/cpu_dma_latency" {
-			return true
-		}
-	}
-	return false
 }

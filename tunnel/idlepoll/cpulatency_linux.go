@@ -4,6 +4,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 )
 
 // CPULatency is the kernel's PM QoS CPU latency request: while its file is
@@ -44,4 +48,20 @@ func (c *CPULatency) Release() error {
 	err := c.f.Close()
 	c.f = nil
 	return err
+}
+
+// Holders lists the processes that have the CPU latency request file open,
+// each a request of its own: what keeps CPUs polling besides overlayd.
+func Holders() []int {
+	var pids []int
+	fds, _ := filepath.Glob("/proc/[0-9]*/fd/*")
+	for _, fd := range fds {
+		if target, err := os.Readlink(fd); err == nil && target == "/dev/cpu_dma_latency" {
+			pid, _ := strconv.Atoi(strings.Split(fd, "/")[2])
+			if !slices.Contains(pids, pid) {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
 }

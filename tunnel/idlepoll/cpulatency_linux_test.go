@@ -14,10 +14,24 @@ func haltEntries(t *testing.T) uint64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !c.HaltStates {
-		t.Skip("no cpuidle states with an exit latency: nothing to keep CPUs out of")
+	if !c.CanPoll {
+		t.Skip("no cpuidle polling state beside halting ones: a request cannot make idle CPUs poll here")
 	}
 	return c.Halts
+}
+
+// awaitHalt waits until some CPU enters halt (a busy machine may keep
+// them all busy for a while), and reports whether one did.
+func awaitHalt(t *testing.T) bool {
+	t.Helper()
+	from := haltEntries(t)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+		if haltEntries(t) != from {
+			return true
+		}
+	}
+	return false
 }
 
 // While the request is held, no CPU enters an idle state it must be woken
@@ -29,16 +43,17 @@ func TestCPULatencyKeepsCPUsOutOfHalt(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to open /dev/cpu_dma_latency")
 	}
-	before := haltEntries(t)
-	time.Sleep(50 * time.Millisecond)
-	if haltEntries(t) == before {
-		t.Skip("idle CPUs do not halt here (another request holds them polling)")
+	if !awaitHalt(t) {
+		t.Skipf("no CPU halted in 10 s: requests held by pids %v, or a machine too busy to idle", Holders())
 	}
 
 	var req CPULatency
 	if err := req.Hold(); err != nil {
 		t.Fatal(err)
 	}
+	// Taking the request wakes every idle CPU; one that halted before
+	// counts its halt as it leaves.
+	time.Sleep(10 * time.Millisecond)
 	held := haltEntries(t)
 	time.Sleep(100 * time.Millisecond)
 	after := haltEntries(t)
@@ -49,10 +64,11 @@ func TestCPULatencyKeepsCPUsOutOfHalt(t *testing.T) {
 		t.Fatalf("CPUs entered halt %d times while the request was held", after-held)
 	}
 
-	released := haltEntries(t)
-	time.Sleep(50 * time.Millisecond)
-	if haltEntries(t) == released {
-		t.Fatal("no CPU halted after the release: the request is still held")
+	if !awaitHalt(t) {
+		if others := Holders(); len(others) > 0 {
+			t.Skipf("no CPU halted after the release, but pids %v hold requests of their own", others)
+		}
+		t.Fatal("no CPU halted in 10 s after the release, and nothing else holds a request: it is still held")
 	}
 }
 

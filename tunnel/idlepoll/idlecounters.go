@@ -11,15 +11,16 @@ import (
 
 // IdleCounters are cpuidle's counters, summed over every CPU.
 type IdleCounters struct {
-	// Polling is the time spent in idle states without an exit latency:
-	// the CPU polls for work there, and spends itself doing so.
+	// Polling is the time spent in the polling state (cpuidle's "POLL",
+	// x86's): the CPU polls for work there, and spends itself doing so.
 	Polling time.Duration
 	// Halts counts the entries into the other states (halt and deeper),
 	// which a held request keeps CPUs out of.
 	Halts uint64
-	// HaltStates is false where there are no such states (no cpuidle,
-	// or polling only): there is nothing to keep CPUs out of.
-	HaltStates bool
+	// CanPoll is true where the CPUs have a polling state as well as
+	// others: only there does a held request make idle CPUs poll (on
+	// arm64, whose shallowest state is WFI, it does not).
+	CanPoll bool
 }
 
 // ReadIdleCounters reads cpuidle's sysfs counters under root (the CPUs'
@@ -29,18 +30,20 @@ func ReadIdleCounters(root string) (IdleCounters, error) {
 		root = "/sys/devices/system/cpu"
 	}
 	var c IdleCounters
+	var polls, halts bool
 	states, _ := filepath.Glob(filepath.Join(root, "cpu[0-9]*", "cpuidle", "state[0-9]*"))
 	for _, s := range states {
-		lat, err := readCounter(s, "latency")
+		name, err := os.ReadFile(filepath.Join(s, "name"))
 		if err != nil {
-			return c, err
+			return c, fmt.Errorf("cpuidle: %w", err)
 		}
-		if lat == 0 {
+		if strings.TrimSpace(string(name)) == "POLL" {
 			us, err := readCounter(s, "time")
 			if err != nil {
 				return c, err
 			}
 			c.Polling += time.Duration(us) * time.Microsecond
+			polls = true
 			continue
 		}
 		n, err := readCounter(s, "usage")
@@ -48,8 +51,9 @@ func ReadIdleCounters(root string) (IdleCounters, error) {
 			return c, err
 		}
 		c.Halts += n
-		c.HaltStates = true
+		halts = true
 	}
+	c.CanPoll = polls && halts
 	return c, nil
 }
 

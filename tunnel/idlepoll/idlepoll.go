@@ -10,7 +10,9 @@
 // of 0 (/dev/cpu_dma_latency, as tuned's latency profiles use): idle CPUs
 // then poll for work instead of halting. It costs the time the CPUs spend
 // polling, so a Governor holds the request only while packets flow and
-// drops it after a quiet period: an idle host never polls.
+// drops it after a quiet period: an idle host never polls. The request is
+// the whole machine's, every CPU's, so overlayd makes it only when asked
+// (--idle-poll).
 package idlepoll
 
 import (
@@ -29,7 +31,8 @@ type Request interface {
 }
 
 // A Governor holds its Request while packets flow: from the first packet
-// it hears of (Busy) until a whole quiet period passes without one.
+// it hears of (Busy) until a whole tick of its quiet period passes without
+// one.
 type Governor struct {
 	req   Request
 	quiet time.Duration
@@ -38,6 +41,7 @@ type Governor struct {
 	seen   atomic.Bool // Busy was called since the last tick
 	held   atomic.Bool // the request is held, or failed: Busy need not kick
 	failed atomic.Bool // the request could not be held: Run gave up
+	err    atomic.Pointer[error]
 	kick   chan struct{}
 
 	// newTicker is time.NewTicker's channel and Stop; tests tick by hand.
@@ -47,7 +51,8 @@ type Governor struct {
 }
 
 // New returns a Governor that holds req while packets flow, and releases
-// it once quiet has passed without any.
+// it once a tick of quiet passes without any: between one and two quiet
+// periods after the last packet.
 func New(req Request, quiet time.Duration, log *slog.Logger) *Governor {
 	return &Governor{req: req, quiet: quiet, log: log, kick: make(chan struct{}, 1), newTicker: newTicker}
 }
@@ -81,6 +86,17 @@ func (g *Governor) Held() bool {
 	return g != nil && g.held.Load() && !g.failed.Load()
 }
 
+// Err is why the request could not be held, once Run gave up; nil before.
+func (g *Governor) Err() error {
+	if g == nil {
+		return nil
+	}
+	if e := g.err.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
 // Holds is how many times the request was taken.
 func (g *Governor) Holds() uint64 {
 	if g == nil {
@@ -101,13 +117,21 @@ func (g *Governor) Run(ctx context.Context) {
 		case <-g.kick:
 		}
 		if err := g.req.Hold(); err != nil {
+			g.err.Store(&err)
 			g.failed.Store(true)
 			g.held.Store(true) // stops Busy's kicks for good
-			g.log.Warn("cannot keep idle CPUs polling while packets flow: latency stays that of a CPU leaving halt; --idle-poll=0 silences this",
-				"error", err)
+			g.log.Warn("--idle-poll: cannot keep idle CPUs polling while packets flow; it needs write access to /dev/cpu_dma_latency "+
+				"(run as root, or pass the device into the container), or leave --idle-poll at 0", "error", err)
 			return
 		}
 		g.held.Store(true)
+		// A Busy during Hold, before held was set, kicked again: this
+		// hold answers it, and a kick left waiting would take the
+		// request once more after the release, with no packets.
+		select {
+		case <-g.kick:
+		default:
+		}
 		if g.holds.Add(1) == 1 {
 			g.log.Info("idle CPUs poll while packets flow (PM QoS CPU latency 0), until they stop for --idle-poll", "idle_poll", g.quiet)
 		}

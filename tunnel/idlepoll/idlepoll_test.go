@@ -9,13 +9,21 @@ import (
 	"time"
 )
 
-// fakeRequest reports each Hold and Release on events.
+// fakeRequest reports each Hold and Release on events. With gate set, Hold
+// waits for it after reporting.
 type fakeRequest struct {
 	events  chan string
 	holdErr error
+	gate    chan struct{}
 }
 
-func (f *fakeRequest) Hold() error    { f.events <- "hold"; return f.holdErr }
+func (f *fakeRequest) Hold() error {
+	f.events <- "hold"
+	if f.gate != nil {
+		<-f.gate
+	}
+	return f.holdErr
+}
 func (f *fakeRequest) Release() error { f.events <- "release"; return nil }
 
 // handTicked is a Governor whose quiet-period ticks the test sends.
@@ -94,6 +102,25 @@ func TestHeldWhilePacketsFlowReleasedWhenQuiet(t *testing.T) {
 	}
 }
 
+// Packets seen while the request is being taken are answered by that hold:
+// after the release, nothing takes it again.
+func TestBusyDuringHoldTakesNoSecondHold(t *testing.T) {
+	req := &fakeRequest{events: make(chan string, 4), gate: make(chan struct{})}
+	g, ticks := handTicked(t, req)
+	start(t, g)
+	g.Busy()
+	want(t, req.events, "hold") // Run is inside Hold now
+	g.Busy()                    // another worker's batch
+	close(req.gate)
+	tick(ticks, g)
+	ticks <- time.Time{}
+	want(t, req.events, "release")
+	wantNone(t, req.events)
+	if n := g.Holds(); n != 1 {
+		t.Fatalf("Holds() = %d, want 1", n)
+	}
+}
+
 func TestReleasedOnStop(t *testing.T) {
 	req := &fakeRequest{events: make(chan string, 4)}
 	g, _ := handTicked(t, req)
@@ -122,6 +149,9 @@ func TestGivesUpWhenTheRequestFails(t *testing.T) {
 	g.Busy() // must not block or kick anything
 	if g.Held() {
 		t.Fatal("Held() = true after a failed hold")
+	}
+	if err := g.Err(); err == nil || err.Error() != "permission denied" {
+		t.Fatalf("Err() = %v, want the Hold's error", err)
 	}
 	wantNone(t, req.events)
 }
