@@ -45,7 +45,7 @@ func runDaemon(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.UnderlayKind, "underlay", tunnel.UnderlaySocket,
 		"how packets reach other hosts: \"socket\" (UDP socket) or \"afpacket\" (AF_PACKET mmap ring). "+
 			"afpacket adds no timer: measured close to the socket (make bench, 2 cores, 2026-12-03: 64 B TCP request/response "+
-			"p50 125 µs against 108, one TCP stream 7.1 against 8.4 Gbit/s, 64 B datagrams 254 against 193 kpps); it skips the qdisc, netfilter "+
+			"p50 128 µs against 112, one TCP stream 6.9 against 8.7 Gbit/s, 64 B datagrams 252 against 189 kpps); it skips the qdisc, netfilter "+
 			"and the UDP socket layer on --iface, so use it where those cost on your hosts, else keep the socket (no tc filter, tcpdump sees all)")
 	fs.StringVar(&cfg.Steering, "steering", tunnel.SteeringFlow,
 		"which worker forwards a packet from the local containers: \"flow\" (by a hash of its flow, so a host's flows "+
