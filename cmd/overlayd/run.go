@@ -113,9 +113,7 @@ func runDaemon(ctx context.Context, args []string) error {
 	if fw != nil { // not a typed nil in the interface
 		deps.Firewall = fw
 	}
-	if cfg.IdlePoll > 0 {
-		deps.IdleRequest = &idlepoll.CPULatency{}
-	}
+	deps.IdleRequest = &idlepoll.CPULatency{} // taken only with --idle-poll
 	return tunnel.Run(ctx, cfg, deps)
 }
 

@@ -103,8 +103,8 @@ var clockTicks = sync.OnceValue(func() float64 {
 type cpuSnapshot struct {
 	at      time.Time
 	machine uint64 // busy ticks, all cores
-	// polling is the time CPUs spent polling in idle (cpuidle's states
-	// without an exit latency): /proc/stat counts it as idle, but a
+	// polling is the time CPUs spent polling in idle (cpuidle's POLL
+	// state): /proc/stat counts it as idle, but a
 	// polling CPU is spent, on a VM as much as a busy one. overlayd's
 	// --idle-poll makes idle CPUs poll while packets flow.
 	polling time.Duration

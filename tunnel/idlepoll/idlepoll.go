@@ -38,11 +38,10 @@ type Governor struct {
 	quiet time.Duration
 	log   *slog.Logger
 
-	seen   atomic.Bool // Busy was called since the last tick
-	held   atomic.Bool // the request is held, or failed: Busy need not kick
-	failed atomic.Bool // the request could not be held: Run gave up
-	err    atomic.Pointer[error]
-	kick   chan struct{}
+	seen atomic.Bool           // Busy was called since the last tick
+	held atomic.Bool           // the request is held, or failed: Busy need not kick
+	err  atomic.Pointer[error] // why the request could not be held: Run gave up
+	kick chan struct{}
 
 	// newTicker is time.NewTicker's channel and Stop; tests tick by hand.
 	newTicker func(time.Duration) (<-chan time.Time, func())
@@ -83,7 +82,7 @@ func (g *Governor) Busy() {
 
 // Held reports whether the request is held now.
 func (g *Governor) Held() bool {
-	return g != nil && g.held.Load() && !g.failed.Load()
+	return g != nil && g.held.Load() && g.err.Load() == nil
 }
 
 // Err is why the request could not be held, once Run gave up; nil before.
@@ -118,7 +117,6 @@ func (g *Governor) Run(ctx context.Context) {
 		}
 		if err := g.req.Hold(); err != nil {
 			g.err.Store(&err)
-			g.failed.Store(true)
 			g.held.Store(true) // stops Busy's kicks for good
 			g.log.Warn("--idle-poll: cannot keep idle CPUs polling while packets flow; it needs write access to /dev/cpu_dma_latency "+
 				"(run as root, or pass the device into the container), or leave --idle-poll at 0", "error", err)
