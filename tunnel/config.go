@@ -52,6 +52,12 @@ type Config struct {
 	// (--idle-poll, package idlepoll), with Deps.IdleRequest; 0: never.
 	IdlePoll time.Duration
 
+	// BusyPoll is the most a forwarding thread that finds its TUN queue or
+	// UDP socket empty polls it, yielding the CPU between polls, before it
+	// sleeps (--busy-poll, package busypoll); the window adapts to the
+	// traffic. 0: sleep at once.
+	BusyPoll time.Duration
+
 	// CompleteChecksums makes this host one that needs complete TCP and
 	// UDP checksums, as a flanneld host does: it advertises no
 	// PartialChecksums in its lease, completes every checksum it sends,
@@ -69,6 +75,15 @@ type Config struct {
 // release, and each new burst of packets takes the request again and wakes
 // every idle CPU.
 const MinIdlePoll = 10 * time.Millisecond
+
+// DefaultBusyPoll is --busy-poll's default: about the round trip of a
+// small request through two overlayd hosts on a 2-core VM, where polling
+// pays (doc/DESIGN-NOTES.md, "Busy-polling before sleeping").
+const DefaultBusyPoll = 50 * time.Microsecond
+
+// MaxBusyPoll bounds --busy-poll: a thread that polls longer than a
+// scheduler tick gains nothing a sleep would not give.
+const MaxBusyPoll = time.Millisecond
 
 // DefaultFirewallResync is flanneld's --iptables-resync default.
 const DefaultFirewallResync = 5 * time.Second
@@ -134,6 +149,9 @@ func (c *Config) Validate() error {
 	}
 	if c.IdlePoll < 0 || (c.IdlePoll > 0 && c.IdlePoll < MinIdlePoll) {
 		errs = append(errs, fmt.Errorf("--idle-poll %s: must be 0 (off) or at least %s, such as 1s", c.IdlePoll, MinIdlePoll))
+	}
+	if c.BusyPoll < 0 || c.BusyPoll > MaxBusyPoll {
+		errs = append(errs, fmt.Errorf("--busy-poll %s: must be 0 (off) to %s, such as %s", c.BusyPoll, MaxBusyPoll, DefaultBusyPoll))
 	}
 	return errors.Join(errs...)
 }

@@ -41,6 +41,8 @@ func TestConfigValidateNamesTheFlag(t *testing.T) {
 		{"unknown steering", func(c *Config) { c.Steering = "rss" }, "--steering"},
 		{"negative idle poll", func(c *Config) { c.IdlePoll = -time.Second }, "--idle-poll"},
 		{"idle poll too short", func(c *Config) { c.IdlePoll = time.Millisecond }, "at least 10ms"},
+		{"negative busy poll", func(c *Config) { c.BusyPoll = -time.Microsecond }, "--busy-poll"},
+		{"busy poll too long", func(c *Config) { c.BusyPoll = 2 * time.Millisecond }, "0 (off) to 1ms"},
 		{"unknown vxlan data plane", func(c *Config) { c.VXLANDataplane = "ebpf" }, "--vxlan-dataplane"},
 	}
 	for _, tc := range cases {

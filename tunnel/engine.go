@@ -200,7 +200,7 @@ func (e *Engine) startDataPath() error {
 		return err
 	}
 	laddr := netip.AddrPortFrom(e.extIface.Addr, uint16(e.backend.Port()))
-	conns, err := e.host.ListenUnderlay(e.cfg.UnderlayKind, e.extIface, laddr, len(e.workers))
+	conns, err := e.host.ListenUnderlay(e.cfg.UnderlayKind, e.extIface, laddr, len(e.workers), e.cfg.BusyPoll)
 	if err != nil {
 		return err
 	}
@@ -383,6 +383,7 @@ func (e *Engine) createTUN() error {
 	if e.cfg.CompleteChecksums {
 		opts = []tun.Option{tun.WithOffloads(), tun.WithChecksumVerify()}
 	}
+	opts = append(opts, tun.WithBusyPoll(e.cfg.BusyPoll))
 	if e.cfg.IdlePoll > 0 && e.idleReq != nil {
 		e.idle = idlepoll.New(e.idleReq, e.cfg.IdlePoll, e.log)
 		if c, err := idlepoll.ReadIdleCounters(""); err == nil && !c.CanPoll {

@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"net/netip"
+	"time"
 
 	"github.com/overlayd/overlayd/subnet"
 	"github.com/overlayd/overlayd/tunnel/idlepoll"
@@ -32,9 +33,10 @@ type Host interface {
 	ConfigureTUN(name string, mtu int, addr, network netip.Prefix) error
 
 	// ListenUnderlay opens one underlay Conn per worker, bound to laddr on
-	// iface, of the kind Config.UnderlayKind names. On error it closes
-	// what it opened.
-	ListenUnderlay(kind string, iface ExtIface, laddr netip.AddrPort, workers int) ([]underlay.Conn, error)
+	// iface, of the kind Config.UnderlayKind names, whose reads busy-poll
+	// for up to busyPoll where the kind can (Config.BusyPoll). On error it
+	// closes what it opened.
+	ListenUnderlay(kind string, iface ExtIface, laddr netip.AddrPort, workers int, busyPoll time.Duration) ([]underlay.Conn, error)
 }
 
 // Deps are an Engine's connections to the world, which cmd/overlayd (or a

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"time"
 
 	"github.com/overlayd/overlayd/tunnel/afpacket"
 	"github.com/overlayd/overlayd/tunnel/tun"
@@ -44,7 +45,7 @@ func (SystemHost) ConfigureTUN(name string, mtu int, addr, network netip.Prefix)
 // peer's group hands a flow to the same worker there: udp.Options.Queue),
 // or with UnderlayAFPacket an AF_PACKET socket per worker in
 // one fanout group. The first one's settings are logged.
-func (h SystemHost) ListenUnderlay(kind string, iface ExtIface, laddr netip.AddrPort, workers int) ([]underlay.Conn, error) {
+func (h SystemHost) ListenUnderlay(kind string, iface ExtIface, laddr netip.AddrPort, workers int, busyPoll time.Duration) ([]underlay.Conn, error) {
 	conns := make([]underlay.Conn, 0, workers)
 	fanout := new(afpacket.Group) // the AF_PACKET workers share flows, neighbours, guard
 	for i := 0; i < workers; i++ {
@@ -55,7 +56,7 @@ func (h SystemHost) ListenUnderlay(kind string, iface ExtIface, laddr netip.Addr
 		if kind == UnderlayAFPacket {
 			conn, err = h.listenAFPacket(iface, laddr, workers, fanout, i == 0)
 		} else {
-			conn, err = h.listenSocket(iface, laddr, i, workers)
+			conn, err = h.listenSocket(iface, laddr, i, workers, busyPoll)
 		}
 		if err != nil {
 			for _, c := range conns {
@@ -78,7 +79,7 @@ func (h SystemHost) listenAFPacket(iface ExtIface, laddr netip.AddrPort, workers
 	return conn, err
 }
 
-func (h SystemHost) listenSocket(iface ExtIface, laddr netip.AddrPort, worker, workers int) (underlay.Conn, error) {
+func (h SystemHost) listenSocket(iface ExtIface, laddr netip.AddrPort, worker, workers int, busyPoll time.Duration) (underlay.Conn, error) {
 	first := worker == 0
 	if first {
 		// A crashed afpacket run may have left its tc guard, which would
@@ -90,7 +91,7 @@ func (h SystemHost) listenSocket(iface ExtIface, laddr netip.AddrPort, worker, w
 	// GSO sends each run of equal datagrams to one peer as one message;
 	// GRO receives a flow's datagrams coalesced. Both are probed and stay
 	// off where the kernel lacks them.
-	conn, err := udp.Listen(laddr, udp.Options{ReusePort: workers > 1, Queue: worker, Queues: workers, GSO: true, GRO: true})
+	conn, err := udp.Listen(laddr, udp.Options{ReusePort: workers > 1, Queue: worker, Queues: workers, GSO: true, GRO: true, BusyPoll: busyPoll})
 	c, ok := conn.(udp.Configured)
 	if ok && err == nil && workers > 1 {
 		h.log().Debug("underlay socket source", "queue", worker, "addr", c.SendAddr())

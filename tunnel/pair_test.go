@@ -58,7 +58,7 @@ func (h *memHost) OpenTUN(name string, queues int, _ ...tun.Option) ([]tun.Devic
 
 func (h *memHost) ConfigureTUN(string, int, netip.Prefix, netip.Prefix) error { return nil }
 
-func (h *memHost) ListenUnderlay(_ string, _ ExtIface, laddr netip.AddrPort, workers int) ([]underlay.Conn, error) {
+func (h *memHost) ListenUnderlay(_ string, _ ExtIface, laddr netip.AddrPort, workers int, _ time.Duration) ([]underlay.Conn, error) {
 	if workers != 1 {
 		return nil, fmt.Errorf("memHost: %d workers; it has one", workers)
 	}

@@ -16,6 +16,7 @@
 package tun
 
 import (
+	"time"
 	"errors"
 	"fmt"
 )
@@ -88,6 +89,7 @@ type options struct {
 	verify   bool
 	partial  bool
 	steerCPU bool
+	busyPoll time.Duration
 	// fault, when set, is called before each ioctl that negotiates
 	// offloads, with its request and flags; an error it returns stands in
 	// for the kernel's. Tests use it to play an older kernel.
@@ -148,6 +150,14 @@ func WithPartialChecksums() Option {
 // ones at that moment. Create fails if the kernel refuses the program.
 func WithCPUSteering() Option {
 	return func(o *options) { o.steerCPU = true }
+}
+
+// WithBusyPoll makes a Read that finds its queue empty poll it for up to
+// max, yielding the CPU between polls, before it sleeps (package busypoll):
+// the packet that comes meanwhile finds the reader running, not asleep on
+// a halted CPU. The window adapts to the traffic, from 0 to max.
+func WithBusyPoll(max time.Duration) Option {
+	return func(o *options) { o.busyPoll = max }
 }
 
 // Features are the offloads a Device negotiated with the kernel.

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/overlayd/overlayd/encap/offload"
+	"github.com/overlayd/overlayd/tunnel/busypoll"
 	"github.com/overlayd/overlayd/tunnel/pollwake"
 )
 
@@ -139,6 +140,7 @@ func openQueue(name string, flags uint16, o *options) (*nativeDevice, error) {
 		unix.Close(ctl)
 		return nil, err
 	}
+	d.readWin = busypoll.New(o.busyPoll)
 	d.mtuReq, _ = unix.NewIfreq(d.name) // valid: it named the interface
 	if vnet {
 		d.initOffloads(o)
@@ -160,6 +162,9 @@ func newDevice(name string, fd, ctl int) (*nativeDevice, error) {
 	// allocate on every Read and Write.
 	d.readFn = d.read.do
 	d.writeFn = d.write.do
+	// A Close during a poll ends it: the queue stays open, and empty,
+	// until the poll lets go of readMu.
+	d.readTry = func() bool { return d.closed.Load() || d.readFn(uintptr(d.fd)) }
 	return d, nil
 }
 
@@ -184,6 +189,8 @@ type nativeDevice struct {
 	read     readOp
 	readFn   func(fd uintptr) bool
 	readPoll pollwake.Set // the queue for POLLIN, and wake
+	readWin  busypoll.Window
+	readTry  func() bool // readFn on the queue, for readWin.Poll
 	// The last Read found the queue empty: the next one polls first,
 	// saving a read(2) that would say EAGAIN.
 	readEmpty bool
@@ -252,7 +259,7 @@ func (d *nativeDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error)
 		return 0, os.ErrClosed
 	}
 	d.read = readOp{bufs: bufs, sizes: sizes, offset: offset}
-	err := d.run(d.readFn, &d.readPoll, d.readEmpty)
+	err := d.run(d.readFn, &d.readPoll, d.readEmpty, &d.readWin)
 	n, opErr := d.read.n, d.read.err
 	d.readEmpty = d.read.empty
 	d.read = readOp{} // keep none of the caller's buffers alive
@@ -361,7 +368,7 @@ func (d *nativeDevice) Write(bufs [][]byte, offset int) (int, error) {
 		op.seg = &d.seg
 	}
 	d.write = op
-	err := d.run(d.writeFn, &d.writePoll, false)
+	err := d.run(d.writeFn, &d.writePoll, false, nil)
 	op = d.write
 	d.write = writeOp{} // keep none of the caller's buffers alive
 	clear(op.iovs)
@@ -378,13 +385,26 @@ func (d *nativeDevice) Write(bufs [][]byte, offset int) (int, error) {
 }
 
 // run calls op on the queue until it is done, sleeping on pfd (the queue
-// and wake) in between, and first if
-// pollFirst. The caller holds readMu or writeMu, and has checked that the
-// Device is not closed.
-func (d *nativeDevice) run(op func(fd uintptr) bool, pfd *pollwake.Set, pollFirst bool) error {
+// and wake) in between, and first if pollFirst. A reader passes its
+// busy-poll window, which polls with readTry before each sleep. The caller
+// holds readMu or writeMu, and has checked that the Device is not closed.
+func (d *nativeDevice) run(op func(fd uintptr) bool, pfd *pollwake.Set, pollFirst bool, win *busypoll.Window) error {
 	for pollFirst || !op(uintptr(d.fd)) {
 		pollFirst = false
-		if err := pfd.Wait(); err != nil {
+		if win != nil {
+			if win.Poll(d.readTry) {
+				if d.closed.Load() {
+					return os.ErrClosed
+				}
+				return nil
+			}
+			win.Sleeping()
+		}
+		err := pfd.Wait()
+		if win != nil {
+			win.Woke()
+		}
+		if err != nil {
 			return fmt.Errorf("poll: %w", err)
 		}
 		if d.closed.Load() {

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -331,5 +332,71 @@ func BenchmarkWriteRead(b *testing.B) {
 			}
 			got += n
 		}
+	}
+}
+
+// TestBusyPoll reads packets that come one at a time, each sent once the
+// last was read: the busy-poll window opens, and every packet arrives
+// intact whether a poll or a sleep caught it.
+func TestBusyPoll(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	dev := ns.create(t, "ovl0", 1, WithBusyPoll(time.Millisecond))[0]
+	ns.configure(t, "ovl0", testMTU)
+	dst := netip.AddrPortFrom(remote, 9)
+	fd := ns.dialUDP(t, dst)
+
+	bufs, sizes := newBatch(4, testOffset+testMTU)
+	for i := range 50 {
+		want := fmt.Sprint("datagram ", i)
+		if _, err := unix.Write(fd, []byte(want)); err != nil {
+			t.Fatal(err)
+		}
+		for got := false; !got; {
+			n, err := dev.Read(bufs, sizes, testOffset)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for j := range n {
+				payload, ok := udpPayload(bufs[j][testOffset:testOffset+sizes[j]], dst)
+				if !ok {
+					continue // the kernel's own traffic
+				}
+				if string(payload) != want {
+					t.Fatalf("read %q, want %q", payload, want)
+				}
+				got = true
+			}
+		}
+	}
+	if w := dev.(*nativeDevice).readWin.Current(); w == 0 {
+		t.Error("the busy-poll window stayed shut for packets that came one after another")
+	}
+}
+
+// TestCloseEndsBusyPoll closes a queue whose Read polls with a window far
+// longer than any test: Close must end the poll, not wait it out.
+func TestCloseEndsBusyPoll(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	dev := ns.create(t, "ovl0", 1, WithBusyPoll(time.Hour))[0] // down: nothing will arrive
+	nd := dev.(*nativeDevice)
+	nd.readWin.Sleeping()
+	nd.readWin.Woke() // a short sleep: the window opens, to a quarter hour
+	if nd.readWin.Current() == 0 {
+		t.Fatal("the window did not open")
+	}
+	errc := make(chan error, 1)
+	go func() {
+		bufs, sizes := newBatch(4, testMTU)
+		_, err := dev.Read(bufs, sizes, 0)
+		errc <- err
+	}()
+	waitParked("TestCloseEndsBusyPoll") // polling: in sched_yield, or read
+	if err := dev.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != os.ErrClosed {
+		t.Errorf("polling Read returned %v, want os.ErrClosed", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/overlayd/overlayd/tunnel/busypoll"
 	"github.com/overlayd/overlayd/tunnel/underlay"
 )
 
@@ -143,7 +144,8 @@ func newStdConn(fd, txFd int, opts Options) (*stdConn, error) {
 		opts.SendBuffer, opts.GSO = txOpts.SendBuffer, opts.GSO && txOpts.GSO
 	}
 	c.opts = opts
-	c.rx.init(opts.BatchSize, opts.GRO)
+	c.rx.init(fd, &c.closed, opts.BatchSize, opts.GRO)
+	c.rx.win = busypoll.New(opts.BusyPoll)
 	c.initTx(nil)
 	return c, nil
 }
@@ -271,6 +273,10 @@ type rxBatch struct {
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrInet4
 
+	fd  int // the receiving socket, for try
+	win busypoll.Window
+	try func() bool // one recvmmsg that does not wait, for win.Poll
+
 	// Per call.
 	want  int // messages to receive
 	n     int // messages received
@@ -286,7 +292,22 @@ type rxBatch struct {
 	next, off int
 }
 
-func (r *rxBatch) init(batch int, gro bool) {
+func (r *rxBatch) init(fd int, closed *atomic.Bool, batch int, gro bool) {
+	r.fd = fd
+	// Bound once: a closure made per call would allocate. A Close during
+	// a poll ends it: a recvmmsg that does not wait says EAGAIN even after
+	// shutdown(2).
+	r.try = func() bool {
+		if closed.Load() {
+			return true
+		}
+		n, errno := recvmmsgNow(uintptr(r.fd), r.msgs[:r.want])
+		if errno == unix.EAGAIN || errno == unix.EINTR {
+			return false
+		}
+		r.n, r.errno = n, errno
+		return true
+	}
 	msgs := batch
 	if gro {
 		// Each message may carry up to 64 datagrams: fewer messages
@@ -314,8 +335,14 @@ func (r *rxBatch) init(batch int, gro bool) {
 	}
 }
 
-// do receives up to r.want messages, sleeping until the first arrives.
+// do receives up to r.want messages, sleeping until the first arrives,
+// after polling for the busy-poll window.
 func (r *rxBatch) do(fd int) {
+	if r.win.Poll(r.try) {
+		return
+	}
+	r.win.Sleeping()
+	defer r.win.Woke()
 	for {
 		n, errno := recvmmsgWait(uintptr(fd), r.msgs[:r.want])
 		if errno != unix.EINTR {

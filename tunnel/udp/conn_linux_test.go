@@ -446,3 +446,54 @@ func waitParked(fn string) {
 	}
 	panic(fn + ": the goroutine never parked in a read")
 }
+
+// TestBusyPoll sends datagrams one at a time, each once the last was read,
+// with and without GRO: the busy-poll window opens, and every datagram
+// arrives intact whether a poll or a sleep caught it.
+func TestBusyPoll(t *testing.T) {
+	for _, v := range variants {
+		t.Run(v.name, func(t *testing.T) {
+			t.Parallel()
+			rx := v.rx
+			rx.BusyPoll = time.Millisecond
+			a, b := listen(t, v.tx), listen(t, rx)
+			skipUnsupported(t, a, b, v.needsGSO, v.needsGRO)
+			sent, dsts := datagrams(50, func(i int) int { return 1 + i*13 }, b.LocalAddr())
+			rb := newBatch(4, 2048)
+			for i := range sent {
+				if n, err := a.WriteBatch(sent[i:i+1], dsts[i:i+1]); n != 1 || err != nil {
+					t.Fatalf("WriteBatch = %d, %v, want 1, nil", n, err)
+				}
+				receive(t, b, rb, sent[i:i+1], a.LocalAddr())
+			}
+			if w := b.rx.win.Current(); w == 0 {
+				t.Error("the busy-poll window stayed shut for datagrams that came one after another")
+			}
+		})
+	}
+}
+
+// TestCloseEndsBusyPoll closes a Conn whose ReadBatch polls: shutdown(2)
+// must end the poll as it ends a sleep.
+func TestCloseEndsBusyPoll(t *testing.T) {
+	t.Parallel()
+	c := listen(t, Options{BusyPoll: time.Hour})
+	c.rx.win.Sleeping()
+	c.rx.win.Woke() // a short sleep: the window opens, to a quarter hour
+	if c.rx.win.Current() == 0 {
+		t.Fatal("the window did not open")
+	}
+	errc := make(chan error, 1)
+	go func() {
+		b := newBatch(4, 2048)
+		_, err := c.ReadBatch(b.bufs, b.sizes, b.srcs)
+		errc <- err
+	}()
+	waitParked("TestCloseEndsBusyPoll") // polling: in sched_yield, or recvmmsg
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != net.ErrClosed {
+		t.Errorf("polling ReadBatch returned %v, want net.ErrClosed", err)
+	}
+}

@@ -22,6 +22,14 @@ func recvmmsgWait(fd uintptr, msgs []unix.Mmsghdr) (int, syscall.Errno) {
 	return int(n), errno
 }
 
+// recvmmsgNow is recvmmsgWait that does not wait: EAGAIN when the
+// socket is empty.
+func recvmmsgNow(fd uintptr, msgs []unix.Mmsghdr) (int, syscall.Errno) {
+	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd,
+		uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), unix.MSG_DONTWAIT, 0, 0)
+	return int(n), errno
+}
+
 // sendmmsg is underlay.Sendmmsg with MSG_NOSIGNAL: a send after Close's
 // shutdown says EPIPE, and raises no SIGPIPE.
 func sendmmsg(fd uintptr, msgs []unix.Mmsghdr) (int, syscall.Errno) {

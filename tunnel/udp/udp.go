@@ -10,6 +10,7 @@
 package udp
 
 import (
+	"time"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -58,6 +59,11 @@ type Options struct {
 	// the same datagrams, copied once from the Conn's own buffers. It is
 	// probed at Listen and stays off where the kernel lacks it.
 	GRO bool
+
+	// BusyPoll is the most a ReadBatch that finds the socket empty polls
+	// it, yielding the CPU between polls, before it sleeps (package
+	// busypoll); the window adapts to the traffic. 0 sleeps at once.
+	BusyPoll time.Duration
 }
 
 // Defaults for Options.

@@ -1,0 +1,97 @@
+package busypoll
+
+import (
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Window is one reader's adaptive busy-poll window. It is not safe for
+// concurrent use: a reader keeps it under the lock that serialises its
+// reads.
+//
+// A reader that found its queue empty calls Poll. If Poll reports false,
+// the reader sleeps in the kernel between Sleeping and Woke, which adapt
+// the window to how long the packet took.
+type Window struct {
+	max   time.Duration // 0: Poll never polls
+	cur   time.Duration // the window now, 0 to max
+	sleep time.Time     // Sleeping's time
+}
+
+// New returns a window that polls for at most max; 0 turns polling off.
+func New(max time.Duration) Window {
+	return Window{max: max}
+}
+
+// Max is the window's most.
+func (w *Window) Max() time.Duration { return w.max }
+
+// Current is the window as it stands.
+func (w *Window) Current() time.Duration { return w.cur }
+
+// Poll calls try until it reports true or the window has passed, yielding
+// the CPU before each call, and reports whether try did. With the window
+// at 0 it returns false at once, without calling try.
+func (w *Window) Poll(try func() bool) bool {
+	if w.cur <= 0 {
+		return false
+	}
+	deadline := time.Now().Add(w.cur)
+	for {
+		yield()
+		if try() {
+			return true
+		}
+		if !time.Now().Before(deadline) {
+			return false
+		}
+	}
+}
+
+// Sleeping notes that the reader goes to sleep in the kernel now, after a
+// Poll that found nothing.
+func (w *Window) Sleeping() {
+	if w.max > 0 {
+		w.sleep = time.Now()
+	}
+}
+
+// Woke notes that the reader's sleep ended, and adapts the window to the
+// time the packet took since the poll began: the poll plus the sleep.
+func (w *Window) Woke() {
+	if w.max > 0 {
+		w.adapt(w.cur + time.Since(w.sleep))
+	}
+}
+
+// horizon is how many windows a wait may take and still open the window:
+// a thread that sleeps waits longer than one that polls, since its peers in
+// the chain sleep too, so a wait somewhat over the window may still be one
+// that polling would have caught.
+const horizon = 2
+
+// growStart is the first window, as a fraction of the maximum; cpuidle-
+// haltpoll starts at a quarter of its own (50 of 200 µs).
+const growStart = 4
+
+// adapt sets the window after a wait of waited that polling did not cover.
+// A wait within the maximum means a longer window would have caught the
+// packet: the window doubles, up to the maximum. A longer one means polling
+// was wasted: the window halves, and falls to 0 below its starting size.
+func (w *Window) adapt(waited time.Duration) {
+	start := w.max / growStart
+	switch {
+	case waited <= horizon*w.max:
+		w.cur = min(max(2*w.cur, start), w.max)
+	case w.cur/2 < start:
+		w.cur = 0
+	default:
+		w.cur /= 2
+	}
+}
+
+// yield gives the CPU to any other runnable thread on it. It goes through
+// the runtime's system call path, not a raw one: the other thread may run
+// for a whole time slice before this one comes back.
+func yield() { unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0) }

@@ -1,0 +1,20 @@
+// Package busypoll lets a forwarding thread that finds its queue empty
+// keep polling it for a short, adaptive window before it sleeps, yielding
+// its CPU to any other runnable thread between polls.
+//
+// On a virtual machine, a thread asleep on an idle vCPU is woken through
+// the hypervisor: the vCPU halted, and an interrupt must bring it back.
+// Each hop of a request through overlayd pays that wake-up once, and it
+// dominates a small request's latency (doc/DESIGN-NOTES.md, "Busy-polling
+// before sleeping"). A thread that polls instead is still running when the
+// next packet comes. Polling with sched_yield(2) between tries keeps the
+// poll from taking a CPU that another thread wants: the scheduler runs the
+// other thread first, and the poll goes on only on a CPU that would
+// otherwise idle.
+//
+// The window adapts to the traffic, as the kernel's cpuidle-haltpoll
+// governor adapts its own: it grows while the packets that end a sleep come
+// within the maximum, and shrinks to nothing when they come later. An idle
+// queue, or sparse traffic, polls not at all; a request/response stream
+// polls for about its round trip.
+package busypoll
