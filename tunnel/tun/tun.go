@@ -16,9 +16,9 @@
 package tun
 
 import (
-	"time"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Device is one queue of a TUN interface.

@@ -10,10 +10,10 @@
 package udp
 
 import (
-	"time"
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 )
 
 // Options configures Listen. The zero value is a good start.
