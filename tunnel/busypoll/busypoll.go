@@ -10,14 +10,24 @@ import (
 // concurrent use: a reader keeps it under the lock that serialises its
 // reads.
 //
-// A reader that found its queue empty calls Poll. If Poll reports false,
-// the reader sleeps in the kernel between Sleeping and Woke, which adapt
-// the window to how long the packet took.
+// A reader reports each read's packets to Delivered. When a read finds its
+// queue empty, it calls Poll; if Poll reports false, the reader sleeps in
+// the kernel between Sleeping and Woke, which adapt the window to how long
+// the packet took.
 type Window struct {
 	max   time.Duration // 0: Poll never polls
 	cur   time.Duration // the window now, 0 to max
 	sleep time.Time     // Sleeping's time
+	bulk  bool          // the last read delivered a full batch's worth
 }
+
+// smallBatch is the most packets a read may deliver and still be followed
+// by a poll. Bulk traffic comes in large batches, whose wake-ups cost
+// little per packet: there a poll would spend CPU for nothing.
+const smallBatch = 4
+
+// Delivered notes how many packets the reader's last read delivered.
+func (w *Window) Delivered(n int) { w.bulk = n > smallBatch }
 
 // New returns a window that polls for at most max; 0 turns polling off.
 func New(max time.Duration) Window {
@@ -32,9 +42,10 @@ func (w *Window) Current() time.Duration { return w.cur }
 
 // Poll calls try until it reports true or the window has passed, yielding
 // the CPU before each call, and reports whether try did. With the window
-// at 0 it returns false at once, without calling try.
+// at 0, or after a read that delivered more than a few packets, it returns
+// false at once, without calling try.
 func (w *Window) Poll(try func() bool) bool {
-	if w.cur <= 0 {
+	if w.cur <= 0 || w.bulk {
 		return false
 	}
 	deadline := time.Now().Add(w.cur)

@@ -92,3 +92,18 @@ func BenchmarkPollMiss(b *testing.B) {
 		w.Woke()
 	}
 }
+
+// After a read that delivered a large batch, Poll does not poll: bulk
+// traffic's wake-ups cost little per packet. A small batch polls again.
+func TestBulkDoesNotPoll(t *testing.T) {
+	w := New(time.Millisecond)
+	w.cur = time.Millisecond
+	w.Delivered(smallBatch + 1)
+	if w.Poll(func() bool { t.Fatal("Poll polled after a large batch"); return true }) {
+		t.Fatal("Poll reported a packet after a large batch")
+	}
+	w.Delivered(1)
+	if !w.Poll(func() bool { return true }) {
+		t.Fatal("Poll did not poll after a small batch")
+	}
+}

@@ -275,6 +275,7 @@ func (d *nativeDevice) readVnet(bufs [][]byte, sizes []int, offset int) (int, er
 	err := d.run(d.readFn, &d.readPoll, pollFirst, &d.readWin)
 	d.readEmpty = op.empty
 	n, opErr := op.n, op.err
+	d.readWin.Delivered(n)
 	op.bufs, op.sizes, op.err = nil, nil, nil // keep none of the caller's buffers alive
 
 	if err != nil { // only possible before the first packet

@@ -262,6 +262,7 @@ func (d *nativeDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error)
 	err := d.run(d.readFn, &d.readPoll, d.readEmpty, &d.readWin)
 	n, opErr := d.read.n, d.read.err
 	d.readEmpty = d.read.empty
+	d.readWin.Delivered(n)
 	d.read = readOp{} // keep none of the caller's buffers alive
 
 	if err != nil { // only possible before the first packet

@@ -405,6 +405,7 @@ func (c *stdConn) ReadBatch(bufs [][]byte, sizes []int, srcs []netip.AddrPort) (
 		srcs[i] = addrPort(&r.names[i])
 	}
 	c.received.Add(uint64(r.n))
+	r.win.Delivered(r.n)
 	return r.n, nil
 }
 
@@ -435,6 +436,7 @@ func (c *stdConn) readSplit(bufs [][]byte, sizes []int, srcs []netip.AddrPort) (
 		}
 	}
 	c.received.Add(uint64(filled))
+	r.win.Delivered(filled)
 	return filled, nil
 }
 
