@@ -54,7 +54,7 @@ func (h SystemHost) ListenUnderlay(kind string, iface ExtIface, laddr netip.Addr
 			err  error
 		)
 		if kind == UnderlayAFPacket {
-			conn, err = h.listenAFPacket(iface, laddr, workers, fanout, i == 0)
+			conn, err = h.listenAFPacket(iface, laddr, workers, fanout, i == 0, busyPoll)
 		} else {
 			conn, err = h.listenSocket(iface, laddr, i, workers, busyPoll)
 		}
@@ -69,8 +69,8 @@ func (h SystemHost) ListenUnderlay(kind string, iface ExtIface, laddr netip.Addr
 	return conns, nil
 }
 
-func (h SystemHost) listenAFPacket(iface ExtIface, laddr netip.AddrPort, workers int, fanout *afpacket.Group, first bool) (underlay.Conn, error) {
-	conn, err := afpacket.Listen(iface.Name, laddr, afpacket.Options{Group: fanout, GSO: true})
+func (h SystemHost) listenAFPacket(iface ExtIface, laddr netip.AddrPort, workers int, fanout *afpacket.Group, first bool, busyPoll time.Duration) (underlay.Conn, error) {
+	conn, err := afpacket.Listen(iface.Name, laddr, afpacket.Options{Group: fanout, GSO: true, BusyPoll: busyPoll})
 	if err == nil && first {
 		eff := conn.(afpacket.Configured).Effective()
 		h.log().Info("underlay afpacket", "iface", iface.Name, "addr", laddr, "guard", eff.Guard, "gso", eff.GSO,

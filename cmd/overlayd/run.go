@@ -53,12 +53,11 @@ func runDaemon(ctx context.Context, args []string) error {
 			"no wake-up across CPUs, for request/response latency; but all flows of a one-thread sender share one worker; "+
 			"see the README's bench)")
 	fs.DurationVar(&cfg.BusyPoll, "busy-poll", tunnel.DefaultBusyPoll,
-		"how long a forwarding thread that finds its TUN queue or UDP socket empty keeps polling it, yielding its CPU "+
+		"how long a forwarding thread that finds its TUN queue or underlay socket (UDP or AF_PACKET ring) empty keeps polling it, yielding its CPU "+
 			"to any other runnable thread, before it sleeps: the next packet then finds it running, not asleep on a halted CPU, "+
 			"which on a VM is woken through the hypervisor. The window adapts: it opens only while packets follow each other "+
 			"within it (request/response), and closes for sparse traffic and idle hosts, which poll not at all. "+
-			"It uses CPU that would otherwise idle while traffic flows; 0: sleep at once (see the README's Latency section). "+
-			"With --underlay=afpacket only the TUN side polls")
+			"It uses CPU that would otherwise idle while traffic flows; 0: sleep at once (see the README's Latency section)")
 	fs.DurationVar(&cfg.IdlePoll, "idle-poll", 0,
 		"keep every idle CPU of the host polling instead of halting while packets flow, and for 1-2x this after the last "+
 			"one, e.g. 1s (a PM QoS CPU latency request of 0 on /dev/cpu_dma_latency, as tuned's latency profiles make): "+

@@ -50,6 +50,14 @@ type Options struct {
 	// Guard is how the kernel is kept from answering the datagrams the
 	// ring takes; GuardAuto picks one.
 	Guard Guard
+
+	// BusyPoll is the most a ReadBatch that finds the ring empty watches
+	// it, yielding the CPU between looks, before it sleeps (package
+	// busypoll); the window adapts to the traffic. A look reads the
+	// ring's next frame status, with no system call, so it sees a frame
+	// of a RingV2 at once and one of a RingV3 only once its block is
+	// handed over. 0 sleeps at once.
+	BusyPoll time.Duration
 }
 
 // Defaults for Options.

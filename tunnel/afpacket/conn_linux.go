@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/overlayd/overlayd/ringbuf"
+	"github.com/overlayd/overlayd/tunnel/busypoll"
 	"github.com/overlayd/overlayd/tunnel/pollwake"
 	"github.com/overlayd/overlayd/tunnel/underlay"
 )
@@ -189,6 +190,10 @@ func open(s *shared, laddr netip.AddrPort, opts Options, fanout bool) (_ *conn, 
 		return nil, err
 	}
 	c.rx.poll = c.rx.wake.Set(fd, unix.POLLIN)
+	c.rx.win = busypoll.New(opts.BusyPoll)
+	// Bound once: a closure made per call would allocate. A Close
+	// during a look ends it.
+	c.rx.ready = func() bool { return c.closed.Load() || c.ring.Ready() }
 	c.rx.readCopy = func(fd uintptr) bool {
 		c.rx.copyN, c.rx.copyErr = unix.Read(int(fd), c.rx.copyBuf)
 		return true // queued before the frame was handed over: no waiting
@@ -398,6 +403,8 @@ type rxState struct {
 	wake    *pollwake.Waker
 	poll    pollwake.Set
 	wakeups atomic.Uint64 // poll returns, for tests
+	win     busypoll.Window
+	ready   func() bool // whether the ring has a frame, for win.Poll
 
 	hdrLen int // the ring's frame header: a virtio_net_hdr may follow
 
@@ -433,11 +440,18 @@ func (c *conn) ReadBatch(bufs [][]byte, sizes []int, srcs []netip.AddrPort) (int
 			if r.rest == nil {
 				c.ring.Release() // the kernel may have it back now
 			}
+			r.win.Delivered(n)
 			return n, nil
+		}
+		if r.win.Poll(r.ready) {
+			continue
 		}
 		// Nothing handed over yet: sleep until the kernel hands over
 		// a frame (RingV2) or a block (RingV3), or Close wakes us.
-		if err := r.poll.Wait(); err != nil {
+		r.win.Sleeping()
+		err := r.poll.Wait()
+		r.win.Woke()
+		if err != nil {
 			return 0, c.fail("poll", err)
 		}
 		r.wakeups.Add(1)

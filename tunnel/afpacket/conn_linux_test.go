@@ -951,3 +951,53 @@ func TestJumboFrames(t *testing.T) {
 		t.Errorf("%d datagrams read from the socket queue, %d truncated: the slots do not hold the MTU", st.Copied, st.Truncated)
 	}
 }
+
+// TestBusyPoll receives datagrams that come one at a time, each sent once
+// the last was read, with the busy-poll window open: a reader that finds
+// the ring empty watches it, and every datagram arrives intact.
+func TestBusyPoll(t *testing.T) {
+	h := newHosts(t)
+	laddr := netip.AddrPortFrom(addrA, tunnelPort)
+	c := h.listen(h.a, "a0", laddr, Options{BusyPoll: time.Second})
+	c.rx.win.Sleeping()
+	c.rx.win.Woke() // a short sleep: the window opens, to 250 ms
+	from := netip.AddrPortFrom(addrB, 40000)
+	s := h.socket(h.b, from)
+	want := datagrams(50, func(i int) int { return 1 + i*29 })
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		for _, d := range want {
+			readAll(t, c, [][]byte{d}, from)
+			read <- struct{}{}
+		}
+	}()
+	for i, d := range want {
+		if _, err := s.WriteToUDPAddrPort(d, laddr); err != nil {
+			t.Fatalf("datagram %d: %v", i, err)
+		}
+		if _, ok := <-read; !ok {
+			t.Fatalf("the reader stopped at datagram %d", i)
+		}
+	}
+}
+
+// TestCloseEndsBusyPoll closes a Conn whose ReadBatch watches its ring
+// with a window far longer than any test: Close must end the watch.
+func TestCloseEndsBusyPoll(t *testing.T) {
+	h := newHosts(t)
+	c := h.listen(h.a, "a0", netip.AddrPortFrom(addrA, tunnelPort), Options{BusyPoll: time.Hour})
+	c.rx.win.Sleeping()
+	c.rx.win.Woke() // a short sleep: the window opens, to a quarter hour
+	errc := make(chan error, 1)
+	go func() {
+		b := newRxBatch(4, 100)
+		_, err := c.ReadBatch(b.bufs, b.sizes, b.srcs)
+		errc <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // let it watch; not needed for correctness
+	c.Close()
+	if err := <-errc; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("ReadBatch after Close: %v, want net.ErrClosed", err)
+	}
+}

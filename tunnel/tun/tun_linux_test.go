@@ -336,41 +336,51 @@ func BenchmarkWriteRead(b *testing.B) {
 }
 
 // TestBusyPoll reads packets that come one at a time, each sent once the
-// last was read: the busy-poll window opens, and every packet arrives
-// intact whether a poll or a sleep caught it.
+// last was read, with the busy-poll window open: a reader that finds the
+// queue empty polls it, and every packet arrives intact.
 func TestBusyPoll(t *testing.T) {
 	t.Parallel()
 	ns := newNetns(t)
-	dev := ns.create(t, "ovl0", 1, WithBusyPoll(time.Millisecond))[0]
+	dev := ns.create(t, "ovl0", 1, WithBusyPoll(time.Second))[0]
+	nd := dev.(*nativeDevice)
+	nd.readWin.Sleeping()
+	nd.readWin.Woke() // a short sleep: the window opens, to 250 ms
 	ns.configure(t, "ovl0", testMTU)
 	dst := netip.AddrPortFrom(remote, 9)
 	fd := ns.dialUDP(t, dst)
 
-	bufs, sizes := newBatch(4, testOffset+testMTU)
-	for i := range 50 {
-		want := fmt.Sprint("datagram ", i)
-		if _, err := unix.Write(fd, []byte(want)); err != nil {
-			t.Fatal(err)
-		}
-		for got := false; !got; {
+	const count = 50
+	read := make(chan error)
+	go func() {
+		defer close(read)
+		bufs, sizes := newBatch(4, testOffset+testMTU)
+		for i := 0; i < count; {
 			n, err := dev.Read(bufs, sizes, testOffset)
 			if err != nil {
-				t.Fatal(err)
+				read <- err
+				return
 			}
 			for j := range n {
 				payload, ok := udpPayload(bufs[j][testOffset:testOffset+sizes[j]], dst)
 				if !ok {
 					continue // the kernel's own traffic
 				}
-				if string(payload) != want {
-					t.Fatalf("read %q, want %q", payload, want)
+				if want := fmt.Sprint("datagram ", i); string(payload) != want {
+					read <- fmt.Errorf("read %q, want %q", payload, want)
+					return
 				}
-				got = true
+				i++
+				read <- nil
 			}
 		}
-	}
-	if w := dev.(*nativeDevice).readWin.Current(); w == 0 {
-		t.Error("the busy-poll window stayed shut for packets that came one after another")
+	}()
+	for i := range count {
+		if _, err := unix.Write(fd, []byte(fmt.Sprint("datagram ", i))); err != nil {
+			t.Fatal(err)
+		}
+		if err, ok := <-read; !ok || err != nil {
+			t.Fatalf("packet %d: %v (reader running: %v)", i, err, ok)
+		}
 	}
 }
 
