@@ -88,6 +88,8 @@ var (
 	descBatchSize   = desc("batch_size", "Packets per batch read, by routine (summed over the workers).", "routine")
 	descIdleHeld    = desc("idle_poll_held", "1 while packets flow and idle CPUs are kept polling (--idle-poll).")
 	descIdleHolds   = desc("idle_poll_holds_total", "Times packets started flowing and idle CPUs were kept polling (--idle-poll).")
+	descBusyCaught  = desc("busy_poll_caught_total", "Reads of a TUN queue or underlay socket that found a packet by polling (--busy-poll).")
+	descBusySlept   = desc("busy_poll_slept_total", "Reads of a TUN queue or underlay socket that slept in the kernel, with --busy-poll on.")
 )
 
 // collector exports a metricsView, taken at each scrape.
@@ -96,7 +98,7 @@ type collector struct{ view func() metricsView }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBuildInfo, descReady, descPeers, descPackets, descBytes, descICMP,
 		descDrops, descUnderlay, descPeerPackets, descPeerBytes, descPeerDrops, descLeaseLeft, descLeaseExpiry,
-		descFWChecks, descFWRepairs, descBatchSize, descIdleHeld, descIdleHolds} {
+		descFWChecks, descFWRepairs, descBatchSize, descIdleHeld, descIdleHolds, descBusyCaught, descBusySlept} {
 		ch <- d
 	}
 }
@@ -146,6 +148,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(descIdleHeld, held)
 		counter(descIdleHolds, p.Holds)
+	}
+	if p := v.BusyPoll; p != nil {
+		counter(descBusyCaught, p.Caught)
+		counter(descBusySlept, p.Slept)
 	}
 	counter(descFWChecks, v.Stats.FirewallChecks)
 	counter(descFWRepairs, v.Stats.FirewallRepairs)

@@ -82,7 +82,8 @@ func TestMetricsNamesAndLabels(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	v := metricsView{
 		Status: Status{Ready: true, Backend: "udp", Subnet: "100.96.1.0/24", Stats: s.Snapshot(),
-			Peers: []PeerStatus{{Subnet: "100.96.2.0/24"}}, Underlay: map[string]uint64{"sent": 9}},
+			Peers: []PeerStatus{{Subnet: "100.96.2.0/24"}}, Underlay: map[string]uint64{"sent": 9},
+			BusyPoll: &BusyPollStatus{Max: "50µs", Caught: 11, Slept: 4}},
 		Version:     "v1.2.3",
 		PeerTraffic: []peerTraffic{{Subnet: "100.96.2.0/24", TxPackets: 5, TxBytes: 500, RxPackets: 4, RxBytes: 400, RxDrop: 2}},
 		Batches:     map[string]batchSizes{routineTx: {counts: [9]uint64{3, 0, 1}, sum: 6}},
@@ -106,6 +107,8 @@ func TestMetricsNamesAndLabels(t *testing.T) {
 		`overlayd_lease_expiry_timestamp_seconds 1.7000054e+09`,
 		`overlayd_firewall_checks_total 3`,
 		`overlayd_firewall_repairs_total 1`,
+		`overlayd_busy_poll_caught_total 11`,
+		`overlayd_busy_poll_slept_total 4`,
 		`overlayd_batch_size_bucket{routine="tun-to-underlay",le="1"} 3`,
 		`overlayd_batch_size_bucket{routine="tun-to-underlay",le="4"} 4`,
 		`overlayd_batch_size_bucket{routine="tun-to-underlay",le="+Inf"} 4`,
@@ -126,7 +129,7 @@ func TestMetricsNamesAndLabels(t *testing.T) {
 	}
 	// No lease known, no kernel-forwarded peers: those series are absent.
 	out = scrape(t, metricsView{Status: Status{Backend: "vxlan"}})
-	for _, name := range []string{"overlayd_lease_remaining_seconds", "overlayd_peer_packets_total{", "overlayd_batch_size_bucket"} {
+	for _, name := range []string{"overlayd_lease_remaining_seconds", "overlayd_peer_packets_total{", "overlayd_batch_size_bucket", "overlayd_busy_poll"} {
 		if strings.Contains(out, name) {
 			t.Errorf("/metrics has %s without data for it", name)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/overlayd/overlayd/tunnel/busypoll"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -44,6 +45,18 @@ type Status struct {
 	// IdlePoll is the state of --idle-poll; nil when it is off or the
 	// kernel forwards.
 	IdlePoll *IdlePollStatus `json:"idle_poll,omitempty"`
+
+	// BusyPoll is what --busy-poll did, summed over the TUN queues and
+	// underlay sockets; nil when it is off or the kernel forwards.
+	BusyPoll *BusyPollStatus `json:"busy_poll,omitempty"`
+}
+
+// BusyPollStatus says how long the forwarding threads may poll, how many
+// reads found a packet by polling, and how many slept in the kernel.
+type BusyPollStatus struct {
+	Max    string `json:"max"`
+	Caught uint64 `json:"caught"`
+	Slept  uint64 `json:"slept"`
 }
 
 // IdlePollStatus says whether idle CPUs are kept polling now, how often
@@ -87,6 +100,7 @@ func (e *Engine) status() Status {
 			s.IdlePoll.Error = err.Error()
 		}
 	}
+	s.BusyPoll = e.busyPollStatus()
 	s.Underlay = underlayCounters(e.conns)
 	if len(e.conns) > 1 {
 		for _, c := range e.conns {
@@ -236,4 +250,21 @@ func (s Status) PeerSubnets() []netip.Prefix {
 		}
 	}
 	return out
+}
+
+// busyPollStatus sums the busy-poll windows of the TUN queues and underlay
+// sockets; nil with --busy-poll=0 or without a userspace data path.
+func (e *Engine) busyPollStatus() *BusyPollStatus {
+	if e.cfg.BusyPoll <= 0 || len(e.workers) == 0 {
+		return nil
+	}
+	var sum busypoll.Stats
+	for _, w := range e.workers {
+		for _, r := range []any{w.tun, w.conn} {
+			if r, ok := r.(busypoll.Reporter); ok {
+				sum.Add(r.BusyPollStats())
+			}
+		}
+	}
+	return &BusyPollStatus{Max: e.cfg.BusyPoll.String(), Caught: sum.Caught, Slept: sum.Slept}
 }

@@ -188,5 +188,8 @@ func runStatus(ctx context.Context, args []string) error {
 		}
 		fmt.Printf("idle poll: %s; held %d times\n", state, p.Holds)
 	}
+	if p := s.BusyPoll; p != nil {
+		fmt.Printf("busy poll: up to %s; %d reads caught a packet polling, %d slept\n", p.Max, p.Caught, p.Slept)
+	}
 	return nil
 }

@@ -5,6 +5,9 @@ import (
 	"net/netip"
 	"strconv"
 	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/overlayd/overlayd/perf/netns"
 )
@@ -62,6 +65,37 @@ func (l *lab) link(a *netns.NS, aIf string, aAddr string, b *netns.NS, bIf strin
 	l.ip(b, "addr", "add", bAddr, "dev", bIf)
 	l.ip(a, "link", "set", aIf, "up")
 	l.ip(b, "link", "set", bIf, "up")
+	l.waitUp(a, aIf)
+	l.waitUp(b, bIf)
+}
+
+// waitUp waits until iface in n is operationally up. The kernel gives an
+// interface its qdisc only then, from its link-watch work, which a busy
+// machine may run late; until then it drops what is sent (a test's first
+// pings got no answer under `make test`).
+func (l *lab) waitUp(n *netns.NS, iface string) {
+	l.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var state netlink.LinkOperState
+		err := n.Do(func() error {
+			link, err := netlink.LinkByName(iface)
+			if err == nil {
+				state = link.Attrs().OperState
+			}
+			return err
+		})
+		if err != nil {
+			l.t.Fatal(err)
+		}
+		if state == netlink.OperUp {
+			return
+		}
+		if time.Now().After(deadline) {
+			l.t.Fatalf("%s in %s still %v after 30 s", iface, n.Name, state)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // pair is two namespaces on one 198.18.1.0/24 link of the given MTU.

@@ -330,6 +330,9 @@ func (c *conn) Stats() Stats {
 	}
 }
 
+// BusyPollStats reports what ReadBatch's busy-poll window did.
+func (c *conn) BusyPollStats() busypoll.Stats { return c.rx.win.Stats() }
+
 // Counters reports Stats by name, for `overlayd status` and /metrics.
 func (c *conn) Counters() underlay.Counters {
 	st := c.Stats()

@@ -1,6 +1,7 @@
 package busypoll
 
 import (
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -15,10 +16,35 @@ import (
 // the kernel between Sleeping and Woke, which adapt the window to how long
 // the packet took.
 type Window struct {
-	max   time.Duration // 0: Poll never polls
-	cur   time.Duration // the window now, 0 to max
-	sleep time.Time     // Sleeping's time
-	bulk  bool          // the last read delivered a full batch's worth
+	max    time.Duration // 0: Poll never polls
+	cur    time.Duration // the window now, 0 to max
+	polled time.Duration // how long the last Poll polled in vain
+	sleep  time.Time     // Sleeping's time
+	bulk   bool          // the last read delivered more than smallBatch
+
+	caught, slept atomic.Uint64 // for Stats, read by other goroutines
+}
+
+// Stats count what a Window did, for `overlayd status` and /metrics.
+type Stats struct {
+	Caught uint64 // polls that found a packet
+	Slept  uint64 // sleeps in the kernel, with polling on
+}
+
+// Add adds o's counts into s.
+func (s *Stats) Add(o Stats) {
+	s.Caught += o.Caught
+	s.Slept += o.Slept
+}
+
+// Reporter is implemented by the readers that keep a Window.
+type Reporter interface {
+	BusyPollStats() Stats
+}
+
+// Stats returns the window's counts; any goroutine may call it.
+func (w *Window) Stats() Stats {
+	return Stats{Caught: w.caught.Load(), Slept: w.slept.Load()}
 }
 
 // smallBatch is the most packets a read may deliver and still be followed
@@ -45,16 +71,20 @@ func (w *Window) Current() time.Duration { return w.cur }
 // at 0, or after a read that delivered more than a few packets, it returns
 // false at once, without calling try.
 func (w *Window) Poll(try func() bool) bool {
+	w.polled = 0
 	if w.cur <= 0 || w.bulk {
 		return false
 	}
-	deadline := time.Now().Add(w.cur)
+	start := time.Now()
+	deadline := start.Add(w.cur)
 	for {
 		yield()
 		if try() {
+			w.caught.Add(1)
 			return true
 		}
-		if !time.Now().Before(deadline) {
+		if now := time.Now(); !now.Before(deadline) {
+			w.polled = now.Sub(start)
 			return false
 		}
 	}
@@ -65,6 +95,7 @@ func (w *Window) Poll(try func() bool) bool {
 func (w *Window) Sleeping() {
 	if w.max > 0 {
 		w.sleep = time.Now()
+		w.slept.Add(1)
 	}
 }
 
@@ -72,7 +103,7 @@ func (w *Window) Sleeping() {
 // time the packet took since the poll began: the poll plus the sleep.
 func (w *Window) Woke() {
 	if w.max > 0 {
-		w.adapt(w.cur + time.Since(w.sleep))
+		w.adapt(w.polled + time.Since(w.sleep))
 	}
 }
 

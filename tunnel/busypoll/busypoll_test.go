@@ -107,3 +107,22 @@ func TestBulkDoesNotPoll(t *testing.T) {
 		t.Fatal("Poll did not poll after a small batch")
 	}
 }
+
+// Stats count the polls that caught a packet and the sleeps.
+func TestStats(t *testing.T) {
+	w := New(time.Millisecond)
+	w.cur = time.Millisecond
+	w.Poll(func() bool { return true })
+	w.Poll(func() bool { return true })
+	w.Sleeping()
+	w.Woke()
+	if got, want := w.Stats(), (Stats{Caught: 2, Slept: 1}); got != want {
+		t.Fatalf("Stats() = %+v, want %+v", got, want)
+	}
+	var sum Stats
+	sum.Add(w.Stats())
+	sum.Add(w.Stats())
+	if want := (Stats{Caught: 4, Slept: 2}); sum != want {
+		t.Fatalf("summed %+v, want %+v", sum, want)
+	}
+}

@@ -511,6 +511,9 @@ func (d *nativeDevice) Close() error {
 	return nil
 }
 
+// BusyPollStats reports what Read's busy-poll window did.
+func (d *nativeDevice) BusyPollStats() busypoll.Stats { return d.readWin.Stats() }
+
 // WaitsInKernel reports that Read sleeps in the kernel, holding its thread,
 // not in Go's netpoller.
 func (d *nativeDevice) WaitsInKernel() bool { return true }

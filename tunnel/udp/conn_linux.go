@@ -559,6 +559,9 @@ func (c *stdConn) WriteBatch(bufs [][]byte, dsts []netip.AddrPort) (int, error) 
 
 // Counters reports the datagrams received and sent, and whether GSO was
 // turned off.
+// BusyPollStats reports what ReadBatch's busy-poll window did.
+func (c *stdConn) BusyPollStats() busypoll.Stats { return c.rx.win.Stats() }
+
 func (c *stdConn) Counters() underlay.Counters {
 	return underlay.Counters{
 		underlay.CounterReceived:    c.received.Load(),
