@@ -44,13 +44,13 @@ func runDaemon(ctx context.Context, args []string) error {
 		"vxlan backend: \"userspace\" (overlayd forwards) or \"kernel\" (overlayd programs flannel.<VNI>, as flanneld)")
 	fs.StringVar(&cfg.UnderlayKind, "underlay", tunnel.UnderlaySocket,
 		"how packets reach other hosts: \"socket\" (UDP socket) or \"afpacket\" (AF_PACKET mmap ring). "+
-			"afpacket adds no timer: measured close to the socket (make bench, 2 cores, 2026-12-03: 64 B TCP request/response "+
-			"p50 128 µs against 112, one TCP stream 6.9 against 8.7 Gbit/s, 64 B datagrams 252 against 189 kpps); it skips the qdisc, netfilter "+
+			"afpacket adds no timer, but measured slower than the socket (make bench, 2 cores, 2026-12-03: 64 B TCP request/response "+
+			"p50 88 µs against 28, one TCP stream 7.3 against 8.3 Gbit/s, 64 B datagrams 298 against 341 kpps); it skips the qdisc, netfilter "+
 			"and the UDP socket layer on --iface, so use it where those cost on your hosts, else keep the socket (no tc filter, tcpdump sees all)")
 	fs.StringVar(&cfg.Steering, "steering", tunnel.SteeringFlow,
 		"which worker forwards a packet from the local containers: \"flow\" (by a hash of its flow, so a host's flows "+
 			"spread over every worker and core) or \"cpu\" (the worker of the CPU that sent it, pinned to that CPU: "+
-			"no wake-up across CPUs, for request/response latency; but all flows of a one-thread sender share one worker; "+
+			"no wake-up across CPUs, for sparse packets with --busy-poll=0; but all flows of a one-thread sender share one worker; "+
 			"see the README's bench)")
 	fs.DurationVar(&cfg.BusyPoll, "busy-poll", tunnel.DefaultBusyPoll,
 		"how long a forwarding thread that finds its TUN queue or underlay socket (UDP or AF_PACKET ring) empty keeps polling it, yielding its CPU "+
