@@ -52,10 +52,10 @@ type Config struct {
 	// (--idle-poll, package idlepoll), with Deps.IdleRequest; 0: never.
 	IdlePoll time.Duration
 
-	// BusyPoll is the most a forwarding thread that finds its TUN queue or
-	// UDP socket empty polls it, yielding the CPU between polls, before it
-	// sleeps (--busy-poll, package busypoll); the window adapts to the
-	// traffic. 0: sleep at once.
+	// BusyPoll is the most a forwarding thread that finds its TUN queue,
+	// UDP socket or AF_PACKET ring empty polls it, yielding the CPU
+	// between polls, before it sleeps (--busy-poll, package busypoll); the
+	// window adapts to the traffic. 0: sleep at once.
 	BusyPoll time.Duration
 
 	// CompleteChecksums makes this host one that needs complete TCP and

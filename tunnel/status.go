@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/overlayd/overlayd/tunnel/busypoll"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -13,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/overlayd/overlayd/tunnel/busypoll"
 	"github.com/overlayd/overlayd/tunnel/underlay"
 )
 

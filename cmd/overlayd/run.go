@@ -56,8 +56,9 @@ func runDaemon(ctx context.Context, args []string) error {
 		"how long a forwarding thread that finds its TUN queue or underlay socket (UDP or AF_PACKET ring) empty keeps polling it, yielding its CPU "+
 			"to any other runnable thread, before it sleeps: the next packet then finds it running, not asleep on a halted CPU, "+
 			"which on a VM is woken through the hypervisor. The window adapts: it opens only while packets follow each other "+
-			"within it (request/response), and closes for sparse traffic and idle hosts, which poll not at all. "+
-			"It uses CPU that would otherwise idle while traffic flows; 0: sleep at once (see the README's Latency section)")
+			"within about twice this (request/response), and closes for sparse traffic, bulk transfers and idle hosts, which poll not at all. "+
+			"While it polls it keeps a CPU busy that would mostly have idled, and beside CPU-bound neighbours it takes its fair share; "+
+			"0: sleep at once (see the README's Latency section)")
 	fs.DurationVar(&cfg.IdlePoll, "idle-poll", 0,
 		"keep every idle CPU of the host polling instead of halting while packets flow, and for 1-2x this after the last "+
 			"one, e.g. 1s (a PM QoS CPU latency request of 0 on /dev/cpu_dma_latency, as tuned's latency profiles make): "+

@@ -190,7 +190,7 @@ func open(s *shared, laddr netip.AddrPort, opts Options, fanout bool) (_ *conn, 
 		return nil, err
 	}
 	c.rx.poll = c.rx.wake.Set(fd, unix.POLLIN)
-	c.rx.win = busypoll.New(opts.BusyPoll)
+	c.rx.win.Init(opts.BusyPoll)
 	// Bound once: a closure made per call would allocate. A Close
 	// during a look ends it.
 	c.rx.ready = func() bool { return c.closed.Load() || c.ring.Ready() }

@@ -964,7 +964,7 @@ func TestBusyPoll(t *testing.T) {
 	from := netip.AddrPortFrom(addrB, 40000)
 	s := h.socket(h.b, from)
 	want := datagrams(50, func(i int) int { return 1 + i*29 })
-	read := make(chan struct{})
+	read := make(chan struct{}, len(want)) // the reader never blocks on it
 	go func() {
 		defer close(read)
 		for _, d := range want {
@@ -979,6 +979,11 @@ func TestBusyPoll(t *testing.T) {
 		if _, ok := <-read; !ok {
 			t.Fatalf("the reader stopped at datagram %d", i)
 		}
+	}
+	// The window is far longer than a round trip here: looks at the ring
+	// caught datagrams, or polling is broken.
+	if st := c.BusyPollStats(); st.Caught == 0 {
+		t.Errorf("no ReadBatch caught a datagram by polling (%+v)", st)
 	}
 }
 

@@ -3,8 +3,6 @@ package busypoll
 import (
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Window is one reader's adaptive busy-poll window. It is not safe for
@@ -55,13 +53,15 @@ const smallBatch = 4
 // Delivered notes how many packets the reader's last read delivered.
 func (w *Window) Delivered(n int) { w.bulk = n > smallBatch }
 
-// New returns a window that polls for at most max; 0 turns polling off.
-func New(max time.Duration) Window {
-	return Window{max: max}
+// Init sets the most the window polls, shut for now; 0 turns polling off.
+// A Window holds atomics, so it is set up in place rather than copied.
+func (w *Window) Init(max time.Duration) {
+	w.max, w.cur, w.polled, w.bulk = max, 0, 0, false
 }
 
-// Max is the window's most.
-func (w *Window) Max() time.Duration { return w.max }
+// Open reports whether the next Poll would poll. A reader whose queue may
+// already hold a packet tries it once first: Poll yields before each try.
+func (w *Window) Open() bool { return w.cur > 0 && !w.bulk }
 
 // Current is the window as it stands.
 func (w *Window) Current() time.Duration { return w.cur }
@@ -72,7 +72,7 @@ func (w *Window) Current() time.Duration { return w.cur }
 // false at once, without calling try.
 func (w *Window) Poll(try func() bool) bool {
 	w.polled = 0
-	if w.cur <= 0 || w.bulk {
+	if !w.Open() {
 		return false
 	}
 	start := time.Now()
@@ -118,9 +118,10 @@ const horizon = 2
 const growStart = 4
 
 // adapt sets the window after a wait of waited that polling did not cover.
-// A wait within the maximum means a longer window would have caught the
-// packet: the window doubles, up to the maximum. A longer one means polling
-// was wasted: the window halves, and falls to 0 below its starting size.
+// A wait within the horizon (twice the maximum) means a longer window would
+// likely have caught the packet: the window doubles, up to the maximum. A
+// longer one means polling was wasted: the window halves, and falls to 0
+// below its starting size.
 func (w *Window) adapt(waited time.Duration) {
 	start := w.max / growStart
 	switch {
@@ -132,8 +133,3 @@ func (w *Window) adapt(waited time.Duration) {
 		w.cur /= 2
 	}
 }
-
-// yield gives the CPU to any other runnable thread on it. It goes through
-// the runtime's system call path, not a raw one: the other thread may run
-// for a whole time slice before this one comes back.
-func yield() { unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0) }

@@ -5,11 +5,12 @@ import (
 	"time"
 )
 
-// The window grows while packets come within the maximum, keeps its size
+// The window grows while packets come within twice the maximum, keeps its size
 // while polls catch them, and shrinks to nothing when they come later.
 func TestAdapt(t *testing.T) {
 	const max = 40 * time.Microsecond
-	w := New(max)
+	var w Window
+	w.Init(max)
 	steps := []struct {
 		waited time.Duration
 		want   time.Duration
@@ -34,7 +35,8 @@ func TestAdapt(t *testing.T) {
 
 // A window of 0 never polls and never learns.
 func TestOff(t *testing.T) {
-	w := New(0)
+	var w Window
+	w.Init(0)
 	for range 3 {
 		w.Sleeping()
 		w.Woke()
@@ -50,7 +52,8 @@ func TestOff(t *testing.T) {
 // Poll stops at the first try that succeeds, and gives up when the window
 // has passed.
 func TestPoll(t *testing.T) {
-	w := New(time.Millisecond)
+	var w Window
+	w.Init(time.Millisecond)
 	w.cur = time.Millisecond
 	calls := 0
 	if !w.Poll(func() bool { calls++; return calls == 3 }) {
@@ -71,7 +74,8 @@ func TestPoll(t *testing.T) {
 
 // A short sleep, as Sleeping and Woke measure it, opens the window.
 func TestSleepingWoke(t *testing.T) {
-	w := New(time.Hour) // any real sleep is within it
+	var w Window
+	w.Init(time.Hour) // any real sleep is within it
 	w.Sleeping()
 	w.Woke()
 	if w.Current() != time.Hour/growStart {
@@ -82,7 +86,8 @@ func TestSleepingWoke(t *testing.T) {
 var sink bool
 
 func BenchmarkPollMiss(b *testing.B) {
-	w := New(time.Microsecond)
+	var w Window
+	w.Init(time.Microsecond)
 	w.cur = time.Nanosecond
 	try := func() bool { return false }
 	b.ReportAllocs()
@@ -96,7 +101,8 @@ func BenchmarkPollMiss(b *testing.B) {
 // After a read that delivered a large batch, Poll does not poll: bulk
 // traffic's wake-ups cost little per packet. A small batch polls again.
 func TestBulkDoesNotPoll(t *testing.T) {
-	w := New(time.Millisecond)
+	var w Window
+	w.Init(time.Millisecond)
 	w.cur = time.Millisecond
 	w.Delivered(smallBatch + 1)
 	if w.Poll(func() bool { t.Fatal("Poll polled after a large batch"); return true }) {
@@ -110,7 +116,8 @@ func TestBulkDoesNotPoll(t *testing.T) {
 
 // Stats count the polls that caught a packet and the sleeps.
 func TestStats(t *testing.T) {
-	w := New(time.Millisecond)
+	var w Window
+	w.Init(time.Millisecond)
 	w.cur = time.Millisecond
 	w.Poll(func() bool { return true })
 	w.Poll(func() bool { return true })

@@ -7,15 +7,15 @@
 // Each hop of a request through overlayd pays that wake-up once, and it
 // dominates a small request's latency (doc/DESIGN-NOTES.md, "Busy-polling
 // before sleeping"). A thread that polls instead is still running when the
-// next packet comes. Polling with sched_yield(2) between tries keeps the
-// poll from taking a CPU that another thread wants: the scheduler runs the
-// other thread first, and the poll goes on only on a CPU that would
-// otherwise idle.
+// next packet comes. Polling with sched_yield(2) between tries gives way to
+// another thread that wants the CPU: the scheduler runs it first. A polling
+// thread still counts for the scheduler's fair share, so beside CPU-bound
+// neighbours it takes its share of the CPU while it polls.
 //
 // The window adapts to the traffic, as the kernel's cpuidle-haltpoll
 // governor adapts its own: it grows while the packets that end a sleep come
-// within the maximum, and shrinks to nothing when they come later. An idle
-// queue, or sparse traffic, polls not at all; a request/response stream
+// within twice the maximum, and shrinks to nothing when they come later.
+// An idle queue, or sparse traffic, polls not at all; a request/response stream
 // polls for about its round trip. A read that delivered a large batch is
 // not followed by a poll: bulk traffic's wake-ups are few per packet, and
 // polling between its batches spent CPU for no gain (measured: 13% more

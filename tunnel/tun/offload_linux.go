@@ -272,7 +272,7 @@ func (d *nativeDevice) readVnet(bufs [][]byte, sizes []int, offset int) (int, er
 	}
 	pollFirst := d.readEmpty && op.pending == nil
 	op.bufs, op.sizes, op.offset, op.n, op.err, op.empty = bufs, sizes, offset, 0, nil, false
-	err := d.run(d.readFn, &d.readPoll, pollFirst, &d.readWin)
+	err := d.run(d.readFn, &d.readPoll, pollFirst, &d.readWin, d.readTry)
 	d.readEmpty = op.empty
 	n, opErr := op.n, op.err
 	d.readWin.Delivered(n)

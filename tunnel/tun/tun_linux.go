@@ -140,7 +140,7 @@ func openQueue(name string, flags uint16, o *options) (*nativeDevice, error) {
 		unix.Close(ctl)
 		return nil, err
 	}
-	d.readWin = busypoll.New(o.busyPoll)
+	d.readWin.Init(o.busyPoll)
 	d.mtuReq, _ = unix.NewIfreq(d.name) // valid: it named the interface
 	if vnet {
 		d.initOffloads(o)
@@ -259,7 +259,7 @@ func (d *nativeDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error)
 		return 0, os.ErrClosed
 	}
 	d.read = readOp{bufs: bufs, sizes: sizes, offset: offset}
-	err := d.run(d.readFn, &d.readPoll, d.readEmpty, &d.readWin)
+	err := d.run(d.readFn, &d.readPoll, d.readEmpty, &d.readWin, d.readTry)
 	n, opErr := d.read.n, d.read.err
 	d.readEmpty = d.read.empty
 	d.readWin.Delivered(n)
@@ -369,7 +369,7 @@ func (d *nativeDevice) Write(bufs [][]byte, offset int) (int, error) {
 		op.seg = &d.seg
 	}
 	d.write = op
-	err := d.run(d.writeFn, &d.writePoll, false, nil)
+	err := d.run(d.writeFn, &d.writePoll, false, nil, nil)
 	op = d.write
 	d.write = writeOp{} // keep none of the caller's buffers alive
 	clear(op.iovs)
@@ -387,13 +387,14 @@ func (d *nativeDevice) Write(bufs [][]byte, offset int) (int, error) {
 
 // run calls op on the queue until it is done, sleeping on pfd (the queue
 // and wake) in between, and first if pollFirst. A reader passes its
-// busy-poll window, which polls with readTry before each sleep. The caller
-// holds readMu or writeMu, and has checked that the Device is not closed.
-func (d *nativeDevice) run(op func(fd uintptr) bool, pfd *pollwake.Set, pollFirst bool, win *busypoll.Window) error {
+// busy-poll window and what to poll with (op on the queue, or Close), which
+// run tries before each sleep. The caller holds readMu or writeMu, and has
+// checked that the Device is not closed.
+func (d *nativeDevice) run(op func(fd uintptr) bool, pfd *pollwake.Set, pollFirst bool, win *busypoll.Window, try func() bool) error {
 	for pollFirst || !op(uintptr(d.fd)) {
 		pollFirst = false
 		if win != nil {
-			if win.Poll(d.readTry) {
+			if win.Poll(try) {
 				if d.closed.Load() {
 					return os.ErrClosed
 				}

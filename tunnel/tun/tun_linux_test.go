@@ -350,7 +350,11 @@ func TestBusyPoll(t *testing.T) {
 	fd := ns.dialUDP(t, dst)
 
 	const count = 50
-	read := make(chan error)
+	read := make(chan error, count+1) // the reader never blocks on it
+	// A lost packet must fail the test, not hang it: closing the queue
+	// ends the pending Read. The bound is generous, not a timing check.
+	watchdog := time.AfterFunc(time.Minute, func() { dev.Close() })
+	defer watchdog.Stop()
 	go func() {
 		defer close(read)
 		bufs, sizes := newBatch(4, testOffset+testMTU)
@@ -381,6 +385,11 @@ func TestBusyPoll(t *testing.T) {
 		if err, ok := <-read; !ok || err != nil {
 			t.Fatalf("packet %d: %v (reader running: %v)", i, err, ok)
 		}
+	}
+	// The window is far longer than a round trip here: polls caught
+	// packets, or polling is broken.
+	if st := nd.readWin.Stats(); st.Caught == 0 {
+		t.Errorf("no Read caught a packet by polling (%+v)", st)
 	}
 }
 

@@ -145,7 +145,7 @@ func newStdConn(fd, txFd int, opts Options) (*stdConn, error) {
 	}
 	c.opts = opts
 	c.rx.init(fd, &c.closed, opts.BatchSize, opts.GRO)
-	c.rx.win = busypoll.New(opts.BusyPoll)
+	c.rx.win.Init(opts.BusyPoll)
 	c.initTx(nil)
 	return c, nil
 }
@@ -338,7 +338,9 @@ func (r *rxBatch) init(fd int, closed *atomic.Bool, batch int, gro bool) {
 // do receives up to r.want messages, sleeping until the first arrives,
 // after polling for the busy-poll window.
 func (r *rxBatch) do(fd int) {
-	if r.win.Poll(r.try) {
+	// With the window open, a datagram already queued is taken at once:
+	// Poll would yield the CPU before its first try.
+	if r.win.Open() && (r.try() || r.win.Poll(r.try)) {
 		return
 	}
 	r.win.Sleeping()
@@ -557,11 +559,11 @@ func (c *stdConn) WriteBatch(bufs [][]byte, dsts []netip.AddrPort) (int, error) 
 	return c.sender.Write(bufs, dsts)
 }
 
-// Counters reports the datagrams received and sent, and whether GSO was
-// turned off.
 // BusyPollStats reports what ReadBatch's busy-poll window did.
 func (c *stdConn) BusyPollStats() busypoll.Stats { return c.rx.win.Stats() }
 
+// Counters reports the datagrams received and sent, and whether GSO was
+// turned off.
 func (c *stdConn) Counters() underlay.Counters {
 	return underlay.Counters{
 		underlay.CounterReceived:    c.received.Load(),

@@ -461,7 +461,7 @@ func TestBusyPoll(t *testing.T) {
 			b.rx.win.Sleeping()
 			b.rx.win.Woke() // a short sleep: the window opens, to 250 ms
 			sent, dsts := datagrams(50, func(i int) int { return 1 + i*13 }, b.LocalAddr())
-			read := make(chan struct{})
+			read := make(chan struct{}, len(sent)) // the reader never blocks on it
 			go func() {
 				defer close(read)
 				rb := newBatch(4, 2048)
@@ -477,6 +477,11 @@ func TestBusyPoll(t *testing.T) {
 				if _, ok := <-read; !ok {
 					t.Fatalf("the reader stopped at datagram %d", i)
 				}
+			}
+			// The window is far longer than a round trip here: polls
+			// caught datagrams, or polling is broken.
+			if st := b.BusyPollStats(); st.Caught == 0 {
+				t.Errorf("no ReadBatch caught a datagram by polling (%+v)", st)
 			}
 		})
 	}
