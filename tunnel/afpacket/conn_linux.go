@@ -446,14 +446,13 @@ func (c *conn) ReadBatch(bufs [][]byte, sizes []int, srcs []netip.AddrPort) (int
 			r.win.Delivered(n)
 			return n, nil
 		}
-		if r.win.Poll(r.ready) {
+		// Nothing handed over yet: watch the ring for the busy-poll
+		// window, then sleep until the kernel hands over a frame
+		// (RingV2) or a block (RingV3), or Close wakes us.
+		caught, err := r.win.Wait(r.ready, r.poll.Wait)
+		if caught {
 			continue
 		}
-		// Nothing handed over yet: sleep until the kernel hands over
-		// a frame (RingV2) or a block (RingV3), or Close wakes us.
-		r.win.Sleeping()
-		err := r.poll.Wait()
-		r.win.Woke()
 		if err != nil {
 			return 0, c.fail("poll", err)
 		}

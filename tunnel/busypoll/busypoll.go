@@ -90,6 +90,23 @@ func (w *Window) Poll(try func() bool) bool {
 	}
 }
 
+// Wait polls with try for the window and, if no packet came, calls sleep,
+// the reader's wait in the kernel, between Sleeping and Woke. It reports
+// whether a poll caught the packet, and sleep's error. A nil Window only
+// sleeps: a writer's wait has no window.
+func (w *Window) Wait(try func() bool, sleep func() error) (caught bool, err error) {
+	if w == nil {
+		return false, sleep()
+	}
+	if w.Poll(try) {
+		return true, nil
+	}
+	w.Sleeping()
+	err = sleep()
+	w.Woke()
+	return false, err
+}
+
 // Sleeping notes that the reader goes to sleep in the kernel now, after a
 // Poll that found nothing.
 func (w *Window) Sleeping() {

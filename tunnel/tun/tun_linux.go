@@ -393,24 +393,14 @@ func (d *nativeDevice) Write(bufs [][]byte, offset int) (int, error) {
 func (d *nativeDevice) run(op func(fd uintptr) bool, pfd *pollwake.Set, pollFirst bool, win *busypoll.Window, try func() bool) error {
 	for pollFirst || !op(uintptr(d.fd)) {
 		pollFirst = false
-		if win != nil {
-			if win.Poll(try) {
-				if d.closed.Load() {
-					return os.ErrClosed
-				}
-				return nil
-			}
-			win.Sleeping()
-		}
-		err := pfd.Wait()
-		if win != nil {
-			win.Woke()
-		}
-		if err != nil {
+		caught, err := win.Wait(try, pfd.Wait)
+		switch {
+		case err != nil:
 			return fmt.Errorf("poll: %w", err)
-		}
-		if d.closed.Load() {
+		case d.closed.Load():
 			return os.ErrClosed
+		case caught:
+			return nil
 		}
 	}
 	return nil

@@ -273,9 +273,10 @@ type rxBatch struct {
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrInet4
 
-	fd  int // the receiving socket, for try
-	win busypoll.Window
-	try func() bool // one recvmmsg that does not wait, for win.Poll
+	fd    int // the receiving socket, for try
+	win   busypoll.Window
+	try   func() bool  // one recvmmsg that does not wait, for win.Poll
+	block func() error // recvmmsg until the first message, for win.Wait
 
 	// Per call.
 	want  int // messages to receive
@@ -308,6 +309,15 @@ func (r *rxBatch) init(fd int, closed *atomic.Bool, batch int, gro bool) {
 		r.n, r.errno = n, errno
 		return true
 	}
+	r.block = func() error {
+		for {
+			n, errno := recvmmsgWait(uintptr(r.fd), r.msgs[:r.want])
+			if errno != unix.EINTR {
+				r.n, r.errno = n, errno
+				return nil // errno is the caller's to read
+			}
+		}
+	}
 	msgs := batch
 	if gro {
 		// Each message may carry up to 64 datagrams: fewer messages
@@ -337,21 +347,13 @@ func (r *rxBatch) init(fd int, closed *atomic.Bool, batch int, gro bool) {
 
 // do receives up to r.want messages, sleeping until the first arrives,
 // after polling for the busy-poll window.
-func (r *rxBatch) do(fd int) {
+func (r *rxBatch) do() {
 	// With the window open, a datagram already queued is taken at once:
 	// Poll would yield the CPU before its first try.
-	if r.win.Open() && (r.try() || r.win.Poll(r.try)) {
+	if r.win.Open() && r.try() {
 		return
 	}
-	r.win.Sleeping()
-	defer r.win.Woke()
-	for {
-		n, errno := recvmmsgWait(uintptr(fd), r.msgs[:r.want])
-		if errno != unix.EINTR {
-			r.n, r.errno = n, errno
-			return
-		}
-	}
+	r.win.Wait(r.try, r.block)
 }
 
 // receive runs one recvmmsg of want messages. The caller holds r.mu.
@@ -368,7 +370,7 @@ func (c *stdConn) receive(want int) error {
 	if c.closed.Load() {
 		return net.ErrClosed
 	}
-	r.do(c.fd)
+	r.do()
 	switch {
 	case c.closed.Load():
 		// Woken by Close's shutdown: what was received, if anything,
