@@ -8,7 +8,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
@@ -73,8 +72,13 @@ func listen(iface string, laddr netip.AddrPort, opts Options) (*conn, error) {
 
 // conn is a Conn on one AF_PACKET socket.
 type conn struct {
-	f      *os.File // the socket, in the netpoller
-	rc     syscall.RawConn
+	// The socket, nonblocking and kept out of Go's netpoller: registered
+	// there, every frame in and every send completed would wake the
+	// netpoller's thread through epoll, to find nobody waiting (two
+	// extra wake-ups per datagram in a request/response, measured).
+	// Valid until Close, which closes it under both rx.mu and tx.mu.
+	fd     int
+	txConn fdWriter
 	ring   rxRing
 	mem    []byte // the mmap'd receive ring
 	laddr  netip.AddrPort
@@ -124,11 +128,7 @@ func open(s *shared, laddr netip.AddrPort, opts Options, fanout bool) (_ *conn, 
 			if c.mem != nil {
 				unix.Munmap(c.mem)
 			}
-			if c.f != nil {
-				c.f.Close()
-			} else {
-				unix.Close(fd)
-			}
+			unix.Close(fd)
 		}
 	}()
 	// Protocol 0 receives nothing: the filter is in place before bind
@@ -182,25 +182,19 @@ func open(s *shared, laddr netip.AddrPort, opts Options, fanout bool) (_ *conn, 
 		unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
 	}
 
-	c.f = os.NewFile(uintptr(fd), "afpacket:"+s.iface) // nonblocking: in the netpoller
-	if c.rc, err = c.f.SyscallConn(); err != nil {
-		return nil, err
-	}
+	c.fd = fd
 	if c.rx.wake, err = pollwake.New(); err != nil {
 		return nil, err
 	}
 	c.rx.poll = c.rx.wake.Set(fd, unix.POLLIN)
+	c.txConn = fdWriter{c: c, poll: c.rx.wake.Set(fd, unix.POLLOUT)}
 	c.rx.win.Init(opts.BusyPoll)
 	// Bound once: a closure made per call would allocate. A Close
 	// during a look ends it.
 	c.rx.ready = func() bool { return c.closed.Load() || c.ring.Ready() }
-	c.rx.readCopy = func(fd uintptr) bool {
-		c.rx.copyN, c.rx.copyErr = unix.Read(int(fd), c.rx.copyBuf)
-		return true // queued before the frame was handed over: no waiting
-	}
 	c.tx.init(opts.BatchSize, s, laddr)
 	c.sender = underlay.NewSender(underlay.SenderConfig{
-		Conn:     c.rc,
+		Conn:     &c.txConn,
 		Messages: opts.BatchSize,
 		Layout:   &c.tx,
 		GSO:      opts.GSO,
@@ -307,14 +301,7 @@ func (c *conn) Effective() Options {
 func (c *conn) Stats() Stats {
 	c.statsMu.Lock()
 	defer c.statsMu.Unlock()
-	if !c.closed.Load() {
-		// Read and cleared by the kernel, so accumulated here.
-		c.rc.Control(func(fd uintptr) {
-			if st, err := unix.GetsockoptTpacketStatsV3(int(fd), unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
-				c.ringDrops += uint64(st.Drops)
-			}
-		})
-	}
+	c.countRingDrops()
 	return Stats{
 		Received:    c.stats.received.Load(),
 		Sent:        c.sender.Sent(),
@@ -327,6 +314,18 @@ func (c *conn) Stats() Stats {
 		NoNeighbour: c.stats.noNeighbour.Load(),
 		Unroutable:  c.stats.unroutable.Load(),
 		GSODisabled: c.sender.GSODisabled(),
+	}
+}
+
+// countRingDrops adds the kernel's ring drop count, which reading clears,
+// to c.ringDrops. The caller holds statsMu, under which Close marks the
+// socket closed before it closes it.
+func (c *conn) countRingDrops() {
+	if c.closed.Load() {
+		return
+	}
+	if st, err := unix.GetsockoptTpacketStatsV3(c.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
+		c.ringDrops += uint64(st.Drops)
 	}
 }
 
@@ -353,17 +352,19 @@ func (c *conn) Counters() underlay.Counters {
 // unmaps the ring and, for the last Conn of its Group, removes the Guard.
 func (c *conn) Close() error {
 	c.closeOnce.Do(func() {
-		c.Stats() // the kernel's drop count dies with the socket
+		c.statsMu.Lock()
+		c.countRingDrops() // the kernel's drop count dies with the socket
 		c.closed.Store(true)
-		// Wakes a ReadBatch asleep in poll now and keeps a later poll
-		// from sleeping. A poll on the socket's number after it is
-		// closed returns at once too.
+		c.statsMu.Unlock()
+		// Wakes a ReadBatch or WriteBatch asleep in poll now and keeps
+		// a later poll from sleeping; once both have returned, nothing
+		// uses the socket.
 		err := c.rx.wake.Wake()
-		if cerr := c.f.Close(); err == nil { // wakes WriteBatch in the netpoller
-			err = cerr
-		}
 		c.rx.mu.Lock()
 		c.tx.mu.Lock()
+		if cerr := unix.Close(c.fd); cerr != nil && err == nil {
+			err = cerr
+		}
 		if merr := unix.Munmap(c.mem); merr != nil && err == nil {
 			err = merr
 		}
@@ -412,12 +413,8 @@ type rxState struct {
 	hdrLen int // the ring's frame header: a virtio_net_hdr may follow
 
 	// A RingV2 frame marked TP_STATUS_COPY is read whole from the
-	// socket into copyBuf by readCopy (bound once), which leaves the
-	// result in copyN and copyErr.
-	copyBuf  []byte
-	readCopy func(fd uintptr) bool
-	copyN    int
-	copyErr  error
+	// socket into copyBuf.
+	copyBuf []byte
 
 	// A GSO super-datagram not yet delivered whole: payload[off:] is
 	// still to be cut into segment-byte datagrams from src. It lies in
@@ -461,7 +458,7 @@ func (c *conn) ReadBatch(bufs [][]byte, sizes []int, srcs []netip.AddrPort) (int
 			// A socket error (ENETDOWN while the interface is down)
 			// keeps poll from sleeping until it is read, which clears
 			// it. Rare: the closure may allocate.
-			c.rc.Control(func(fd uintptr) { unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR) })
+			unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_ERROR)
 		}
 	}
 }
@@ -525,11 +522,12 @@ func (c *conn) fill(bufs [][]byte, sizes []int, srcs []netip.AddrPort) int {
 // order. Failing that, it returns nothing, which parse counts as malformed.
 func (c *conn) readCopied() (vnet, data []byte, size int) {
 	r := &c.rx
-	r.copyN, r.copyErr = 0, nil
-	if err := c.rc.Read(r.readCopy); err != nil || r.copyErr != nil || r.copyN < vnetLen {
+	// Queued before the frame was handed over: no waiting.
+	n, err := unix.Read(c.fd, r.copyBuf)
+	if err != nil || n < vnetLen {
 		return nil, nil, 0
 	}
-	data = r.copyBuf[vnetLen:r.copyN]
+	data = r.copyBuf[vnetLen:n]
 	return r.copyBuf[:vnetLen], data, len(data)
 }
 
@@ -641,6 +639,28 @@ func (t *txLayout) Build(s *underlay.Sender, bufs [][]byte, dsts []netip.AddrPor
 
 // Release forgets the chunk's buffers.
 func (t *txLayout) Release() { clear(t.iovs[:t.used]) }
+
+// fdWriter runs the Sender's sendmmsg calls on the nonblocking socket. On
+// EAGAIN (the send buffer full) it sleeps in poll(2) until the socket is
+// writable or Close wakes it. The caller holds tx.mu.
+type fdWriter struct {
+	c    *conn
+	poll pollwake.Set
+}
+
+func (w *fdWriter) Write(f func(fd uintptr) (done bool)) error {
+	for {
+		if w.c.closed.Load() {
+			return net.ErrClosed
+		}
+		if f(uintptr(w.c.fd)) {
+			return nil
+		}
+		if err := w.poll.Wait(); err != nil {
+			return fmt.Errorf("poll: %w", err)
+		}
+	}
+}
 
 // WriteBatch sends through the Sender. An unsegmented datagram the driver
 // refuses (ENOBUFS when the device queue is full, with the qdisc bypassed)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/overlayd/overlayd/perf/netns"
+	"github.com/overlayd/overlayd/tunnel/pollwake"
 	"github.com/overlayd/overlayd/tunnel/udp"
 	"github.com/overlayd/overlayd/tunnel/underlay"
 )
@@ -1004,5 +1006,99 @@ func TestCloseEndsBusyPoll(t *testing.T) {
 	c.Close()
 	if err := <-errc; !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("ReadBatch after Close: %v, want net.ErrClosed", err)
+	}
+}
+
+// The socket stays out of Go's netpoller: registered there, every frame
+// in and every send completed would wake the netpoller's thread. The test
+// reads the runtime's epoll set from /proc; a pipe, which the runtime does
+// register, shows that the reading works.
+func TestSocketOutOfNetpoller(t *testing.T) {
+	h := newHosts(t)
+	c := h.listen(h.a, "a0", netip.AddrPortFrom(addrA, tunnelPort), Options{})
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	watched := epollTargets(t)
+	if !watched[int(r.Fd())] {
+		t.Fatalf("the runtime's epoll set %v lacks the pipe's fd %d: cannot tell", watched, r.Fd())
+	}
+	if watched[c.fd] {
+		t.Errorf("the packet socket (fd %d) is in Go's netpoller", c.fd)
+	}
+}
+
+// epollTargets returns the descriptors that this process's epoll
+// instances watch, from /proc/self/fdinfo.
+func epollTargets(t *testing.T) map[int]bool {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	watched := make(map[int]bool)
+	for _, fd := range fds {
+		if link, err := os.Readlink("/proc/self/fd/" + fd.Name()); err != nil || link != "anon_inode:[eventpoll]" {
+			continue
+		}
+		info, err := os.ReadFile("/proc/self/fdinfo/" + fd.Name())
+		if err != nil {
+			continue // closed since
+		}
+		for _, line := range strings.Split(string(info), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "tfd:" {
+				if n, err := strconv.Atoi(f[1]); err == nil {
+					watched[n] = true
+				}
+			}
+		}
+	}
+	return watched
+}
+
+// A WriteBatch asleep in poll(2) with the send buffer full ends when the
+// Conn closes. The writer runs on one end of a full socket pair here, as
+// the packet socket's buffer is hard to fill through a veth.
+func TestCloseWakesFullWriter(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	wake, err := pollwake.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wake.Close()
+	c := &conn{fd: fds[0]}
+	w := fdWriter{c: c, poll: wake.Set(fds[0], unix.POLLOUT)}
+	tries := 0
+	fill := func(fd uintptr) bool {
+		tries++
+		for {
+			if _, err := unix.Write(int(fd), make([]byte, 512)); err == unix.EAGAIN {
+				return false // full: wait until writable
+			} else if err != nil {
+				t.Error(err)
+				return true
+			}
+		}
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- w.Write(fill) }()
+	time.Sleep(50 * time.Millisecond) // let it sleep; not needed for correctness
+	c.closed.Store(true)
+	if err := wake.Wake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Write after Close: %v, want net.ErrClosed", err)
+	}
+	if tries == 0 {
+		t.Fatal("the writer never ran")
 	}
 }
