@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
 
@@ -72,11 +71,9 @@ func listen(iface string, laddr netip.AddrPort, opts Options) (*conn, error) {
 
 // conn is a Conn on one AF_PACKET socket.
 type conn struct {
-	// The socket, nonblocking and kept out of Go's netpoller: registered
-	// there, every frame in and every send completed would wake the
-	// netpoller's thread through epoll, to find nobody waiting (two
-	// extra wake-ups per datagram in a request/response, measured).
-	// Valid until Close, which closes it under both rx.mu and tx.mu.
+	// The socket: nonblocking and out of Go's netpoller (see the package
+	// doc). Used under rx.mu or tx.mu, or under statsMu while not closed;
+	// Close closes it holding all three.
 	fd     int
 	txConn fdWriter
 	ring   rxRing
@@ -385,15 +382,15 @@ func (c *conn) Close() error {
 	return c.closeError
 }
 
-// WaitsInKernel reports that ReadBatch sleeps in the kernel (poll(2)),
-// holding its thread, not in Go's netpoller: the kernel wakes the very
-// thread that then reads, with no goroutine hand-off, as with the UDP
-// socket.
+// WaitsInKernel reports that ReadBatch and WriteBatch sleep in the kernel
+// (poll(2)), holding their thread, not in Go's netpoller: the kernel wakes
+// the very thread that then reads or sends, with no goroutine hand-off, as
+// with the UDP socket.
 func (c *conn) WaitsInKernel() bool { return true }
 
 // fail maps the error of a closed socket to net.ErrClosed and wraps others.
 func (c *conn) fail(op string, err error) error {
-	if c.closed.Load() || errors.Is(err, os.ErrClosed) {
+	if c.closed.Load() {
 		return net.ErrClosed
 	}
 	return fmt.Errorf("afpacket: %s on %v: %w", op, c.laddr, err)
@@ -403,7 +400,8 @@ func (c *conn) fail(op string, err error) error {
 type rxState struct {
 	mu sync.Mutex
 	// ReadBatch sleeps in poll(2) on the socket and on wake, which Close
-	// wakes (see WaitsInKernel); poll is that set.
+	// wakes (see WaitsInKernel); poll is that set. WriteBatch's fdWriter
+	// waits on wake too.
 	wake    *pollwake.Waker
 	poll    pollwake.Set
 	wakeups atomic.Uint64 // poll returns, for tests
@@ -457,7 +455,7 @@ func (c *conn) ReadBatch(bufs [][]byte, sizes []int, srcs []netip.AddrPort) (int
 		if r.poll.Revents()&unix.POLLERR != 0 {
 			// A socket error (ENETDOWN while the interface is down)
 			// keeps poll from sleeping until it is read, which clears
-			// it. Rare: the closure may allocate.
+			// it.
 			unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_ERROR)
 		}
 	}

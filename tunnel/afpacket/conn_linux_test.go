@@ -17,7 +17,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/overlayd/overlayd/perf/netns"
-	"github.com/overlayd/overlayd/tunnel/pollwake"
 	"github.com/overlayd/overlayd/tunnel/udp"
 	"github.com/overlayd/overlayd/tunnel/underlay"
 )
@@ -1059,28 +1058,30 @@ func epollTargets(t *testing.T) map[int]bool {
 	return watched
 }
 
-// A WriteBatch asleep in poll(2) with the send buffer full ends when the
-// Conn closes. The writer runs on one end of a full socket pair here, as
-// the packet socket's buffer is hard to fill through a veth.
+// A send asleep in poll(2) with the socket's buffer full ends when the
+// Conn closes, and does not spin meanwhile. The packet socket's buffer is
+// hard to fill through a veth, so the Conn's writer waits on one end of a
+// full socket pair instead, with the Conn's own Waker; Close must wake it
+// before it takes the lock the send holds.
 func TestCloseWakesFullWriter(t *testing.T) {
+	h := newHosts(t)
+	c := h.listen(h.a, "a0", netip.AddrPortFrom(addrA, tunnelPort), Options{})
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Close(fds[0])
 	defer unix.Close(fds[1])
-	wake, err := pollwake.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer wake.Close()
-	c := &conn{fd: fds[0]}
-	w := fdWriter{c: c, poll: wake.Set(fds[0], unix.POLLOUT)}
+	c.txConn.poll = c.rx.wake.Set(fds[0], unix.POLLOUT)
 	tries := 0
-	fill := func(fd uintptr) bool {
-		tries++
+	full := make(chan struct{})
+	fill := func(uintptr) bool {
+		if tries++; tries > 1 {
+			return false // called again: the writer did not sleep
+		}
 		for {
-			if _, err := unix.Write(int(fd), make([]byte, 512)); err == unix.EAGAIN {
+			if _, err := unix.Write(fds[0], make([]byte, 512)); err == unix.EAGAIN {
+				close(full)
 				return false // full: wait until writable
 			} else if err != nil {
 				t.Error(err)
@@ -1089,16 +1090,20 @@ func TestCloseWakesFullWriter(t *testing.T) {
 		}
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- w.Write(fill) }()
-	time.Sleep(50 * time.Millisecond) // let it sleep; not needed for correctness
-	c.closed.Store(true)
-	if err := wake.Wake(); err != nil {
-		t.Fatal(err)
-	}
+	go func() {
+		c.tx.mu.Lock() // as WriteBatch holds it
+		defer c.tx.mu.Unlock()
+		errc <- c.txConn.Write(fill)
+	}()
+	<-full
+	// A writer that polled in a loop instead of sleeping would call fill
+	// again within this time.
+	time.Sleep(20 * time.Millisecond)
+	c.Close()
 	if err := <-errc; !errors.Is(err, net.ErrClosed) {
-		t.Fatalf("Write after Close: %v, want net.ErrClosed", err)
+		t.Fatalf("send after Close: %v, want net.ErrClosed", err)
 	}
-	if tries == 0 {
-		t.Fatal("the writer never ran")
+	if tries != 1 {
+		t.Errorf("the writer tried %d times, want 1: it did not sleep until Close", tries)
 	}
 }

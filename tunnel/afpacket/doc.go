@@ -131,14 +131,12 @@
 // for a 64-byte datagram), which V3 packs; the default 4 MiB ring holds
 // 2048 datagrams at MTU 1500, 256 at MTU 9000.
 //
-// The socket is not in Go's netpoller either: WriteBatch sleeps in poll(2)
-// too when the send buffer is full. Registered there (as an *os.File),
+// The socket is not in Go's netpoller either: WriteBatch too sleeps in
+// poll(2), when the send buffer is full. Registered there (as an *os.File),
 // the socket woke the runtime's epoll waiter for every frame received and
-// for every send completed, two thread wake-ups per datagram that found
-// nobody waiting, each through the hypervisor when the other vCPU idles:
-// with busy polling on, a request/response took three times as long as
-// with the UDP socket; out of the netpoller the two are on par
-// (TestSocketOutOfNetpoller keeps it out).
+// every send completed: two thread wake-ups per datagram that found nobody
+// waiting, which kept busy polling from paying off on this underlay
+// (doc/DESIGN-NOTES.md; TestSocketOutOfNetpoller keeps it out).
 //
 // # Limits
 //

@@ -10,9 +10,9 @@ import (
 )
 
 // golang.org/x/sys/unix declares Mmsghdr but wraps neither recvmmsg nor
-// sendmmsg. Both are called from a RawWriter's callbacks: on a nonblocking
-// socket EAGAIN goes back to the netpoller, while a blocking socket sleeps
-// in the kernel.
+// sendmmsg. Both are called from a RawWriter's callbacks: a blocking
+// socket sleeps in the kernel, and on a nonblocking one EAGAIN sends the
+// RawWriter to wait until the socket is writable.
 
 // MmsgFunc is the signature of recvmmsg and sendmmsg, so tests can wrap them.
 type MmsgFunc func(fd uintptr, msgs []unix.Mmsghdr) (int, syscall.Errno)
@@ -51,8 +51,9 @@ type Layout interface {
 }
 
 // A RawWriter runs f on a socket until f reports it done, waiting for the
-// socket to be writable whenever f says it is not: a syscall.RawConn's
-// Write (the netpoller), or a blocking socket's own loop (tunnel/udp).
+// socket to be writable whenever f says it is not: a blocking socket's own
+// loop (tunnel/udp), a poll(2) loop on a nonblocking one (tunnel/afpacket),
+// or a syscall.RawConn's Write (the netpoller).
 type RawWriter interface {
 	Write(f func(fd uintptr) (done bool)) error
 }
