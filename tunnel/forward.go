@@ -344,11 +344,21 @@ func newRxScratch(batchSize int) *rxScratch {
 func (w *worker) decapsulate(rx *rxScratch, n int, table *subnet.Table) {
 	hdrLen := w.hdr.Len()
 	rx.packets = rx.packets[:0]
+	// A batch holds runs of datagrams from one peer (a UDP GRO datagram
+	// cut up): look a sender up once per run, not once per datagram.
+	var (
+		lastFrom netip.Addr
+		lastPeer *subnet.Peer
+	)
 	for i := 0; i < n; i++ {
-		peer, ok := table.ByUnderlay(rx.batch.Addrs[i].Addr())
-		if !ok {
-			rx.counts.drop(DropUnknownPeer)
-			continue
+		peer := lastPeer
+		if from := rx.batch.Addrs[i].Addr(); peer == nil || from != lastFrom {
+			p, ok := table.ByUnderlay(from)
+			if !ok {
+				rx.counts.drop(DropUnknownPeer)
+				continue
+			}
+			peer, lastFrom, lastPeer = p, from, p
 		}
 		inner, err := w.hdr.Decap(rx.views[i][:rx.batch.Sizes[i]])
 		if err != nil {

@@ -41,11 +41,17 @@ type GROTable struct {
 	// packet that the next link would drop. Nothing is merged into it.
 	MTU int
 
-	flows  map[groKey]int32 // flow -> index in runs of its latest run
-	runs   []groRun
-	gather bool    // CoalesceGather: payloads stay where they are
-	next   []int32 // CoalesceGather: packet -> next packet of its run, or -1
-	tails  []int   // CoalesceGather: the backing of every Coalesced.Tail
+	flows map[groKey]int32 // flow -> index in runs of its latest run
+	runs  []groRun
+	// The flow of the last packet added and flows' entry for it: a batch
+	// from the underlay holds runs of one flow's segments (a UDP GRO
+	// datagram), and comparing keys costs less than hashing one.
+	lastKey  groKey
+	lastRun  int32
+	lastSeen bool
+	gather   bool    // CoalesceGather: payloads stay where they are
+	next     []int32 // CoalesceGather: packet -> next packet of its run, or -1
+	tails    []int   // CoalesceGather: the backing of every Coalesced.Tail
 }
 
 // Coalesced is a buffer that Coalesce leaves to be written, with what the
@@ -192,6 +198,7 @@ func (t *GROTable) reset(n int) {
 		t.flows = make(map[groKey]int32, n)
 	}
 	clear(t.flows)
+	t.lastSeen = false
 	t.runs = t.runs[:0]
 	if t.gather {
 		if cap(t.next) < n {
@@ -213,7 +220,7 @@ func (t *GROTable) add(bufs [][]byte, offset, i int, p *groPacket, out int32) bo
 	var key groKey
 	if merging {
 		key = p.key(pkt)
-		if ri, ok := t.flows[key]; ok && !plain {
+		if ri, ok := t.latestRun(key); ok && !plain {
 			r := &t.runs[ri]
 			if r.canAppend(bufs, offset, pkt, p, t.gather) {
 				r.append(bufs, offset, pkt, p, t.gather)
@@ -234,9 +241,23 @@ func (t *GROTable) add(bufs [][]byte, offset, i int, p *groPacket, out int32) bo
 	if merging {
 		// Even a run that stays closed ends its flow's previous one:
 		// nothing behind it may overtake it.
-		t.flows[key] = int32(len(t.runs) - 1)
+		ri := int32(len(t.runs) - 1)
+		t.flows[key] = ri
+		t.lastKey, t.lastRun, t.lastSeen = key, ri, true
 	}
 	return true
+}
+
+// latestRun returns the index in runs of key's latest run, if it has one.
+func (t *GROTable) latestRun(key groKey) (int32, bool) {
+	if t.lastSeen && key == t.lastKey {
+		return t.lastRun, true
+	}
+	ri, ok := t.flows[key]
+	if ok {
+		t.lastKey, t.lastRun, t.lastSeen = key, ri, true
+	}
+	return ri, ok
 }
 
 // newRun starts a run with pkt, bufs[i], Coalesce's result out. merging
