@@ -43,15 +43,15 @@ type GROTable struct {
 
 	flows map[groKey]int32 // flow -> index in runs of its latest run
 	runs  []groRun
-	// The flow of the last packet added and flows' entry for it: a batch
-	// from the underlay holds runs of one flow's segments (a UDP GRO
-	// datagram), and comparing keys costs less than hashing one.
-	lastKey  groKey
-	lastRun  int32
-	lastSeen bool
-	gather   bool    // CoalesceGather: payloads stay where they are
-	next     []int32 // CoalesceGather: packet -> next packet of its run, or -1
-	tails    []int   // CoalesceGather: the backing of every Coalesced.Tail
+	// The flow of the last packet looked up and flows' entry for it, -1
+	// for none yet: a batch from the underlay holds runs of one flow's
+	// segments (a UDP GRO datagram), and comparing keys costs less than
+	// hashing one.
+	lastKey groKey
+	lastRun int32
+	gather  bool    // CoalesceGather: payloads stay where they are
+	next    []int32 // CoalesceGather: packet -> next packet of its run, or -1
+	tails   []int   // CoalesceGather: the backing of every Coalesced.Tail
 }
 
 // Coalesced is a buffer that Coalesce leaves to be written, with what the
@@ -198,7 +198,7 @@ func (t *GROTable) reset(n int) {
 		t.flows = make(map[groKey]int32, n)
 	}
 	clear(t.flows)
-	t.lastSeen = false
+	t.lastRun = -1
 	t.runs = t.runs[:0]
 	if t.gather {
 		if cap(t.next) < n {
@@ -243,19 +243,19 @@ func (t *GROTable) add(bufs [][]byte, offset, i int, p *groPacket, out int32) bo
 		// nothing behind it may overtake it.
 		ri := int32(len(t.runs) - 1)
 		t.flows[key] = ri
-		t.lastKey, t.lastRun, t.lastSeen = key, ri, true
+		t.lastKey, t.lastRun = key, ri
 	}
 	return true
 }
 
 // latestRun returns the index in runs of key's latest run, if it has one.
 func (t *GROTable) latestRun(key groKey) (int32, bool) {
-	if t.lastSeen && key == t.lastKey {
+	if t.lastRun >= 0 && key == t.lastKey {
 		return t.lastRun, true
 	}
 	ri, ok := t.flows[key]
 	if ok {
-		t.lastKey, t.lastRun, t.lastSeen = key, ri, true
+		t.lastKey, t.lastRun = key, ri
 	}
 	return ri, ok
 }
