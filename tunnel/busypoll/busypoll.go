@@ -20,6 +20,10 @@ type Window struct {
 	sleep  time.Time     // Sleeping's time
 	bulk   bool          // the last read delivered more than smallBatch
 
+	// fruitless counts the polls that found nothing, less catchPays for each
+	// that caught a packet: how far probing has not paid.
+	fruitless int
+
 	caught, slept atomic.Uint64 // for Stats, read by other goroutines
 }
 
@@ -56,7 +60,7 @@ func (w *Window) Delivered(n int) { w.bulk = n > smallBatch }
 // Init sets the most the window polls, shut for now; 0 turns polling off.
 // A Window holds atomics, so it is set up in place rather than copied.
 func (w *Window) Init(max time.Duration) {
-	w.max, w.cur, w.polled, w.bulk = max, 0, 0, false
+	w.max, w.cur, w.polled, w.bulk, w.fruitless = max, 0, 0, false, 0
 }
 
 // Open reports whether the next Poll would poll. A reader whose queue may
@@ -80,6 +84,7 @@ func (w *Window) Poll(try func() bool) bool {
 	for {
 		yield()
 		if try() {
+			w.fruitless = max(w.fruitless-catchPays, 0)
 			w.caught.Add(1)
 			return true
 		}
@@ -124,25 +129,49 @@ func (w *Window) Woke() {
 	}
 }
 
-// horizon is how many windows a wait may take and still open the window:
-// a thread that sleeps waits longer than one that polls, since its peers in
-// the chain sleep too, so a wait somewhat over the window may still be one
-// that polling would have caught.
+// horizon is how many windows a wait may take and still open the window
+// for sure: a longer window would likely have caught the packet.
 const horizon = 2
+
+// A request/response is a chain: each thread in it waits for the whole
+// round trip, and the round trip is short only once every thread polls.
+// While they all sleep, each wait carries every hop's wake-up, and on a
+// slow VM that can be far beyond the horizon: the windows would stay shut
+// because they are shut. So a wait up to probeHorizon windows also opens the
+// window, as a probe, while the probes pay: until the polls that found
+// nothing outnumber catchPays times the polls that caught a packet by
+// probes. A chain whose threads all poll catches most packets; a steady
+// stream whose gaps are longer than the window (polling cannot shorten
+// them) catches few, and stops probing. It probes again after rest more
+// sleeps, or after a pause longer than idleGap windows: the traffic may have
+// changed.
+const (
+	probeHorizon = 8
+	probes       = 64
+	catchPays    = 4
+	rest         = 1024
+	idleGap      = 100
+)
 
 // growStart is the first window, as a fraction of the maximum; cpuidle-
 // haltpoll starts at a quarter of its own (50 of 200 µs).
 const growStart = 4
 
 // adapt sets the window after a wait of waited that polling did not cover.
-// A wait within the horizon (twice the maximum) means a longer window would
-// likely have caught the packet: the window doubles, up to the maximum. A
-// longer one means polling was wasted: the window halves, and falls to 0
-// below its starting size.
+// A wait within the horizon, or a probe's (see probeHorizon), doubles the
+// window, up to the maximum. A longer one means polling was wasted: the
+// window halves, and falls to 0 below its starting size.
 func (w *Window) adapt(waited time.Duration) {
+	if w.Open() || w.fruitless >= probes { // it polled in vain, or rests
+		w.fruitless++
+	}
+	if waited > idleGap*w.max || w.fruitless >= probes+rest {
+		w.fruitless = 0
+	}
 	start := w.max / growStart
 	switch {
-	case waited <= horizon*w.max:
+	case waited <= horizon*w.max,
+		waited <= probeHorizon*w.max && w.fruitless < probes:
 		w.cur = min(max(2*w.cur, start), w.max)
 	case w.cur/2 < start:
 		w.cur = 0

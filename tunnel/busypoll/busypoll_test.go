@@ -1,6 +1,7 @@
 package busypoll
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -19,7 +20,7 @@ func TestAdapt(t *testing.T) {
 		{30 * time.Microsecond, 20 * time.Microsecond},
 		{horizon * max, 40 * time.Microsecond},        // a sleeper's wait, within reach
 		{max, max},                                    // capped
-		{horizon*max + 1, 20 * time.Microsecond},      // wasted: halves
+		{probeHorizon*max + 1, 20 * time.Microsecond}, // wasted: halves
 		{time.Millisecond, 10 * time.Microsecond},     // still the start
 		{time.Millisecond, 0},                         // below it: off
 		{time.Second, 0},                              // stays off
@@ -29,6 +30,168 @@ func TestAdapt(t *testing.T) {
 		w.adapt(s.waited)
 		if got := w.Current(); got != s.want {
 			t.Fatalf("step %d: after a wait of %v the window is %v, want %v", i, s.waited, got, s.want)
+		}
+	}
+}
+
+// hop is one forwarding thread in a simulated chain: its window, and when
+// it last finished a read and began to poll.
+type hop struct {
+	w    Window
+	done time.Duration
+}
+
+// polling reports whether h is polling at time at.
+func (h *hop) polling(at time.Duration) bool {
+	return h.w.Open() && at >= h.done && at < h.done+h.w.Current()
+}
+
+// A chain's wake-ups: a thread woken while another thread polls finds a CPU
+// that is running and is soon scheduled; one woken while every CPU halts
+// waits for the hypervisor (doc/DESIGN-NOTES.md, "Busy-polling before
+// sleeping").
+const (
+	wakeBusy = 5 * time.Microsecond
+	proc     = 2 * time.Microsecond
+)
+
+// pass takes a packet that reaches hops[i] at time at, as Wait would: a
+// window that covers the wait since the hop's last read catches it;
+// otherwise the hop polls the whole window, sleeps, and pays a wake-up,
+// wakeIdle unless another hop is polling. It returns when the hop has passed
+// the packet on.
+func pass(hops []hop, i int, at, wakeIdle time.Duration) (out time.Duration, caught bool) {
+	h := &hops[i]
+	if h.w.Open() && at-h.done <= h.w.Current() {
+		caught = h.w.Poll(func() bool { return true })
+		h.done = at + proc
+		return h.done, caught
+	}
+	wake := wakeIdle
+	for j := range hops {
+		if j != i && hops[j].polling(at) {
+			wake = wakeBusy
+		}
+	}
+	h.w.adapt(at - h.done + wake) // Woke's measure: the poll, the sleep, the wake-up
+	h.done = at + wake + proc
+	return h.done, false
+}
+
+// roundTrips runs n request/response transactions from time start through
+// hops in turn (each way: the sender's TUN reader, then the receiver's UDP
+// reader), between ends that answer at once. It returns when the last
+// ended, and in how many of the last half every hop caught its packet.
+func roundTrips(hops []hop, start, wakeIdle time.Duration, n int) (end time.Duration, allCaught int) {
+	t := start
+	for i := range n {
+		all := true
+		for j := range hops {
+			var caught bool
+			t, caught = pass(hops, j, t, wakeIdle)
+			all = all && caught
+		}
+		if all && i >= n/2 {
+			allCaught++
+		}
+	}
+	return t, allCaught
+}
+
+// A request/response whose hops all sleep takes every hop's wake-up each
+// round trip, so each thread's wait is far beyond twice the window: the
+// windows must still open, or the chain stays slow because it is slow. Once
+// they are open the round trip is short and every hop catches its packet.
+func TestChainOpensFromSlowWakeUps(t *testing.T) {
+	const max = 50 * time.Microsecond
+	for _, wake := range []time.Duration{10 * time.Microsecond, 35 * time.Microsecond, 80 * time.Microsecond} {
+		hops := make([]hop, 4)
+		for i := range hops {
+			hops[i].w.Init(max)
+		}
+		const n = 40
+		if _, caught := roundTrips(hops, time.Second, wake, n); caught != n/2 {
+			t.Errorf("wake-ups of %v (a sleeping round trip of %v): every hop caught the packet in %d of the last %d round trips, want all",
+				wake, 4*(wake+2*time.Microsecond), caught, n/2)
+		}
+	}
+}
+
+// stream sends n packets gap apart to a lone hop, from time start, and
+// returns when the last was passed on and how many found the window open,
+// to poll in vain.
+func stream(h []hop, start, gap time.Duration, n int) (end time.Duration, polledInVain int) {
+	t := start
+	for i := range n {
+		if h[0].w.Open() {
+			polledInVain++
+		}
+		t += gap
+		if _, caught := pass(h, 0, t, 30*time.Microsecond); caught {
+			panic(fmt.Sprintf("packet %d, %v after the last, caught by a %v window", i, gap, h[0].w.Current()))
+		}
+	}
+	return t, polledInVain
+}
+
+// A steady stream whose gaps are longer than the window, but within a
+// probe's reach, is not a chain: polling cannot shorten its gaps. The
+// window probes it a bounded number of times and shuts, probes again only
+// after a rest, and a chain that starts after a pause opens it at once.
+func TestSteadyStreamStopsProbing(t *testing.T) {
+	const max = 50 * time.Microsecond
+	const gap = 150 * time.Microsecond // beyond the horizon, within a probe's
+	hops := make([]hop, 4)
+	for i := range hops {
+		hops[i].w.Init(max)
+	}
+	alone := hops[:1] // the other hops are idle
+	end, vain := stream(alone, time.Second, gap, probes+rest/2)
+	if hops[0].w.Current() != 0 {
+		t.Fatalf("window %v after %d packets %v apart, want shut", hops[0].w.Current(), probes+rest/2, gap)
+	}
+	if limit := probes + growStart; vain > limit {
+		t.Fatalf("%d of %d packets found the window open, want at most %d", vain, probes+rest/2, limit)
+	}
+	end, vain = stream(alone, end, gap, rest)
+	if vain == 0 || vain > probes+growStart {
+		t.Fatalf("over the next %d packets %d found the window open, want a probe again (1 to %d)", rest, vain, probes+growStart)
+	}
+
+	// The stream stops; a request/response starts after a pause.
+	const n = 40
+	if _, caught := roundTrips(hops, end+idleGap*max+time.Millisecond, 35*time.Microsecond, n); caught != n/2 {
+		t.Fatalf("after the pause every hop caught the packet in %d of the last %d round trips, want all", caught, n/2)
+	}
+}
+
+// Probing goes on while at least one poll in catchPays+1 catches a packet:
+// a chain that has not yet settled, or a jittery stream that polls pay.
+func TestProbesPayByCatches(t *testing.T) {
+	const max = 50 * time.Microsecond
+	for _, c := range []struct {
+		every    int  // one poll in every catches
+		mostOpen bool // the window open at most polls, not at few
+	}{{catchPays, true}, {2 * (catchPays + 1), false}} {
+		var w Window
+		w.Init(max)
+		w.cur = max
+		const n = 10 * (probes + rest)
+		open := 0
+		for i := range n {
+			if !w.Open() {
+				w.adapt(probeHorizon * max) // a probe's wait
+				continue
+			}
+			open++
+			if i%c.every == 0 {
+				w.Poll(func() bool { return true })
+				continue
+			}
+			w.adapt(probeHorizon * max)
+		}
+		if c.mostOpen && open < n*9/10 || !c.mostOpen && open > n/5 {
+			t.Errorf("one catch in %d polls: the window was open at %d of %d reads", c.every, open, n)
 		}
 	}
 }

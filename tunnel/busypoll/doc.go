@@ -15,6 +15,9 @@
 // The window adapts to the traffic, as the kernel's cpuidle-haltpoll
 // governor adapts its own: it grows while the packets that end a sleep come
 // within twice the maximum, and shrinks to nothing when they come later.
+// A request/response is a chain whose round trip is short only once all its
+// threads poll, so a wait of up to eight windows also opens the window, as a
+// probe, as long as the probes catch packets often enough to pay.
 // An idle queue, or sparse traffic, polls not at all; a request/response stream
 // polls for about its round trip. A read that delivered a large batch is
 // not followed by a poll: bulk traffic's wake-ups are few per packet, and
