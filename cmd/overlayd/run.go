@@ -57,7 +57,8 @@ func runDaemon(ctx context.Context, args []string) error {
 		"how long a forwarding thread that finds its TUN queue or underlay socket (UDP or AF_PACKET ring) empty keeps polling it, yielding its CPU "+
 			"to any other runnable thread, before it sleeps: the next packet then finds it running, not asleep on a halted CPU, "+
 			"which on a VM is woken through the hypervisor. The window adapts: it opens only while packets follow each other "+
-			"within about twice this (request/response), and closes for sparse traffic, bulk transfers and idle hosts, which poll not at all. "+
+			"within about twice this, or up to eight times this while its polls catch packets (a request/response, quick only once every "+
+			"thread on its path polls), and closes for sparse traffic, steady streams it cannot catch, bulk transfers and idle hosts. "+
 			"While it polls it keeps a CPU busy that would mostly have idled, and beside CPU-bound neighbours it takes its fair share; "+
 			"0: sleep at once (see the README's Latency section)")
 	fs.DurationVar(&cfg.IdlePoll, "idle-poll", 0,
