@@ -1,7 +1,6 @@
 package busypoll
 
 import (
-	"fmt"
 	"testing"
 	"time"
 )
@@ -112,32 +111,36 @@ func TestChainOpensFromSlowWakeUps(t *testing.T) {
 		const n = 40
 		if _, caught := roundTrips(hops, time.Second, wake, n); caught != n/2 {
 			t.Errorf("wake-ups of %v (a sleeping round trip of %v): every hop caught the packet in %d of the last %d round trips, want all",
-				wake, 4*(wake+2*time.Microsecond), caught, n/2)
+				wake, 4*(wake+proc), caught, n/2)
 		}
 	}
 }
+
+// streamWake is a lone hop's wake-up in the stream tests.
+const streamWake = 30 * time.Microsecond
 
 // stream sends n packets gap apart to a lone hop, from time start, and
 // returns when the last was passed on and how many found the window open,
 // to poll in vain.
-func stream(h []hop, start, gap time.Duration, n int) (end time.Duration, polledInVain int) {
-	t := start
+func stream(t *testing.T, h []hop, start, gap time.Duration, n int) (end time.Duration, polledInVain int) {
+	t.Helper()
+	at := start
 	for i := range n {
 		if h[0].w.Open() {
 			polledInVain++
 		}
-		t += gap
-		if _, caught := pass(h, 0, t, 30*time.Microsecond); caught {
-			panic(fmt.Sprintf("packet %d, %v after the last, caught by a %v window", i, gap, h[0].w.Current()))
+		at += gap
+		if _, caught := pass(h, 0, at, streamWake); caught {
+			t.Fatalf("packet %d, %v after the last, caught by a %v window", i, gap, h[0].w.Current())
 		}
 	}
-	return t, polledInVain
+	return at, polledInVain
 }
 
 // A steady stream whose gaps are longer than the window, but within a
 // probe's reach, is not a chain: polling cannot shorten its gaps. The
-// window probes it a bounded number of times and shuts, probes again only
-// after a rest, and a chain that starts after a pause opens it at once.
+// window probes it a bounded number of times and shuts, and probes again
+// after a rest, or at once after a pause.
 func TestSteadyStreamStopsProbing(t *testing.T) {
 	const max = 50 * time.Microsecond
 	const gap = 150 * time.Microsecond // beyond the horizon, within a probe's
@@ -146,22 +149,34 @@ func TestSteadyStreamStopsProbing(t *testing.T) {
 		hops[i].w.Init(max)
 	}
 	alone := hops[:1] // the other hops are idle
-	end, vain := stream(alone, time.Second, gap, probes+rest/2)
+	end, vain := stream(t, alone, time.Second, gap, probes+rest/2)
 	if hops[0].w.Current() != 0 {
 		t.Fatalf("window %v after %d packets %v apart, want shut", hops[0].w.Current(), probes+rest/2, gap)
 	}
 	if limit := probes + growStart; vain > limit {
 		t.Fatalf("%d of %d packets found the window open, want at most %d", vain, probes+rest/2, limit)
 	}
-	end, vain = stream(alone, end, gap, rest)
+	end, vain = stream(t, alone, end, gap, rest)
 	if vain == 0 || vain > probes+growStart {
 		t.Fatalf("over the next %d packets %d found the window open, want a probe again (1 to %d)", rest, vain, probes+growStart)
 	}
+	end, _ = stream(t, alone, end, gap, probes+growStart) // spent again
+	if hops[0].w.Current() != 0 {
+		t.Fatalf("window %v after the probe, want shut", hops[0].w.Current())
+	}
 
-	// The stream stops; a request/response starts after a pause.
+	// The stream stops; after a pause, a packet a probe's reach after the
+	// next one opens the window again.
+	done, _ := pass(alone, 0, end+idleGap*max+time.Millisecond, streamWake)
+	pass(alone, 0, done+gap, streamWake)
+	if hops[0].w.Current() == 0 {
+		t.Fatalf("window shut after a pause and a wait of %v, want a probe", gap+streamWake)
+	}
+
+	// A request/response after it opens every hop's window.
 	const n = 40
-	if _, caught := roundTrips(hops, end+idleGap*max+time.Millisecond, 35*time.Microsecond, n); caught != n/2 {
-		t.Fatalf("after the pause every hop caught the packet in %d of the last %d round trips, want all", caught, n/2)
+	if _, caught := roundTrips(hops, hops[0].done+time.Millisecond, 35*time.Microsecond, n); caught != n/2 {
+		t.Fatalf("every hop caught the packet in %d of the last %d round trips, want all", caught, n/2)
 	}
 }
 
