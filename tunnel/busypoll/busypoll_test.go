@@ -40,6 +40,15 @@ type hop struct {
 	done time.Duration
 }
 
+// chain returns n hops whose windows poll up to max, all shut for now.
+func chain(n int, max time.Duration) []hop {
+	hops := make([]hop, n)
+	for i := range hops {
+		hops[i].w.Init(max)
+	}
+	return hops
+}
+
 // polling reports whether h is polling at time at.
 func (h *hop) polling(at time.Duration) bool {
 	return h.w.Open() && at >= h.done && at < h.done+h.w.Current()
@@ -104,10 +113,7 @@ func roundTrips(hops []hop, start, wakeIdle time.Duration, n int) (end time.Dura
 func TestChainOpensFromSlowWakeUps(t *testing.T) {
 	const max = 50 * time.Microsecond
 	for _, wake := range []time.Duration{10 * time.Microsecond, 35 * time.Microsecond, 80 * time.Microsecond} {
-		hops := make([]hop, 4)
-		for i := range hops {
-			hops[i].w.Init(max)
-		}
+		hops := chain(4, max)
 		const n = 40
 		if _, caught := roundTrips(hops, time.Second, wake, n); caught != n/2 {
 			t.Errorf("wake-ups of %v (a sleeping round trip of %v): every hop caught the packet in %d of the last %d round trips, want all",
@@ -144,10 +150,7 @@ func stream(t *testing.T, h []hop, start, gap time.Duration, n int) (end time.Du
 func TestSteadyStreamStopsProbing(t *testing.T) {
 	const max = 50 * time.Microsecond
 	const gap = 150 * time.Microsecond // beyond the horizon, within a probe's
-	hops := make([]hop, 4)
-	for i := range hops {
-		hops[i].w.Init(max)
-	}
+	hops := chain(4, max)
 	alone := hops[:1] // the other hops are idle
 	end, vain := stream(t, alone, time.Second, gap, probes+rest/2)
 	if hops[0].w.Current() != 0 {
@@ -194,16 +197,14 @@ func TestProbesPayByCatches(t *testing.T) {
 		const n = 10 * (probes + rest)
 		open := 0
 		for i := range n {
-			if !w.Open() {
-				w.adapt(probeHorizon * max) // a probe's wait
-				continue
+			if w.Open() {
+				open++
+				if i%c.every == 0 {
+					w.Poll(func() bool { return true })
+					continue
+				}
 			}
-			open++
-			if i%c.every == 0 {
-				w.Poll(func() bool { return true })
-				continue
-			}
-			w.adapt(probeHorizon * max)
+			w.adapt(probeHorizon * max) // a probe's wait
 		}
 		if c.mostOpen && open < n*9/10 || !c.mostOpen && open > n/5 {
 			t.Errorf("one catch in %d polls: the window was open at %d of %d reads", c.every, open, n)
