@@ -278,9 +278,13 @@ func (l *gsoLayout) fits(pktLen int, out [][]byte, n, offset int) bool {
 func (l *gsoLayout) split(pkt []byte, out [][]byte, sizes []int, offset, n int, final, partial bool) {
 	hdr, payload := pkt[:l.hdrLen], pkt[l.hdrLen:]
 	pseudo := addrSum(pkt, l.v6, l.proto)
-	var id uint16
+	var (
+		id     uint16
+		hdrSum uint64
+	)
 	if !l.v6 {
 		id = binary.BigEndian.Uint16(pkt[ipv4OffID:])
+		hdrSum = ipv4SumFixed(pkt[:l.l4Off])
 	}
 	var seq uint32
 	if l.proto == protoTCP {
@@ -297,9 +301,10 @@ func (l *gsoLayout) split(pkt []byte, out [][]byte, sizes []int, offset, n int, 
 		if l.v6 {
 			binary.BigEndian.PutUint16(seg[ipv6OffPayloadLen:], uint16(len(seg)-ipv6HeaderLen))
 		} else {
+			segID := id + uint16(i)
 			binary.BigEndian.PutUint16(seg[ipv4OffTotalLen:], uint16(len(seg)))
-			binary.BigEndian.PutUint16(seg[ipv4OffID:], id+uint16(i))
-			setIPv4Checksum(seg, l.l4Off)
+			binary.BigEndian.PutUint16(seg[ipv4OffID:], segID)
+			binary.BigEndian.PutUint16(seg[ipv4OffChecksum:], ^encap.Fold(hdrSum+uint64(len(seg))+uint64(segID)))
 		}
 
 		l4 := seg[l.l4Off:]

@@ -10,6 +10,7 @@ import (
 // IPv6 packets carrying TCP or UDP, at the fixed offsets below.
 const (
 	ipv4MinHeaderLen = 20
+	ipv4MaxHeaderLen = 60
 	ipv4OffTotalLen  = 2
 	ipv4OffID        = 4
 	ipv4OffFlags     = 6 // flags and fragment offset, 16 bits
@@ -83,6 +84,20 @@ func finishChecksum(b []byte, sum uint16) {
 func setIPv4Checksum(pkt []byte, ihl int) {
 	pkt[ipv4OffChecksum], pkt[ipv4OffChecksum+1] = 0, 0
 	binary.BigEndian.PutUint16(pkt[ipv4OffChecksum:], ^encap.Checksum(pkt[:ihl], 0))
+}
+
+// ipv4SumFixed returns the ones' complement sum of the IPv4 header hdr
+// without its total length, identification and checksum: what the headers
+// of one super-packet's segments share. Adding a segment's length and
+// identification gives its header's sum, without reading back the header
+// just written, as the kernel's GSO updates its segments' checksums.
+func ipv4SumFixed(hdr []byte) uint64 {
+	var fixed [ipv4MaxHeaderLen]byte
+	copy(fixed[:], hdr)
+	for _, off := range [...]int{ipv4OffTotalLen, ipv4OffID, ipv4OffChecksum} {
+		fixed[off], fixed[off+1] = 0, 0
+	}
+	return uint64(encap.Checksum(fixed[:len(hdr)], 0))
 }
 
 // isIPv4Fragment reports whether the IPv4 packet is a fragment: MF set or
