@@ -44,9 +44,8 @@ func runDaemon(ctx context.Context, args []string) error {
 		"vxlan backend: \"userspace\" (overlayd forwards) or \"kernel\" (overlayd programs flannel.<VNI>, as flanneld)")
 	fs.StringVar(&cfg.UnderlayKind, "underlay", tunnel.UnderlaySocket,
 		"how packets reach other hosts: \"socket\" (UDP socket) or \"afpacket\" (AF_PACKET mmap ring). "+
-			"afpacket adds no timer; measured as fast as the socket for request/response and a little slower for bulk (make bench, 2 cores, "+
-			"2026-12-03: 64 B TCP request/response p50 28.8 µs against 29.8, one TCP stream 7.3 against 8.3 Gbit/s, 64 B datagrams 296 "+
-			"against 311 kpps); it skips the qdisc, netfilter "+
+			"afpacket adds no timer; in make bench it is as fast as the socket for request/response and a little slower for bulk "+
+			"(the README's bench table, rows overlayd-udp-afpacket and overlayd-udp); it skips the qdisc, netfilter "+
 			"and the UDP socket layer on --iface, so use it where those cost on your hosts, else keep the socket (no tc filter, tcpdump sees all)")
 	fs.StringVar(&cfg.Steering, "steering", tunnel.SteeringFlow,
 		"which worker forwards a packet from the local containers: \"flow\" (by a hash of its flow, so a host's flows "+
