@@ -57,6 +57,20 @@ type BusyPollStatus struct {
 	Max    string `json:"max"`
 	Caught uint64 `json:"caught"`
 	Slept  uint64 `json:"slept"`
+
+	// Readers splits the counts by reader, in worker order: in a
+	// request/response one thread that keeps sleeping while the others
+	// catch is where the round trip waits.
+	Readers []BusyPollReader `json:"readers"`
+}
+
+// BusyPollReader is one reader's share of BusyPollStatus: worker Worker's
+// TUN queue (Reads "tun") or underlay socket (Reads "underlay").
+type BusyPollReader struct {
+	Worker int    `json:"worker"`
+	Reads  string `json:"reads"`
+	Caught uint64 `json:"caught"`
+	Slept  uint64 `json:"slept"`
 }
 
 // IdlePollStatus says whether idle CPUs are kept polling now, how often
@@ -258,13 +272,27 @@ func (e *Engine) busyPollStatus() *BusyPollStatus {
 	if e.cfg.BusyPoll <= 0 || len(e.workers) == 0 {
 		return nil
 	}
+	return busyPollStatus(e.cfg.BusyPoll, e.workers)
+}
+
+// busyPollStatus reads each worker's readers that poll, and sums them.
+func busyPollStatus(window time.Duration, workers []*worker) *BusyPollStatus {
+	st := &BusyPollStatus{Max: window.String(), Readers: make([]BusyPollReader, 0, 2*len(workers))}
 	var sum busypoll.Stats
-	for _, w := range e.workers {
-		for _, r := range []any{w.tun, w.conn} {
-			if r, ok := r.(busypoll.Reporter); ok {
-				sum.Add(r.BusyPollStats())
+	for _, w := range workers {
+		for _, r := range [...]struct {
+			reads string
+			dev   any
+		}{{"tun", w.tun}, {"underlay", w.conn}} {
+			rep, ok := r.dev.(busypoll.Reporter)
+			if !ok {
+				continue
 			}
+			s := rep.BusyPollStats()
+			sum.Add(s)
+			st.Readers = append(st.Readers, BusyPollReader{Worker: w.id, Reads: r.reads, Caught: s.Caught, Slept: s.Slept})
 		}
 	}
-	return &BusyPollStatus{Max: e.cfg.BusyPoll.String(), Caught: sum.Caught, Slept: sum.Slept}
+	st.Caught, st.Slept = sum.Caught, sum.Slept
+	return st
 }

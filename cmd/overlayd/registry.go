@@ -190,6 +190,9 @@ func runStatus(ctx context.Context, args []string) error {
 	}
 	if p := s.BusyPoll; p != nil {
 		fmt.Printf("busy poll: up to %s; %d reads caught a packet polling, %d slept\n", p.Max, p.Caught, p.Slept)
+		for _, r := range p.Readers {
+			fmt.Printf("  worker %d %-9s %d caught, %d slept\n", r.Worker, r.Reads+":", r.Caught, r.Slept)
+		}
 	}
 	return nil
 }

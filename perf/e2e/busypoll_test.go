@@ -38,6 +38,7 @@ func TestBusyPoll(t *testing.T) {
 		if s.Caught == 0 {
 			t.Errorf("%s: no read caught a packet by polling over %d back-to-back echoes", d.Name(), st.Received)
 		}
+		checkReaders(t, d.Name(), s)
 	}
 }
 
@@ -51,4 +52,24 @@ func busyPoll(t *testing.T, d *cluster.Daemon) tunnel.BusyPollStatus {
 		t.Fatalf("%s: status has no busy_poll, with --busy-poll on", d.Name())
 	}
 	return *s.BusyPoll
+}
+
+// checkReaders checks status's busy-poll counts per reader: a TUN queue
+// and an underlay socket for every worker, adding up to the totals.
+func checkReaders(t *testing.T, name string, s tunnel.BusyPollStatus) {
+	t.Helper()
+	var caught, slept uint64
+	kinds := map[string]int{}
+	for _, r := range s.Readers {
+		t.Logf("%s: worker %d %s: %d caught, %d slept", name, r.Worker, r.Reads, r.Caught, r.Slept)
+		caught += r.Caught
+		slept += r.Slept
+		kinds[r.Reads]++
+	}
+	if caught != s.Caught || slept != s.Slept {
+		t.Errorf("%s: readers add up to %d caught, %d slept; the totals say %d, %d", name, caught, slept, s.Caught, s.Slept)
+	}
+	if len(s.Readers) == 0 || kinds["tun"] != kinds["underlay"] || kinds["tun"]+kinds["underlay"] != len(s.Readers) {
+		t.Errorf("%s: readers %v, want a tun and an underlay reader per worker", name, kinds)
+	}
 }
