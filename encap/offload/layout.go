@@ -10,7 +10,6 @@ import (
 // IPv6 packets carrying TCP or UDP, at the fixed offsets below.
 const (
 	ipv4MinHeaderLen = 20
-	ipv4MaxHeaderLen = 60
 	ipv4OffTotalLen  = 2
 	ipv4OffID        = 4
 	ipv4OffFlags     = 6 // flags and fragment offset, 16 bits
@@ -92,12 +91,9 @@ func setIPv4Checksum(pkt []byte, ihl int) {
 // identification gives its header's sum, without reading back the header
 // just written, as the kernel's GSO updates its segments' checksums.
 func ipv4SumFixed(hdr []byte) uint64 {
-	var fixed [ipv4MaxHeaderLen]byte
-	copy(fixed[:], hdr)
-	for _, off := range [...]int{ipv4OffTotalLen, ipv4OffID, ipv4OffChecksum} {
-		fixed[off], fixed[off+1] = 0, 0
-	}
-	return uint64(encap.Checksum(fixed[:len(hdr)], 0))
+	s := encap.Checksum(hdr[ipv4OffSrc:], 0)                         // addresses, options
+	s = encap.Checksum(hdr[ipv4OffFlags:ipv4OffChecksum], uint32(s)) // fragment, TTL, protocol
+	return uint64(encap.Checksum(hdr[:ipv4OffTotalLen], uint32(s)))  // version, IHL, TOS
 }
 
 // isIPv4Fragment reports whether the IPv4 packet is a fragment: MF set or
