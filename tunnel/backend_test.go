@@ -3,7 +3,10 @@ package tunnel
 import (
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/netip"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/overlayd/overlayd/subnet"
@@ -149,6 +152,48 @@ func TestPeerPartialChecksums(t *testing.T) {
 		p, err := udp.Peer(leaseFromJSON(t, "100.96.7.0/24", string(got)))
 		if err != nil || p.PartialChecksums != tt.partial {
 			t.Errorf("our own udp lease %s read back as %v, %v", got, p.PartialChecksums, err)
+		}
+	}
+}
+
+// A lease outside the network, or overlapping this host's own, is never
+// a peer: a kernel backend would route it (0.0.0.0-0 is the default
+// route), and its host could send from our own addresses.
+func TestLeasesOutsideTheNetworkAreNoPeers(t *testing.T) {
+	cfg, err := subnet.ParseConfig([]byte(pairNetworkConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &Engine{
+		network:    cfg,
+		lease:      subnet.Lease{Subnet: netip.MustParsePrefix("100.96.1.0/24")},
+		backend:    udpBackend{port: 8285},
+		log:        slog.New(slog.DiscardHandler),
+		firstPeers: make(chan struct{}),
+	}
+	e.peers.Store(subnet.NewTable(nil))
+	attrs := subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("198.18.0.7")}
+	var leases []subnet.Lease
+	for _, sn := range []string{"100.96.7.0/24", "0.0.0.0/0", "198.19.5.0/24", "100.96.0.0/16", "100.96.0.0/20", "100.96.1.128/25"} {
+		leases = append(leases, subnet.Lease{Subnet: netip.MustParsePrefix(sn), Attrs: attrs})
+	}
+	e.setPeers(leases)
+	var got []string
+	for _, p := range e.peers.Load().Peers() {
+		got = append(got, p.Subnet.String())
+	}
+	if want := []string{"100.96.7.0/24"}; !slices.Equal(got, want) {
+		t.Errorf("peers %v, want %v", got, want)
+	}
+	for sn, why := range map[string]string{
+		"0.0.0.0/0":       "outside the network",
+		"198.19.5.0/24":   "outside the network",
+		"100.96.0.0/16":   "overlaps",
+		"100.96.0.0/20":   "overlaps",
+		"100.96.1.128/25": "overlaps",
+	} {
+		if reason := e.rejected[netip.MustParsePrefix(sn)]; !strings.Contains(reason, why) {
+			t.Errorf("lease %s rejected for %q, want a reason with %q", sn, reason, why)
 		}
 	}
 }

@@ -447,7 +447,7 @@ func (e *Engine) setPeers(leases []subnet.Lease) {
 	peers := make([]subnet.Peer, 0, len(leases))
 	rejected := make(map[netip.Prefix]string)
 	for _, l := range leases {
-		p, err := e.backend.Peer(l)
+		p, err := e.peerOf(l)
 		if err != nil {
 			rejected[l.Subnet] = err.Error()
 			if e.rejected[l.Subnet] != err.Error() {
@@ -472,6 +472,22 @@ func (e *Engine) setPeers(leases []subnet.Lease) {
 		e.publishPeers(peers)
 	}
 	e.firstPeersOnce.Do(func() { close(e.firstPeers) })
+}
+
+// peerOf checks a lease against the network and this host's own lease
+// before its backend turns it into a peer. A lease outside the network
+// (a key left from an older config, or a stray one such as 0.0.0.0-0)
+// would have a kernel backend replace routes outside the overlay, the
+// default route included; one overlapping our subnet would let its host
+// send from our own addresses past the spoofing check.
+func (e *Engine) peerOf(l subnet.Lease) (subnet.Peer, error) {
+	switch network := e.network.Network; {
+	case !l.Subnet.Addr().Is4() || l.Subnet.Bits() < network.Bits() || !network.Contains(l.Subnet.Addr()):
+		return subnet.Peer{}, fmt.Errorf("subnet is outside the network %s", network)
+	case l.Subnet.Overlaps(e.lease.Subnet):
+		return subnet.Peer{}, fmt.Errorf("subnet overlaps this host's %s", e.lease.Subnet)
+	}
+	return e.backend.Peer(l)
 }
 
 // publishPeers makes peers the peer table. A peer already in the table
