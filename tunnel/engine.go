@@ -90,7 +90,9 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 // backend, lease), the data path (devices and sockets), the routines that
 // forward and follow the registry, readiness, and shutdown.
 func (e *Engine) run(ctx context.Context) error {
-	defer closeWorkers(e.workers)
+	// A closure: the workers are made later, and must be closed too when
+	// a phase after the TUN's creation fails.
+	defer func() { closeWorkers(e.workers) }()
 	if err := e.startControlPlane(ctx); err != nil {
 		return err
 	}

@@ -85,4 +85,32 @@ func TestEngineFirewallFails(t *testing.T) {
 	if _, err := os.Stat(cfg.SubnetFile); err == nil {
 		t.Error("subnet file written although the rules failed")
 	}
+	if _, err := host.tun.MTU(); err != os.ErrClosed {
+		t.Errorf("TUN queue after the failed start: MTU() = %v, want os.ErrClosed (closed)", err)
+	}
+}
+
+// TestEngineClosesTUNWhenStartFails: a phase that fails after the TUN was
+// created (here the underlay socket: port 8285 taken) closes its queues.
+func TestEngineClosesTUNWhenStartFails(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{
+		SubnetFile: filepath.Join(dir, "subnet.env"), RenewMargin: time.Hour, LeaseTTL: 24 * time.Hour,
+		TunName: "flannel0", Queues: 1, Logger: slog.New(slog.DiscardHandler),
+	}
+	host := &memHost{
+		iface:     ExtIface{Name: "ext0", Index: 2, Addr: netip.MustParseAddr("198.18.0.1"), MTU: 1500},
+		net:       underlaytest.NewNetwork(),
+		listenErr: errors.New("listen udp 198.18.0.1:8285: bind: address already in use"),
+	}
+	err := Run(context.Background(), cfg, Deps{Registry: newPairRegistry(t), Host: host})
+	if err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("Run: %v; want the listen failure", err)
+	}
+	if host.tun == nil {
+		t.Fatal("no TUN queue was opened")
+	}
+	if _, err := host.tun.MTU(); err != os.ErrClosed {
+		t.Errorf("TUN queue after the failed start: MTU() = %v, want os.ErrClosed (closed)", err)
+	}
 }

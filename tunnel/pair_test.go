@@ -34,8 +34,9 @@ import (
 // memHost is a Host whose devices live in memory: one TUN queue and one
 // underlay Conn on a shared underlaytest.Network.
 type memHost struct {
-	iface ExtIface
-	net   *underlaytest.Network
+	iface     ExtIface
+	net       *underlaytest.Network
+	listenErr error // what ListenUnderlay fails with, if not nil
 
 	mu  sync.Mutex
 	tun *tuntest.ChannelDevice
@@ -61,6 +62,9 @@ func (h *memHost) ConfigureTUN(string, int, netip.Prefix, netip.Prefix) error { 
 func (h *memHost) ListenUnderlay(_ string, _ ExtIface, laddr netip.AddrPort, workers int, _ time.Duration) ([]underlay.Conn, error) {
 	if workers != 1 {
 		return nil, fmt.Errorf("memHost: %d workers; it has one", workers)
+	}
+	if h.listenErr != nil {
+		return nil, h.listenErr
 	}
 	c, err := h.net.Listen(laddr)
 	if err != nil {
