@@ -30,6 +30,7 @@ package tunnel
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -278,6 +279,9 @@ func (w *worker) routineTUNToUnderlay() error {
 			if isClosed(err) {
 				return nil
 			}
+			if errors.Is(err, tun.ErrDeleted) {
+				return tunDeleted(err)
+			}
 			if failures++; failures >= maxConsecutiveErrors {
 				return err
 			}
@@ -439,6 +443,9 @@ func (w *worker) routineUnderlayToTUN() error {
 				if isClosed(err) {
 					return nil
 				}
+				if errors.Is(err, tun.ErrDeleted) {
+					return tunDeleted(err)
+				}
 				limiter.warn(w.log, "TUN write failed", "error", err)
 				rx.counts.unsent(DropTUNWriteError, written)
 			}
@@ -452,6 +459,13 @@ func (w *worker) routineUnderlayToTUN() error {
 // the routine's normal end.
 func isClosed(err error) bool {
 	return errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed)
+}
+
+// tunDeleted is what a routine ends with when someone deleted the TUN
+// interface under it: nothing can be forwarded any more, and overlayd ends
+// so that its supervisor starts it again, which recreates the interface.
+func tunDeleted(err error) error {
+	return fmt.Errorf("%w: overlayd cannot forward without it and stops; start it again to recreate the interface", err)
 }
 
 // logLimiter keeps a failing device from flooding the log: at most one

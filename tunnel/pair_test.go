@@ -8,6 +8,7 @@ package tunnel
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -416,5 +417,23 @@ func BenchmarkEnginePairRoundTrip(b *testing.B) {
 	for range b.N {
 		x.tun().Inbound <- request
 		<-x.tun().Outbound
+	}
+}
+
+// TestEngineStopsWhenTUNDeleted: a TUN interface deleted under a running
+// overlayd ends it with an error that says so, rather than leaving a
+// daemon that reports ready and forwards nothing.
+func TestEngineStopsWhenTUNDeleted(t *testing.T) {
+	e := startEngine(t, newPairRegistry(t), underlaytest.NewNetwork(), 1, t.TempDir())
+	e.tun().Delete()
+	select {
+	case err := <-e.done:
+		if !errors.Is(err, tun.ErrDeleted) || !strings.Contains(err.Error(), "start it again") {
+			t.Errorf("Run: %v; want tun.ErrDeleted, saying to start overlayd again", err)
+		}
+	case <-time.After(30 * time.Second): // a guard against a hang, not a timing
+		e.cancel()
+		<-e.done
+		t.Fatal("the engine still runs 30 s after its TUN was deleted")
 	}
 }

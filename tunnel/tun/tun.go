@@ -32,15 +32,16 @@ type Device interface {
 	// available, then returns what it can get without blocking again.
 	// len(sizes) must be >= len(bufs), and each bufs[i][offset:] must hold
 	// a whole packet (MTU bytes). The n packets read are valid even when
-	// err != nil. os.ErrClosed is terminal; any other error is not (the
-	// packet concerned is lost) and the next Read may succeed.
+	// err != nil. os.ErrClosed (after Close) and ErrDeleted are terminal;
+	// any other error is not (the packet concerned is lost) and the next
+	// Read may succeed.
 	Read(bufs [][]byte, sizes []int, offset int) (n int, err error)
 
 	// Write writes each bufs[i][offset:] as one packet and returns how many
 	// the kernel accepted. A packet the kernel refuses (EINVAL for one that
 	// is neither IPv4 nor IPv6, EIO while the interface is down) does not
 	// stop the batch: the error is then a *WriteError, which is not
-	// terminal. os.ErrClosed is. With offloads, Write needs headroom and
+	// terminal. os.ErrClosed and ErrDeleted are. With offloads, Write needs headroom and
 	// may rewrite headers (see WithOffloads).
 	//
 	// A TCP packet longer than the MTU (a super-frame that a kernel VTEP
@@ -208,6 +209,11 @@ func (e *OffloadError) Error() string {
 }
 
 func (e *OffloadError) Unwrap() error { return e.Err }
+
+// ErrDeleted is returned, wrapped, by the calls on a queue whose interface
+// someone deleted (ip link del). It is terminal like os.ErrClosed, but not
+// the caller's doing: a forwarder must report it, not end quietly.
+var ErrDeleted = errors.New("the TUN interface was deleted")
 
 // ErrNoHeadroom is returned by the Write of a Device with offloads when
 // offset leaves no room for the virtio-net header in front of the packets.

@@ -406,15 +406,15 @@ func (d *nativeDevice) run(op func(fd uintptr) bool, pfd *pollwake.Set, pollFirs
 	return nil
 }
 
-// fail maps the errors that mean the queue is gone to os.ErrClosed and
-// wraps the others.
+// fail maps the errors of a closed queue to os.ErrClosed, those of a queue
+// whose interface was deleted to ErrDeleted, and wraps the others.
 func (d *nativeDevice) fail(op string, err error) error {
-	if d.closed.Load() || errors.Is(err, os.ErrClosed) || isDetached(err) {
+	if d.closed.Load() || errors.Is(err, os.ErrClosed) {
 		return os.ErrClosed
 	}
 	// When the interface is deleted, an ioctl gets the kernel's EBADFD.
-	if _, nerr := d.currentName(); isDetached(nerr) {
-		return os.ErrClosed
+	if _, nerr := d.currentName(); isDetached(err) || isDetached(nerr) {
+		err = ErrDeleted
 	}
 	return fmt.Errorf("tun: %s %s: %w", op, d.name, err)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -209,11 +210,17 @@ func TestDeletedInterface(t *testing.T) {
 		t.Fatal(err)
 	}
 	bufs, sizes := newBatch(1, testMTU)
-	if _, err := dev.Read(bufs, sizes, 0); err != os.ErrClosed {
-		t.Errorf("Read of a deleted interface: %v, want os.ErrClosed", err)
+	if _, err := dev.Read(bufs, sizes, 0); !errors.Is(err, ErrDeleted) || !strings.Contains(err.Error(), "ovl0") {
+		t.Errorf("Read of a deleted interface: %v, want ErrDeleted, naming ovl0", err)
 	}
-	if _, err := dev.Write(bufs, 0); err != os.ErrClosed {
-		t.Errorf("Write to a deleted interface: %v, want os.ErrClosed", err)
+	if _, err := dev.Write(bufs, 0); !errors.Is(err, ErrDeleted) {
+		t.Errorf("Write to a deleted interface: %v, want ErrDeleted", err)
+	}
+	if err := dev.Close(); err != nil {
+		t.Errorf("Close of a deleted interface's queue: %v", err)
+	}
+	if _, err := dev.Read(bufs, sizes, 0); err != os.ErrClosed {
+		t.Errorf("Read after Close: %v, want os.ErrClosed", err)
 	}
 }
 

@@ -38,6 +38,7 @@ type ChannelDevice struct {
 	mtu       int
 	closed    chan struct{}
 	closeOnce sync.Once
+	deleted   bool // set before closed is closed: calls fail with tun.ErrDeleted
 }
 
 // NewChannelDevice returns an open ChannelDevice that reports the given
@@ -66,7 +67,7 @@ type GSOPacket struct {
 // one with more segments than bufs is an error.
 func (d *ChannelDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if d.isClosed() {
-		return 0, os.ErrClosed
+		return 0, d.closedErr()
 	}
 	if len(bufs) == 0 {
 		return 0, nil
@@ -74,7 +75,7 @@ func (d *ChannelDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error
 	var pkt []byte
 	select {
 	case <-d.closed:
-		return 0, os.ErrClosed
+		return 0, d.closedErr()
 	case pkt = <-d.Inbound:
 	case gso := <-d.InboundGSO:
 		n, _, err := offload.SplitGSO(gso.Pkt, gso.Hdr, bufs, sizes, offset, offload.SplitOptions{})
@@ -106,12 +107,12 @@ func (d *ChannelDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error
 func (d *ChannelDevice) Write(bufs [][]byte, offset int) (int, error) {
 	for i, buf := range bufs {
 		if d.isClosed() {
-			return i, os.ErrClosed
+			return i, d.closedErr()
 		}
 		pkt := append([]byte(nil), buf[offset:]...)
 		select {
 		case <-d.closed:
-			return i, os.ErrClosed
+			return i, d.closedErr()
 		case d.Outbound <- pkt:
 		}
 	}
@@ -122,7 +123,7 @@ func (d *ChannelDevice) BatchSize() int { return BatchSize }
 
 func (d *ChannelDevice) MTU() (int, error) {
 	if d.isClosed() {
-		return 0, os.ErrClosed
+		return 0, d.closedErr()
 	}
 	return d.mtu, nil
 }
@@ -138,6 +139,24 @@ func (d *ChannelDevice) Close() error {
 		err = nil
 	})
 	return err
+}
+
+// Delete makes the device a queue whose interface someone deleted:
+// pending and later Reads and Writes fail with tun.ErrDeleted (wrapped),
+// as the native Device's do. A device already closed stays closed.
+func (d *ChannelDevice) Delete() {
+	d.closeOnce.Do(func() {
+		d.deleted = true
+		close(d.closed)
+	})
+}
+
+// closedErr is what a call on a closed or deleted device returns.
+func (d *ChannelDevice) closedErr() error {
+	if d.deleted {
+		return fmt.Errorf("tuntest: %s: %w", d.name, tun.ErrDeleted)
+	}
+	return os.ErrClosed
 }
 
 func (d *ChannelDevice) isClosed() bool {
