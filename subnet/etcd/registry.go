@@ -514,18 +514,23 @@ func (r *Registry) watchFrom(ctx context.Context, since int64, out chan<- subnet
 	return fmt.Errorf("watch %s: closed by the etcd client", dir)
 }
 
+// decodeEvent turns a change under the subnets directory into a lease
+// event. A lease rewritten with a value that cannot be read is removed,
+// as ListLeases leaves it out: keeping the peer it was would make the
+// watch and a re-list disagree.
 func (r *Registry) decodeEvent(ev *clientv3.Event) (subnet.Event, bool) {
+	sn, err := subnet.ParseSubnetKey(string(ev.Kv.Key))
+	if err != nil {
+		return subnet.Event{}, false // never a lease
+	}
+	removed := subnet.Event{Type: subnet.EventRemoved, Lease: subnet.Lease{Subnet: sn}}
 	if ev.Type == clientv3.EventTypeDelete {
-		sn, err := subnet.ParseSubnetKey(string(ev.Kv.Key))
-		if err != nil {
-			return subnet.Event{}, false // never a lease
-		}
-		return subnet.Event{Type: subnet.EventRemoved, Lease: subnet.Lease{Subnet: sn}}, true
+		return removed, true
 	}
 	l, err := decodeLease(ev.Kv.Key, ev.Kv.Value)
 	if err != nil {
-		r.log.Warn("skipping unreadable lease", "key", string(ev.Kv.Key), "error", err)
-		return subnet.Event{}, false
+		r.log.Warn("skipping unreadable lease: no peer for its subnet until it is rewritten", "key", string(ev.Kv.Key), "error", err)
+		return removed, true
 	}
 	return subnet.Event{Type: subnet.EventAdded, Lease: l}, true
 }

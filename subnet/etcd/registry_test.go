@@ -332,6 +332,42 @@ func TestWatchPeersAddRemove(t *testing.T) {
 	waitFor(t, "an addition", func() bool { _, found := peers.get(l4.Subnet); return found })
 }
 
+// A lease rewritten with a value that cannot be read stops being a peer,
+// as a re-list would leave it out, and comes back once it is readable.
+func TestWatchPeersDropsUnreadableLease(t *testing.T) {
+	t.Parallel()
+	r, cfg := newNetwork(t, net16)
+	ctx := context.Background()
+	var ms []*subnet.Manager
+	for i := range 2 {
+		m := subnet.NewManager(r, cfg, managerOpts(i+1))
+		if _, err := m.Acquire(ctx); err != nil {
+			t.Fatal(err)
+		}
+		ms = append(ms, m)
+	}
+	var peers peerSets
+	running(t, func(ctx context.Context) error { return ms[0].WatchPeers(ctx, peers.set) })
+	l1, _ := ms[1].Lease()
+	peer := l1.Subnet.String() + "@198.18.0.2"
+	waitFor(t, "the other host", peers.is(peer))
+
+	key := testPrefix(t) + "/subnets/" + subnet.SubnetKey(l1.Subnet)
+	resp, ok := r.get(t, key)
+	if !ok {
+		t.Fatalf("no key %s", key)
+	}
+	good := resp.Kvs[0].Value
+	if _, err := r.cli.Put(ctx, key, `{"PublicIP":`); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the unreadable lease to leave the peers", peers.is())
+	if _, err := r.cli.Put(ctx, key, string(good)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the rewritten lease to come back", peers.is(peer))
+}
+
 // The watch falls behind while the network is down, the history it needs
 // is compacted away meanwhile, and the set is still right afterwards.
 func TestWatchPeersRecoversFromCompaction(t *testing.T) {
