@@ -446,7 +446,11 @@ func (m *Manager) follow(ctx context.Context, what string, apply func(WatchResul
 		started := time.Now()
 		err := m.watchOnce(ctx, rev+1, func(r WatchResult) {
 			apply(r)
-			rev = max(rev, r.Revision)
+			if r.Resync {
+				rev = r.Revision // a new start: etcd may have gone back (restored)
+			} else {
+				rev = max(rev, r.Revision)
+			}
 			bo.Reset()
 		})
 		if ctx.Err() != nil {

@@ -458,16 +458,27 @@ func (r *Registry) revokeIfUnused(id clientv3.LeaseID) {
 	r.revoke(id)
 }
 
+// errRewound says that etcd's revision is behind the one a watch resumes
+// from: etcd was restored from a snapshot or replaced by an empty one. A
+// watch from a revision etcd has not reached yet would wait for it in
+// silence, missing every change until then.
+var errRewound = errors.New("etcd's revision is behind the watch's: etcd was restored or replaced")
+
 // WatchLeases watches <prefix>/subnets/ from revision since, requiring an
 // etcd leader, and sends one result per etcd response. When since has been
-// compacted away it re-lists and sends a Resync, then goes on from there.
+// compacted away, or etcd's revision went back below it (errRewound), it
+// re-lists and sends a Resync, then goes on from there.
 func (r *Registry) WatchLeases(ctx context.Context, since int64, out chan<- subnet.WatchResult) error {
 	for {
 		err := r.watchFrom(ctx, since, out)
-		if !errors.Is(err, rpctypes.ErrCompacted) {
+		switch {
+		case errors.Is(err, rpctypes.ErrCompacted):
+			r.log.Info("lease watch fell behind etcd compaction; re-listing", "from_revision", since)
+		case errors.Is(err, errRewound):
+			r.log.Warn("etcd's revision went back (restored or replaced?); re-listing the leases", "from_revision", since, "error", err)
+		default:
 			return err
 		}
-		r.log.Info("lease watch fell behind etcd compaction; re-listing", "from_revision", since)
 		leases, rev, err := r.ListLeases(ctx)
 		if err != nil {
 			return fmt.Errorf("resync after compaction: %w", err)
@@ -483,9 +494,15 @@ func (r *Registry) watchFrom(ctx context.Context, since int64, out chan<- subnet
 	dir := r.subnetsDir()
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	for wr := range r.cli.Watch(wctx, dir, clientv3.WithPrefix(), clientv3.WithRev(since), clientv3.WithProgressNotify()) {
+	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithRev(since), clientv3.WithProgressNotify(), clientv3.WithCreatedNotify()}
+	for wr := range r.cli.Watch(wctx, dir, opts...) {
 		if err := wr.Err(); err != nil {
 			return fmt.Errorf("watch %s from revision %d: %w", dir, since, err)
+		}
+		// Every response carries etcd's revision, the created notice at
+		// once: one behind what we have seen means etcd lost history.
+		if wr.Header.Revision < since-1 {
+			return fmt.Errorf("watch %s from revision %d at etcd revision %d: %w", dir, since, wr.Header.Revision, errRewound)
 		}
 		res := subnet.WatchResult{Events: make([]subnet.Event, 0, len(wr.Events))}
 		switch {

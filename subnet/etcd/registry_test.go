@@ -466,6 +466,50 @@ func TestWatchLeasesFromCompactedRevision(t *testing.T) {
 	}
 }
 
+// A watch resuming from a revision etcd has not reached (etcd restored
+// from a snapshot, or replaced by an empty one) starts again with the
+// complete set, rather than waiting in silence for that revision.
+func TestWatchLeasesFromRevisionAheadOfEtcd(t *testing.T) {
+	t.Parallel()
+	r, _ := newNetwork(t, net16)
+	ctx := context.Background()
+	a := netip.MustParsePrefix("100.96.1.0/24")
+	if _, err := r.CreateLease(ctx, a, subnet.LeaseAttrs{PublicIP: pub(1)}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	_, now, err := r.ListLeases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(chan subnet.WatchResult)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- r.WatchLeases(wctx, now+1_000_000, out) }()
+	next := func(what string) subnet.WatchResult {
+		t.Helper()
+		select {
+		case res := <-out:
+			return res
+		case err := <-errc:
+			t.Fatalf("WatchLeases returned %v before %s", err, what)
+		case <-time.After(60 * time.Second): // a guard against a hang, not a timing
+			t.Fatalf("no %s after 60 s", what)
+		}
+		return subnet.WatchResult{}
+	}
+	first := next("resync")
+	if !first.Resync || len(first.Leases) != 1 || first.Leases[0].Subnet != a || first.Revision < now || first.Revision > now+1_000 {
+		t.Fatalf("first result %+v, want a resync at etcd's revision holding only %v", first, a)
+	}
+	if err := r.DeleteLease(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if res := next("removal"); res.Resync || len(res.Events) != 1 || res.Events[0].Type != subnet.EventRemoved || res.Events[0].Lease.Subnet != a {
+		t.Fatalf("next result %+v, want the removal of %v", res, a)
+	}
+}
+
 // Renewal keeps alive the one etcd lease the key has; it never grants a new one.
 func TestRenewalKeepsOneEtcdLease(t *testing.T) {
 	t.Parallel()
