@@ -29,6 +29,7 @@ package tunnel
 // way (doc/DESIGN-NOTES.md, "Latency").
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -282,11 +283,17 @@ func (w *worker) routineTUNToUnderlay() error {
 			if errors.Is(err, tun.ErrDeleted) {
 				return tunDeleted(err)
 			}
-			if failures++; failures >= maxConsecutiveErrors {
+			if errors.Is(err, tun.ErrBadPacket) { // the packet's fault, not the device's
+				tx.counts.drop(DropMalformed)
+				limiter.debug(w.log, "TUN packet dropped", "error", err)
+				failures = 0
+			} else if failures++; failures >= maxConsecutiveErrors {
 				return err
+			} else {
+				limiter.warn(w.log, "TUN read failed", "error", err)
 			}
-			limiter.warn(w.log, "TUN read failed", "error", err)
 			if n == 0 {
+				tx.counts.flushTx(w.stats)
 				continue
 			}
 		} else {
@@ -473,8 +480,17 @@ func tunDeleted(err error) error {
 type logLimiter struct{ last time.Time }
 
 func (l *logLimiter) warn(log *slog.Logger, msg string, args ...any) {
+	l.log(log, slog.LevelWarn, msg, args...)
+}
+
+// debug is warn for what is counted already, and only logged for debugging.
+func (l *logLimiter) debug(log *slog.Logger, msg string, args ...any) {
+	l.log(log, slog.LevelDebug, msg, args...)
+}
+
+func (l *logLimiter) log(log *slog.Logger, level slog.Level, msg string, args ...any) {
 	if now := time.Now(); now.Sub(l.last) >= time.Second {
 		l.last = now
-		log.Warn(msg, args...)
+		log.Log(context.Background(), level, msg, args...)
 	}
 }

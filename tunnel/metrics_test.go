@@ -237,3 +237,34 @@ func TestEngineMetricsPerPeer(t *testing.T) {
 		return !strings.Contains(out, `peer="`+b.subnet.String()+`"`)
 	})
 }
+
+// TestEngineCountsMalformedTUNPackets: super-packets whose virtio-net
+// header does not describe them are counted as malformed and dropped; any
+// number of them in a row does not end the forwarder, as a failing
+// device would.
+func TestEngineCountsMalformedTUNPackets(t *testing.T) {
+	reg := newPairRegistry(t)
+	mem := underlaytest.NewNetwork()
+	a := startEngine(t, reg, mem, 1, t.TempDir())
+	b := startEngine(t, reg, mem, 2, t.TempDir())
+	defer a.stop()
+	defer b.stop()
+
+	probe := ipv4UDP(t, a.addr(2), b.addr(2), 64, false)
+	sendUntil(t, a.tun(), b.tun(), probe, func(p []byte) bool { return string(p) == string(probe) })
+	const bad = 3 * maxConsecutiveErrors
+	for range bad {
+		super := superPacket(t, a.addr(2), b.addr(2), 4000, 1000)
+		super.Hdr.GSOSize = 0
+		a.tun().InboundGSO <- super
+	}
+	after := ipv4UDP(t, a.addr(2), b.addr(3), 64, false)
+	a.tun().Inbound <- after
+	if got := receive(t, b.tun(), 1, probe); string(got[0]) != string(after) {
+		t.Fatalf("b got %x, want the packet sent after the malformed ones", got[0])
+	}
+	waitMetrics(t, a.socket, "the malformed packets counted", func(out string) bool {
+		v, _ := metricValue(out, `overlayd_drops_total{reason="malformed"}`)
+		return v == bad
+	})
+}

@@ -19,7 +19,7 @@ const (
 	DropEncapError                      // TX: the peer's encapsulation header cannot be written (e.g. a VNI out of range)
 	DropSendError                       // TX: the underlay refused the datagram
 	DropUnknownPeer                     // RX: the sender is not a registered peer
-	DropMalformed                       // RX: bad IP header, lengths that disagree, bad encapsulation
+	DropMalformed                       // RX: bad IP header, lengths that disagree, bad encapsulation; TX: a TUN packet its virtio-net header does not describe
 	DropSpoofed                         // RX: inner source outside the sending peer's subnet
 	DropNotLocal                        // RX: inner destination outside this host's subnet
 	DropTUNWriteError                   // RX: the kernel refused the packet on the TUN

@@ -2,6 +2,7 @@ package tun
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"sync/atomic"
 	"unsafe"
@@ -215,7 +216,7 @@ func (op *vnetReadOp) do(fd uintptr) bool {
 				return true
 			}
 			if err := op.hdr.Decode(op.buf[:m]); err != nil {
-				op.err = err
+				op.err = fmt.Errorf("%w: %w", ErrBadPacket, err)
 				return true
 			}
 			op.pending = op.buf[offload.VirtioNetHdrLen:m]
@@ -246,7 +247,7 @@ func (op *vnetReadOp) deliver() bool {
 		return false // for the next Read, which has more buffers
 	default:
 		op.pending = nil // dropped
-		op.err = err
+		op.err = fmt.Errorf("%w: %w", ErrBadPacket, err)
 		return false
 	}
 	if op.partial != nil {

@@ -215,6 +215,12 @@ func (e *OffloadError) Unwrap() error { return e.Err }
 // the caller's doing: a forwarder must report it, not end quietly.
 var ErrDeleted = errors.New("the TUN interface was deleted")
 
+// ErrBadPacket is returned, wrapped with the reason, by a Read that
+// dropped a packet the kernel handed over with a virtio-net header that
+// does not describe it (a GSO type or layout overlayd does not take). The
+// packets read before it are valid, and the queue remains usable.
+var ErrBadPacket = errors.New("packet dropped")
+
 // ErrNoHeadroom is returned by the Write of a Device with offloads when
 // offset leaves no room for the virtio-net header in front of the packets.
 // Nothing was written; the Device remains usable.

@@ -64,7 +64,8 @@ type GSOPacket struct {
 // queued, up to len(bufs). A packet too large for its buffer is an
 // io.ErrShortBuffer error, returned after the packets before it. A
 // super-packet from InboundGSO is returned alone, cut into its segments;
-// one with more segments than bufs is an error.
+// one with more segments than bufs, or a header that does not describe it,
+// is dropped with a tun.ErrBadPacket error.
 func (d *ChannelDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if d.isClosed() {
 		return 0, d.closedErr()
@@ -79,8 +80,8 @@ func (d *ChannelDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error
 	case pkt = <-d.Inbound:
 	case gso := <-d.InboundGSO:
 		n, _, err := offload.SplitGSO(gso.Pkt, gso.Hdr, bufs, sizes, offset, offload.SplitOptions{})
-		if err != nil {
-			return 0, fmt.Errorf("tuntest: split super-packet: %w", err)
+		if err != nil { // dropped, as the native Device drops it
+			return 0, fmt.Errorf("tuntest: split super-packet: %w: %w", tun.ErrBadPacket, err)
 		}
 		return n, nil
 	}
