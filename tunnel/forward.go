@@ -314,7 +314,7 @@ func (w *worker) routineTUNToUnderlay() error {
 				} else {
 					limiter.warn(w.log, "underlay send failed", "error", err, "unsent", len(tx.frames)-sent)
 				}
-				tx.counts.unsent(DropSendError, sent)
+				tx.counts.unsentBy(DropSendError, sent, len(tx.frames), err)
 			}
 		}
 		if len(tx.replies) > 0 {

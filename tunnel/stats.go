@@ -1,10 +1,12 @@
 package tunnel
 
 import (
+	"errors"
 	"math/bits"
 	"sync/atomic"
 
 	"github.com/overlayd/overlayd/subnet"
+	"github.com/overlayd/overlayd/tunnel/underlay"
 )
 
 // DropReason says why the forwarder dropped a packet. Every drop is counted,
@@ -133,6 +135,35 @@ func (b *batchStats) unsent(r DropReason, from int) {
 		b.peers[i].Drops.Add(1)
 	}
 	b.peers, b.sizes = b.peers[:from], b.sizes[:from]
+}
+
+// unsentBy moves the packets of a batch of total that the underlay did not
+// send to the drops of reason r: those its *underlay.WriteError lists, if
+// they are all that went unsent, else all from the sent'th on.
+func (b *batchStats) unsentBy(r DropReason, sent, total int, err error) {
+	var werr *underlay.WriteError
+	if errors.As(err, &werr) && werr.Refused != nil && len(werr.Refused) == total-sent {
+		b.unsentAt(r, werr.Refused)
+		return
+	}
+	b.unsent(r, sent)
+}
+
+// unsentAt moves the packets counted as forwarded at the indices refused
+// (ascending) to the drops of reason r, and so to their own peers.
+func (b *batchStats) unsentAt(r DropReason, refused []int) {
+	keep := 0
+	for i := range b.peers {
+		if len(refused) > 0 && refused[0] == i {
+			refused = refused[1:]
+			b.drops[r]++
+			b.peers[i].Drops.Add(1)
+			continue
+		}
+		b.peers[keep], b.sizes[keep] = b.peers[i], b.sizes[i]
+		keep++
+	}
+	b.peers, b.sizes = b.peers[:keep], b.sizes[:keep]
 }
 
 func (b *batchStats) flushTx(s *Stats) {

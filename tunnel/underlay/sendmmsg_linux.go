@@ -2,6 +2,7 @@ package underlay
 
 import (
 	"net/netip"
+	"slices"
 	"sync/atomic"
 	"syscall"
 	"unsafe"
@@ -105,8 +106,9 @@ type Sender struct {
 
 	// Per Write.
 	sent, dropped int
-	counted       int // refusals of the batch's datagrams before this one are counted
-	base          int // the chunk's first datagram in the batch
+	counted       int   // refusals of the batch's datagrams before this one are counted
+	base          int   // the chunk's first datagram in the batch
+	refused       []int // the batch's datagrams refused, for WriteError.Refused
 	errAddr       netip.AddrPort
 	err           error
 }
@@ -147,15 +149,17 @@ func (s *Sender) Refuse(i int, dst netip.AddrPort, err error) bool {
 	if s.base+i < s.counted {
 		return false
 	}
-	s.refuse(dst, err, 1)
+	s.refuse(s.base+i, dst, err)
 	return true
 }
 
-func (s *Sender) refuse(dst netip.AddrPort, err error, n int) {
+// refuse records that datagram i of the batch, to dst, was refused.
+func (s *Sender) refuse(i int, dst netip.AddrPort, err error) {
 	if s.dropped == 0 {
 		s.errAddr, s.err = dst, err
 	}
-	s.dropped += n
+	s.dropped++
+	s.refused = append(s.refused, i)
 }
 
 // GSO reports whether Build is asked to segment.
@@ -170,6 +174,7 @@ func (s *Sender) GSODisabled() bool { return s.gsoDisabled.Load() }
 // Write sends bufs[i] to dsts[i] as Conn.WriteBatch does.
 func (s *Sender) Write(bufs [][]byte, dsts []netip.AddrPort) (int, error) {
 	s.sent, s.dropped, s.counted, s.errAddr, s.err = 0, 0, 0, netip.AddrPort{}, nil
+	s.refused = s.refused[:0]
 	gso := s.gso.Load()
 	var disabled syscall.Errno
 	for pos := 0; pos < len(bufs); {
@@ -196,7 +201,9 @@ func (s *Sender) Write(bufs [][]byte, dsts []netip.AddrPort) (int, error) {
 	s.sentTotal.Add(uint64(s.sent))
 	var err error
 	if s.dropped > 0 {
-		err = &WriteError{Dropped: s.dropped, Addr: s.errAddr, Err: s.err}
+		// A datagram refused by Build may follow one refused by the kernel.
+		slices.Sort(s.refused)
+		err = &WriteError{Dropped: s.dropped, Addr: s.errAddr, Err: s.err, Refused: slices.Clone(s.refused)}
 	}
 	if disabled != 0 {
 		err = &GSODisabledError{Errno: disabled, Err: err}
@@ -231,7 +238,7 @@ func (s *Sender) do(fd uintptr) bool {
 			s.resend, s.gsoErrno = s.meta[s.next].first, errno
 			return true
 		default:
-			s.refuse(s.meta[s.next].dst, errno, 1)
+			s.refuse(s.base+s.meta[s.next].first, s.meta[s.next].dst, errno)
 			s.next++
 		}
 	}

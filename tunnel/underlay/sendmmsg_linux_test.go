@@ -107,6 +107,8 @@ func TestSendLoop(t *testing.T) {
 	var werr *WriteError
 	if n != 7 || !errors.As(err, &werr) || werr.Dropped != 1 || werr.Err != unix.EMSGSIZE || werr.Addr != peer {
 		t.Errorf("Write = %d, %v, want 7 and 1 datagram refused (EMSGSIZE)", n, err)
+	} else if !slices.Equal(werr.Refused, []int{5}) {
+		t.Errorf("refused datagrams %v, want [5] (the one of 6 bytes)", werr.Refused)
 	}
 	if len(script) != 0 || conn.waits != 1 {
 		t.Errorf("%d results unused, waited %d times; want 0, 1", len(script), conn.waits)
@@ -152,8 +154,8 @@ func TestGSOFallback(t *testing.T) {
 			dsts[4] = netip.AddrPort{}
 			n, err := s.Write(bufs, dsts)
 			var werr *WriteError
-			if n != 9 || !errors.As(err, &werr) || werr.Dropped != 1 {
-				t.Fatalf("Write = %d, %v, want 9 and the one datagram refused once", n, err)
+			if n != 9 || !errors.As(err, &werr) || werr.Dropped != 1 || !slices.Equal(werr.Refused, []int{4}) {
+				t.Fatalf("Write = %d, %v (refused %v), want 9 and datagram 4 refused once", n, err, werr.Refused)
 			}
 			if want := []int{1, 5, 5, 5, 2, 3, 4, 6, 6}; !slices.Equal(sent, want) {
 				t.Errorf("sent %v, want %v", sent, want)
@@ -169,6 +171,36 @@ func TestGSOFallback(t *testing.T) {
 				t.Errorf("next Write = %d, %v, want 3, nil: GSO is reported off once", n, err)
 			}
 		})
+	}
+}
+
+// TestRefusedIndices: the refused datagrams are listed by their index in
+// the batch, in order, across chunks, whether Build or the kernel refused
+// them.
+func TestRefusedIndices(t *testing.T) {
+	s, _ := newTestSender(4, false, func(_ uintptr, msgs []unix.Mmsghdr) (int, syscall.Errno) {
+		for k, m := range msgs {
+			if m.Hdr.Iov.Len == 3 { // the kernel refuses datagrams of 3 bytes
+				if k == 0 {
+					return 0, unix.ENETUNREACH
+				}
+				return k, 0
+			}
+		}
+		return len(msgs), 0
+	})
+	bufs, dsts := datagrams(1, 3, 1, 1, 1, 1, 3, 1, 1, 1)
+	dsts[3], dsts[5] = netip.AddrPort{}, netip.AddrPort{} // Build refuses these
+	n, err := s.Write(bufs, dsts)
+	var werr *WriteError
+	if n != 6 || !errors.As(err, &werr) || werr.Dropped != 4 {
+		t.Fatalf("Write = %d, %v, want 6 and 4 datagrams refused", n, err)
+	}
+	if want := []int{1, 3, 5, 6}; !slices.Equal(werr.Refused, want) {
+		t.Errorf("refused datagrams %v, want %v", werr.Refused, want)
+	}
+	if n, err := s.Write(bufs[:1], dsts[:1]); n != 1 || err != nil {
+		t.Errorf("next Write = %d, %v, want 1, nil", n, err)
 	}
 }
 

@@ -58,6 +58,10 @@ type WriteError struct {
 	Dropped int            // number of datagrams refused
 	Addr    netip.AddrPort // destination of one of them
 	Err     error          // why that one was refused
+	// Refused lists the refused datagrams' indices in the batch, in
+	// order, when the Conn knows them (both Linux underlays do), so that
+	// the drops are charged to the right peers; nil otherwise.
+	Refused []int
 }
 
 func (e *WriteError) Error() string {
