@@ -58,7 +58,7 @@ func checkObject(parent string, obj map[string]json.RawMessage, known []string) 
 		i := slices.IndexFunc(known, func(k string) bool { return strings.EqualFold(k, name) })
 		if i < 0 {
 			msg := "unknown field; remove it"
-			if near := nearest(name, known); near != "" {
+			if near := NearestName(name, known); near != "" {
 				msg = fmt.Sprintf("unknown field; did you mean %s%s?", parent, near)
 			}
 			errs = append(errs, &ConfigError{Field: parent + name, Msg: msg})
@@ -90,9 +90,10 @@ func isOff(v json.RawMessage) bool {
 	return false
 }
 
-// nearest is the known name closest to name by edit distance (case
-// ignored), if close enough to be a typo of it.
-func nearest(name string, known []string) string {
+// NearestName is the known name closest to name by edit distance (case
+// ignored), if close enough to be a typo of it; "" if none is. It names
+// the field a config meant, and the flag a command line meant.
+func NearestName(name string, known []string) string {
 	best, bestD := "", len(name)/3+2
 	for _, k := range known {
 		if d := editDistance(strings.ToLower(name), strings.ToLower(k)); d < bestD {

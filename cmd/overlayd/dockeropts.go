@@ -42,9 +42,6 @@ func runDockerOpts(_ context.Context, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
 	if !individual && !combined {
 		individual, combined = true, true
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/overlayd/overlayd/subnet"
 	"github.com/overlayd/overlayd/subnet/etcd"
 )
 
@@ -48,6 +49,11 @@ func (f *etcdFlags) validate() error {
 	var errs []error
 	if len(f.list()) == 0 {
 		errs = append(errs, errors.New("--etcd-endpoints: empty; give the etcd client URLs, e.g. http://127.0.0.1:2379"))
+	}
+	for _, e := range f.list() {
+		if err := etcd.CheckURL(e); err != nil {
+			errs = append(errs, fmt.Errorf("--etcd-endpoints: %w", err))
+		}
 	}
 	if !strings.HasPrefix(f.prefix, "/") {
 		errs = append(errs, fmt.Errorf("--etcd-prefix %q: must be an absolute key path such as /coreos.com/network", f.prefix))
@@ -90,9 +96,17 @@ func (f *logFlags) logger() (*slog.Logger, error) {
 // errUsage marks a command line that cannot be understood (exit status 2).
 var errUsage = errors.New("usage")
 
-// errParse is a flag error the flag package has already printed, with the
-// usage.
-var errParse = errors.New("bad flags")
+// usageError is an errUsage whose text is the whole message.
+type usageError string
+
+func (e usageError) Error() string        { return string(e) }
+func (e usageError) Is(target error) bool { return target == errUsage }
+
+func usagef(format string, a ...any) error { return usageError(fmt.Sprintf(format, a...)) }
+
+// takesArgs holds the flag sets whose command takes arguments besides
+// flags (config put's JSON); any other refuses them.
+var takesArgs = map[*flag.FlagSet]bool{}
 
 // newFlagSet is the flag set of the command named name ("config get" for a
 // verb): its -h prints the command's usage line, summary and flags.
@@ -158,9 +172,15 @@ var fromEnv = map[string]string{}
 // environment first (flanneld's convention: --etcd-endpoints is
 // FLANNELD_ETCD_ENDPOINTS), then from the command line, which wins. A help
 // request prints the usage to stdout and returns flag.ErrHelp.
+//
+// Flags may stand before or after a command's arguments; a command that
+// takes none refuses them, so that a mistyped command line is not run as
+// something else (overlayd --iface eth1 status would start the daemon).
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	if wantsHelp(args) {
 		fs.SetOutput(helpOut)
+	} else {
+		fs.SetOutput(io.Discard) // a bad flag gets a line and a hint (badFlag), not the whole help
 	}
 	var errs []error
 	envSet := map[string]string{}
@@ -179,11 +199,14 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseInterspersed(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return errParse
+		return badFlag(fs, err)
+	}
+	if fs.NArg() > 0 && !takesArgs[fs] {
+		return unexpectedArg(fs, fs.Arg(0))
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -201,6 +224,55 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		}
 	}
 	return nil
+}
+
+// parseInterspersed parses fs's flags wherever they stand among args, and
+// leaves the other arguments, in order, as fs.Args(); after "--" all are
+// arguments.
+func parseInterspersed(fs *flag.FlagSet, args []string) error {
+	var rest []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		left := fs.Args()
+		if len(left) == 0 {
+			break
+		}
+		if used := len(args) - len(left); used > 0 && args[used-1] == "--" {
+			rest = append(rest, left...)
+			break
+		}
+		rest, args = append(rest, left[0]), left[1:]
+	}
+	return fs.Parse(append([]string{"--"}, rest...)) // sets fs.Args() to rest
+}
+
+// badFlag turns the flag package's error into one line that says where
+// the flags are listed, with the flag meant when one was misspelt.
+func badFlag(fs *flag.FlagSet, err error) error {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		var known []string
+		fs.VisitAll(func(f *flag.Flag) {
+			if !slices.Contains(hidden[fs], f.Name) {
+				known = append(known, f.Name)
+			}
+		})
+		if near := subnet.NearestName(strings.TrimPrefix(name, "-"), known); near != "" {
+			msg += fmt.Sprintf("; did you mean --%s?", near)
+		}
+	}
+	return usagef("%s (%s --help lists the flags)", msg, fs.Name())
+}
+
+// unexpectedArg refuses an argument given to a command that takes flags
+// only: a command name says it was put after flags, where it is not one.
+func unexpectedArg(fs *flag.FlagSet, arg string) error {
+	if c, ok := lookup(arg); ok {
+		return usagef("unexpected argument %q: a command goes first, before its flags (overlayd %s [flags])", arg, c.name)
+	}
+	return usagef("unexpected argument %q: %s takes flags only (%s --help lists them)", arg, fs.Name(), fs.Name())
 }
 
 func wantsHelp(args []string) bool {

@@ -13,6 +13,10 @@ func TestEtcdFlagsValidateNamesTheFlag(t *testing.T) {
 	}{
 		{nil, ""},
 		{[]string{"--etcd-endpoints", " , "}, "--etcd-endpoints"},
+		{[]string{"--etcd-endpoints", "htp://198.18.0.254:2379"}, "--etcd-endpoints"},
+		{[]string{"--etcd-endpoints", "http://198.18.0.254"}, "--etcd-endpoints"},
+		{[]string{"--etcd-endpoints", "http://198.18.0.254:2379,198.18.0.253:2379"}, "--etcd-endpoints"},
+		{[]string{"--etcd-endpoints", "https://198.18.0.254:2379, http://198.18.0.253:2379"}, ""},
 		{[]string{"--etcd-prefix", "coreos.com"}, "--etcd-prefix"},
 	}
 	for _, tc := range cases {

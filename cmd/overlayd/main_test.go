@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -111,5 +112,59 @@ func TestExplainEnv(t *testing.T) {
 	}
 	if err := explainEnv(fmt.Errorf(`--iface "eth1": no such interface`)); strings.Contains(err.Error(), "environment") {
 		t.Errorf("command-line value blamed on the environment: %v", err)
+	}
+}
+
+// TestCommandLineMistakes: a command line that cannot be what the user
+// meant is refused with one line that says why (exit 2), and starts
+// nothing: a command after flags, a stray argument, a misspelt flag, a
+// malformed etcd URL.
+func TestCommandLineMistakes(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--tun-name", "flannel0", "status"}, `unexpected argument "status": a command goes first, before its flags (overlayd status [flags])`},
+		{[]string{"run", "extra-arg"}, `unexpected argument "extra-arg": overlayd run takes flags only`},
+		{[]string{"status", "extra"}, `unexpected argument "extra"`},
+		{[]string{"version", "extra"}, `unexpected argument "extra"`},
+		{[]string{"leases", "extra"}, `unexpected argument "extra"`},
+		{[]string{"docker-opts", "extra"}, `unexpected argument "extra"`},
+		{[]string{"--etcd-endpoint", "http://198.18.0.254:2379"}, "flag provided but not defined: -etcd-endpoint; did you mean --etcd-endpoints? (overlayd run --help lists the flags)"},
+		{[]string{"status", "--bogus"}, "flag provided but not defined: -bogus (overlayd status --help lists the flags)"},
+		{[]string{"config", "--etcd-endpoints", "http://198.18.0.254:2379", "put"}, "get or put goes first"},
+		{[]string{"config", "put"}, "config put takes one argument besides its flags"},
+		{[]string{"config", "put", "{}", "{}"}, "config put takes one argument besides its flags"},
+	} {
+		code, out, errOut := help(t, tc.args...)
+		if code != 2 || !strings.Contains(errOut, tc.want) || strings.Count(errOut, "\n") != 1 || out != "" {
+			t.Errorf("%q: exit %d, stdout %q, stderr:\n%s\nwant exit 2 and one line with %q", tc.args, code, out, errOut, tc.want)
+		}
+	}
+	// Exit 1: the command line is understood, the value is wrong; the
+	// URL is refused before any dial.
+	for _, args := range [][]string{
+		{"leases", "--etcd-endpoints", "htp://198.18.0.254:2379"},
+		{"config", "get", "--etcd-endpoints", "http://198.18.0.254"},
+	} {
+		code, _, errOut := help(t, args...)
+		if code != 1 || !strings.Contains(errOut, "--etcd-endpoints: ") || !strings.Contains(errOut, "like http://127.0.0.1:2379") {
+			t.Errorf("%q: exit %d, stderr:\n%s\nwant exit 1 naming --etcd-endpoints", args, code, errOut)
+		}
+	}
+}
+
+// TestFlagsAfterArguments: flags may follow config put's JSON, and "--"
+// ends the flags.
+func TestFlagsAfterArguments(t *testing.T) {
+	fs := newFlagSet("config put")
+	var ef etcdFlags
+	ef.register(fs)
+	takesArgs[fs] = true
+	if err := parseFlags(fs, []string{"{}", "--etcd-prefix", "/x", "--", "--etcd-prefix"}); err != nil {
+		t.Fatal(err)
+	}
+	if ef.prefix != "/x" || !slices.Equal(fs.Args(), []string{"{}", "--etcd-prefix"}) {
+		t.Errorf("prefix %q, arguments %q; want /x and [{} --etcd-prefix]", ef.prefix, fs.Args())
 	}
 }

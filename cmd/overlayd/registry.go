@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -24,13 +25,24 @@ func runConfig(ctx context.Context, args []string) error {
 		if wantsHelp(args) {
 			return parseFlags(fs, args)
 		}
-		return fmt.Errorf("%w: overlayd config get [flags] | overlayd config put [flags] '<json>' | @file", errUsage)
+		hint := ""
+		if slices.Contains(args, "get") || slices.Contains(args, "put") {
+			hint = " (get or put goes first, before the flags)"
+		}
+		return usagef("usage: overlayd config get [flags] | overlayd config put [flags] '<json>' | @file%s", hint)
 	}
 	verb := args[0]
 	fs := newFlagSet("config " + verb)
 	var ef etcdFlags
 	ef.register(fs)
+	takesArgs[fs] = verb == "put"
 	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	if verb == "put" && fs.NArg() != 1 {
+		return usagef("%s", `config put takes one argument besides its flags: the JSON, or @file, e.g. '{"Network":"100.96.0.0/16","Backend":{"Type":"udp"}}'`)
+	}
+	if err := ef.validate(); err != nil {
 		return err
 	}
 	reg, err := etcd.New(ef.options())
@@ -61,9 +73,6 @@ func runConfig(ctx context.Context, args []string) error {
 		}
 		return nil
 	}
-	if fs.NArg() != 1 {
-		return fmt.Errorf("%w: %s", errUsage, `config put takes one argument: the JSON, or @file, e.g. '{"Network":"100.96.0.0/16","Backend":{"Type":"udp"}}'`)
-	}
 	raw := []byte(fs.Arg(0))
 	if path, ok := strings.CutPrefix(fs.Arg(0), "@"); ok {
 		if raw, err = os.ReadFile(path); err != nil {
@@ -84,6 +93,9 @@ func runLeases(ctx context.Context, args []string) error {
 	ef.register(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := ef.validate(); err != nil {
 		return err
 	}
 	reg, err := etcd.New(ef.options())

@@ -102,10 +102,10 @@ func StartEmbedded(ctx context.Context, opts EmbedOptions) (*Embedded, error) {
 func parseURLs(what string, ss []string) ([]url.URL, error) {
 	out := make([]url.URL, 0, len(ss))
 	for _, s := range ss {
-		u, err := url.Parse(s)
-		if err != nil || u.Host == "" {
-			return nil, fmt.Errorf("embedded etcd: %s %q: want scheme://host:port, like http://127.0.0.1:2379", what, s)
+		if err := CheckURL(s); err != nil {
+			return nil, fmt.Errorf("embedded etcd: %s %w", what, err)
 		}
+		u, _ := url.Parse(s) // CheckURL parsed it
 		out = append(out, *u)
 	}
 	return out, nil
