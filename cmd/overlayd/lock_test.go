@@ -32,3 +32,23 @@ func TestLockInstanceRefusesSecond(t *testing.T) {
 	}
 	again()
 }
+
+// TestStatusFindsDaemonOnOtherSocket: a daemon whose control socket is not
+// the default is not reported as absent: status names its pid and says
+// to pass its --control-socket.
+func TestStatusFindsDaemonOnOtherSocket(t *testing.T) {
+	tun := fmt.Sprintf("ovdstat%d", os.Getpid())
+	if code, _, errOut := help(t, "status", "--tun-name", tun); code != 1 || !strings.Contains(errOut, "no overlayd") {
+		t.Errorf("no daemon: exit %d, stderr %s; want 1, saying none runs", code, errOut)
+	}
+	release, err := lockInstance(tun)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	code, _, errOut := help(t, "status", "--tun-name", tun)
+	want := fmt.Sprintf("overlayd pid %d runs with --tun-name %s in this network namespace but not on the default control socket", os.Getpid(), tun)
+	if code != 1 || !strings.Contains(errOut, want) || !strings.Contains(errOut, "pass the same to overlayd status") {
+		t.Errorf("exit %d, stderr %s; want 1 and %q", code, errOut, want)
+	}
+}

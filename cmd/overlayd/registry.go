@@ -146,6 +146,7 @@ func runStatus(ctx context.Context, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	asked := *socket
 	if *socket == "" {
 		*socket = defaultControlSocket(*tunName)
 	}
@@ -153,6 +154,12 @@ func runStatus(ctx context.Context, args []string) error {
 	defer cancel()
 	s, err := tunnel.QueryStatus(ctx, *socket)
 	if err != nil {
+		// A daemon started with its own --control-socket still holds
+		// the lock of its TUN name here.
+		if pid, lerr := lockHolder(lockName(*tunName)); asked == "" && lerr == nil {
+			return fmt.Errorf("overlayd pid %d runs with --tun-name %s in this network namespace but not on the default control socket %s: "+
+				"it was given another --control-socket (or OVERLAYD_CONTROL_SOCKET); pass the same to overlayd status", pid, *tunName, *socket)
+		}
 		return err
 	}
 	if *asJSON {

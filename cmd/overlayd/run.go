@@ -122,7 +122,18 @@ func runDaemon(ctx context.Context, args []string) error {
 		deps.Firewall = fw
 	}
 	deps.IdleRequest = &idlepoll.CPULatency{} // taken only with --idle-poll
-	return tunnel.Run(ctx, cfg, deps)
+	return stopped(ctx, tunnel.Run(ctx, cfg, deps), log)
+}
+
+// stopped is Run's outcome as the exit status says it: a SIGTERM or ^C
+// (ctx done) is a clean stop, even before the daemon was ready (waiting
+// for etcd, say), so that systemctl stop leaves no unit failed.
+func stopped(ctx context.Context, err error, log *slog.Logger) error {
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		log.Info("stopped before it was ready", "was", err)
+		return nil
+	}
+	return err
 }
 
 // newFirewall builds the iptables rules keeper, or nil when no rules are

@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 )
@@ -30,5 +33,24 @@ func TestIPMasqWithoutIPTables(t *testing.T) {
 		if tc.env != "" {
 			t.Setenv(tc.env, "false")
 		}
+	}
+}
+
+// TestStoppedBeforeReady: a signal while the daemon still waits (for etcd,
+// a lease) is a clean stop; an error of its own is not, signal or no.
+func TestStoppedBeforeReady(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	ctx, cancel := context.WithCancel(context.Background())
+	waiting := fmt.Errorf("network config: %w", context.Canceled)
+	if err := stopped(ctx, waiting, log); err == nil {
+		t.Error("context.Canceled without a signal: taken for a clean stop")
+	}
+	cancel()
+	if err := stopped(ctx, waiting, log); err != nil {
+		t.Errorf("stopped by a signal while waiting: %v, want nil (exit 0)", err)
+	}
+	failed := errors.New("--ip-masq: install the packet filter rules: iptables: exit 4")
+	if err := stopped(ctx, failed, log); err != failed {
+		t.Errorf("an error of its own after a signal: %v, want it kept", err)
 	}
 }
