@@ -248,18 +248,79 @@ func parseInterspersed(fs *flag.FlagSet, args []string) error {
 	return fs.Parse(append([]string{"--"}, rest...)) // sets fs.Args() to rest
 }
 
+// flanneldOnly are flanneld's flags that overlayd does not have, with
+// what to do instead: a flanneld command line or environment file reused
+// as it is gets told, not a typo hint or silence.
+var flanneldOnly = map[string]string{
+	"iface-regex":                  "give the interface by name or address with --iface",
+	"iface-can-reach":              "give the interface by name or address with --iface",
+	"public-ipv6":                  "overlayd carries IPv4 only",
+	"ip-blackhole-route":           "overlayd adds no blackhole route",
+	"ip-masq-fully-random-disable": "--ip-masq uses --random-fully wherever iptables has it",
+	"kube-subnet-mgr":              "overlayd takes its leases from etcd only",
+	"kube-api-url":                 "overlayd takes its leases from etcd only",
+	"kubeconfig-file":              "overlayd takes its leases from etcd only",
+	"kube-annotation-prefix":       "overlayd takes its leases from etcd only",
+	"set-node-network-unavailable": "overlayd takes its leases from etcd only",
+	"net-config-path":              "the network config is read from etcd (overlayd config put)",
+	"v":                            "use --log-level",
+	"vmodule":                      "use --log-level",
+	"log_backtrace_at":             "use --log-level",
+	"version":                      "use overlayd version",
+}
+
+// flanneldHint is what to say of a flag of flanneld's that overlayd lacks.
+func flanneldHint(name string) (string, bool) {
+	how, ok := flanneldOnly[name]
+	if !ok {
+		return "", false
+	}
+	return fmt.Sprintf("flanneld's --%s is not supported by overlayd: %s", name, how), true
+}
+
+// envNotFlags lists, for overlayd run's log, the OVERLAYD_* and FLANNELD_*
+// variables of the environment that name no flag of fs: they are ignored,
+// and an operator who reuses flanneld's environment file must know.
+func envNotFlags(fs *flag.FlagSet) (ignored []string, hints []string) {
+	for _, kv := range os.Environ() {
+		key, _, _ := strings.Cut(kv, "=")
+		var name string
+		for _, prefix := range []string{"OVERLAYD_", "FLANNELD_"} {
+			if rest, ok := strings.CutPrefix(key, prefix); ok && rest != "" {
+				name = strings.ToLower(strings.ReplaceAll(rest, "_", "-"))
+			}
+		}
+		if name == "" || fs.Lookup(name) != nil {
+			continue
+		}
+		ignored = append(ignored, key)
+		if hint, ok := flanneldHint(strings.ReplaceAll(name, "-", "_")); ok {
+			hints = append(hints, hint)
+		} else if hint, ok := flanneldHint(name); ok {
+			hints = append(hints, hint)
+		}
+	}
+	slices.Sort(ignored)
+	slices.Sort(hints)
+	return ignored, hints
+}
+
 // badFlag turns the flag package's error into one line that says where
 // the flags are listed, with the flag meant when one was misspelt.
 func badFlag(fs *flag.FlagSet, err error) error {
 	msg := err.Error()
 	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		name = strings.TrimPrefix(name, "-")
+		if hint, ok := flanneldHint(name); ok && fs.Name() == "overlayd run" {
+			return usagef("%s (%s --help lists the flags)", hint, fs.Name())
+		}
 		var known []string
 		fs.VisitAll(func(f *flag.Flag) {
 			if !slices.Contains(hidden[fs], f.Name) {
 				known = append(known, f.Name)
 			}
 		})
-		if near := subnet.NearestName(strings.TrimPrefix(name, "-"), known); near != "" {
+		if near := subnet.NearestName(name, known); near != "" {
 			msg += fmt.Sprintf("; did you mean --%s?", near)
 		}
 	}

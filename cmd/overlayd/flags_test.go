@@ -2,6 +2,7 @@ package main
 
 import (
 	"flag"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -33,5 +34,27 @@ func TestEtcdFlagsValidateNamesTheFlag(t *testing.T) {
 		case tc.flag != "" && (err == nil || !strings.Contains(err.Error(), tc.flag)):
 			t.Errorf("%q: error %v does not name %s", tc.args, err, tc.flag)
 		}
+	}
+}
+
+// TestFlanneldOnlyOptions: flanneld's flags that overlayd lacks are named
+// as such on the command line, and in the environment listed with the
+// other variables that name no flag, rather than ignored in silence.
+func TestFlanneldOnlyOptions(t *testing.T) {
+	t.Setenv("FLANNELD_IFACE_REGEX", "eth.*")
+	t.Setenv("OVERLAYD_NOSUCH", "1")
+	t.Setenv("OVERLAYD_IFACE", "lo") // a flag: not listed
+	fs := newFlagSet("run")
+	fs.String("iface", "", "")
+	ignored, hints := envNotFlags(fs)
+	if want := []string{"FLANNELD_IFACE_REGEX", "OVERLAYD_NOSUCH"}; !slices.Equal(ignored, want) {
+		t.Errorf("ignored %q, want %q", ignored, want)
+	}
+	if len(hints) != 1 || !strings.Contains(hints[0], "flanneld's --iface-regex is not supported by overlayd: give the interface by name or address with --iface") {
+		t.Errorf("hints %q, want the one for --iface-regex", hints)
+	}
+	code, _, errOut := help(t, "--iface-regex", "eth.*")
+	if code != 2 || !strings.Contains(errOut, "flanneld's --iface-regex is not supported by overlayd") {
+		t.Errorf("--iface-regex: exit %d, stderr %s", code, errOut)
 	}
 }

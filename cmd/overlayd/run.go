@@ -83,6 +83,9 @@ func runDaemon(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if ignored, hints := envNotFlags(fs); len(ignored) > 0 {
+		log.Warn("environment variables that name no flag of overlayd run are ignored", "variables", ignored, "flanneld", hints)
+	}
 	if cfg.ControlSocket == "" {
 		cfg.ControlSocket = defaultControlSocket(cfg.TunName)
 	}
