@@ -54,7 +54,7 @@ demo: build
 # hosts: throughput with iperf3 (installed if missing), latency with
 # overlayd-lab rr (TCP_RR, UDP_RR) and ping, the TCP-window and message-size
 # sweeps; tables of medians and ratios, and JSON, PNG charts and a markdown
-# report in perf/results/. Needs root; about 22 minutes on 2 cores. E.g.
+# report in perf/results/. Needs root; about 31 minutes on 2 cores. E.g.
 #   make bench BENCHFLAGS="--flanneld /path/to/flanneld --mtu 9000 --rate 10gbit"
 bench: build
 	$(BIN)/overlayd-lab bench --overlayd $(BIN)/overlayd $(BENCHFLAGS)
