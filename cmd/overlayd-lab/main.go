@@ -18,6 +18,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -32,11 +33,20 @@ import (
 	"github.com/overlayd/overlayd/perf/traffic"
 )
 
+// commands are overlayd-lab's, with what each does for its help.
+var commands = []struct{ name, summary string }{
+	{"demo", "3 emulated hosts, etcd and overlayd on each, ping and a TCP transfer between containers, a report; removes everything after (make demo)"},
+	{"up", "a lab of emulated hosts kept up until Ctrl-C, to try overlayd status, leases, iperf3, tcpdump or pprof by hand"},
+	{"bench", "overlayd against the kernel (host-gw, kernel VXLAN) on emulated hosts: throughput, latency, CPU; tables, charts, a report (make bench)"},
+	{"rr", "one end of a request/response latency test (server or client), as the bench runs them in the containers"},
+}
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if len(os.Args) < 2 {
-		usage()
+		usage(os.Stderr)
+		os.Exit(2)
 	}
 	var err error
 	switch os.Args[1] {
@@ -48,8 +58,18 @@ func main() {
 		err = runUp(ctx, os.Args[2:])
 	case "rr":
 		err = runRR(ctx, os.Args[2:])
+	case "help", "-h", "-help", "--help":
+		if len(os.Args) > 2 && os.Args[1] == "help" {
+			os.Args = []string{os.Args[0], os.Args[2], "-h"}
+			main()
+			return
+		}
+		usage(os.Stdout)
+		return
 	default:
-		usage()
+		fmt.Fprintf(os.Stderr, "overlayd-lab: unknown command %q\n\n", os.Args[1])
+		usage(os.Stderr)
+		os.Exit(2)
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s failed: %v\n", os.Args[1], err)
@@ -57,13 +77,37 @@ func main() {
 	}
 }
 
-func usage() {
-	fmt.Fprintln(os.Stderr, "usage: overlayd-lab demo|bench|up|rr [flags]")
-	os.Exit(2)
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "usage: overlayd-lab command [flags]\n\nRuns overlayd on emulated hosts (network namespaces); needs root.\n\ncommands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-5s  %s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(w, "\n`overlayd-lab <command> --help` (or help <command>) shows a command's flags.\n")
+}
+
+// newFlagSet is a command's flag set, whose -h says what the command does.
+func newFlagSet(name, args string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ExitOnError)
+	fs.Usage = func() {
+		w := fs.Output()
+		fmt.Fprintf(w, "usage: overlayd-lab %s %s\n\n", name, args)
+		for _, c := range commands {
+			if strings.HasPrefix(name, c.name) {
+				fmt.Fprintf(w, "%s%s.\n", strings.ToUpper(c.summary[:1]), c.summary[1:])
+			}
+		}
+		n := 0
+		fs.VisitAll(func(*flag.Flag) { n++ })
+		if n > 0 {
+			fmt.Fprintf(w, "\nflags:\n")
+			fs.PrintDefaults()
+		}
+	}
+	return fs
 }
 
 func runDemo(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("demo", flag.ExitOnError)
+	fs := newFlagSet("demo", "[flags]")
 	var opts demo.Options
 	fs.StringVar(&opts.Overlayd, "overlayd", "bin/overlayd", "the overlayd binary")
 	fs.IntVar(&opts.Hosts, "hosts", 3, "emulated hosts (2..8)")
@@ -75,7 +119,7 @@ func runDemo(ctx context.Context, args []string) error {
 }
 
 func runUp(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("up", flag.ExitOnError)
+	fs := newFlagSet("up", "[flags]")
 	var opts demo.Options
 	fs.StringVar(&opts.Overlayd, "overlayd", "bin/overlayd", "the overlayd binary")
 	fs.IntVar(&opts.Hosts, "hosts", 2, "emulated hosts (2..8)")
@@ -88,7 +132,7 @@ func runUp(ctx context.Context, args []string) error {
 }
 
 func runBench(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("bench", flag.ExitOnError)
+	fs := newFlagSet("bench", "[flags]")
 	// The ping series waits in a raw system call in this process, holding
 	// a P, beside the goroutines that wait for the bench's children.
 	runtime.GOMAXPROCS(max(runtime.GOMAXPROCS(0), traffic.RRProcs))
@@ -139,9 +183,16 @@ func runBench(ctx context.Context, args []string) error {
 // bench starts the server in one container and the client in the other.
 func runRR(ctx context.Context, args []string) error {
 	if len(args) < 1 || (args[0] != "server" && args[0] != "client") {
-		return errors.New("usage: overlayd-lab rr server|client [flags]")
+		fs := newFlagSet("rr", "server|client [flags]   (overlayd-lab rr server --help, rr client --help: their flags)")
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+			fs.SetOutput(os.Stdout)
+			fs.Usage()
+			return nil
+		}
+		fs.Usage()
+		os.Exit(2)
 	}
-	fs := flag.NewFlagSet("rr "+args[0], flag.ExitOnError)
+	fs := newFlagSet("rr "+args[0], "[flags]")
 	// Its loops wait in raw system calls, each holding a P.
 	runtime.GOMAXPROCS(max(runtime.GOMAXPROCS(0), traffic.RRProcs))
 	if args[0] == "server" {

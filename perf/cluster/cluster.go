@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/overlayd/overlayd/perf/topo"
+	"github.com/overlayd/overlayd/subnet"
 	"github.com/overlayd/overlayd/subnet/etcd"
 	"github.com/overlayd/overlayd/tunnel"
 )
@@ -66,6 +67,30 @@ type Daemon struct {
 	Env           SubnetEnv // what overlayd wrote into its subnet file
 	Container     *topo.Container
 	cluster       *Cluster
+}
+
+// Check refuses, before anything is built, what would otherwise fail as a
+// bring-up that times out: an overlayd that is no executable file (its
+// failed exec shows only in a log), a topology topo refuses, a network
+// config overlayd refuses.
+func (o Options) Check() error {
+	var errs []error
+	if fi, err := os.Stat(o.Overlayd); err != nil {
+		errs = append(errs, fmt.Errorf("the overlayd binary: %w (make build writes bin/overlayd; a relative path is from the current directory)", err))
+	} else if fi.IsDir() || fi.Mode()&0o111 == 0 {
+		errs = append(errs, fmt.Errorf("the overlayd binary %s: not an executable file", o.Overlayd))
+	}
+	errs = append(errs, topo.Options{Hosts: o.Hosts, UnderlayMTU: o.UnderlayMTU, Shape: o.Shape}.Check())
+	if o.NetworkConfig != "" {
+		cfg, err := subnet.ParseConfig([]byte(o.NetworkConfig))
+		if err == nil {
+			err = cfg.Ignored
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("network config: %w", err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Start builds the topology, starts etcd, writes the network config and

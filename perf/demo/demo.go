@@ -31,6 +31,9 @@ func Run(ctx context.Context, opts Options, out io.Writer) (err error) {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("the demo creates network namespaces and needs root: run it as root (sudo make demo)")
 	}
+	if err := (cluster.Options{Hosts: opts.Hosts, Overlayd: opts.Overlayd}).Check(); err != nil {
+		return err
+	}
 	work, err := os.MkdirTemp("", "overlayd-demo-")
 	if err != nil {
 		return err
@@ -152,6 +155,9 @@ func Run(ctx context.Context, opts Options, out io.Writer) (err error) {
 func Up(ctx context.Context, opts Options, out io.Writer) (err error) {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("the lab creates network namespaces and needs root")
+	}
+	if err := (cluster.Options{Hosts: opts.Hosts, Overlayd: opts.Overlayd, NetworkConfig: opts.NetworkConfig}).Check(); err != nil {
+		return err
 	}
 	work, err := os.MkdirTemp("", "overlayd-lab-")
 	if err != nil {

@@ -84,6 +84,13 @@ type Container struct {
 	Host *Host
 }
 
+// Check reports what New would refuse in o (host count, MTU, shaping),
+// without building anything.
+func (o Options) Check() error {
+	_, err := o.withDefaults()
+	return err
+}
+
 func (o Options) withDefaults() (Options, error) {
 	if o.Prefix == "" {
 		o.Prefix = netns.Prefix("topo")
