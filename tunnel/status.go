@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -251,6 +253,9 @@ func notRunningHint(socket string) string {
 		return "no overlayd with this control socket runs in this network namespace " +
 			"(each namespace has its own: run status inside the daemon's, e.g. ip netns exec <ns> overlayd status; " +
 			"give --tun-name, or --control-socket, as the daemon was given them)"
+	}
+	if fi, err := os.Stat(socket); err == nil && fi.Mode()&fs.ModeSocket == 0 {
+		return "it is not a socket: give --control-socket as the daemon was given it"
 	}
 	return "is overlayd running? give --control-socket as the daemon was given it"
 }

@@ -1,7 +1,10 @@
 package tunnel
 
 import (
+	"os"
+	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,5 +51,20 @@ func TestBusyPollStatusPerReader(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("busyPollStatus:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// A control socket path that names a file of another kind is said to be
+// no socket, not that overlayd may not run.
+func TestNotRunningHint(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "not-a-socket")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if hint := notRunningHint(file); !strings.Contains(hint, "not a socket") {
+		t.Errorf("hint for a regular file: %q", hint)
+	}
+	if hint := notRunningHint(filepath.Join(t.TempDir(), "nosuch.sock")); !strings.Contains(hint, "is overlayd running?") {
+		t.Errorf("hint for a missing socket: %q", hint)
 	}
 }
