@@ -17,14 +17,14 @@ func TestInterruptedRunsLeaveNothing(t *testing.T) {
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp)
 	ctx, cancel := context.WithCancel(context.Background())
-	cancel() // Ctrl-C before anything was up
+	cancel() // Ctrl-C before anything was up: the "overlayd" (/bin/true, which passes the checks) never starts
 	var out bytes.Buffer
-	err := Run(ctx, Options{Overlayd: "/nonexistent/overlayd", Hosts: 2}, &out)
+	err := Run(ctx, Options{Overlayd: "/bin/true", Hosts: 2}, &out)
 	if err == nil || strings.Contains(err.Error(), tmp) || strings.Contains(out.String(), "logs kept") {
 		t.Errorf("demo: %v\n%s", err, out.String())
 	}
 	out.Reset()
-	if err := Up(ctx, Options{Overlayd: "/nonexistent/overlayd", Hosts: 2}, &out); !strings.Contains(out.String(), "removed "+tmp) {
+	if err := Up(ctx, Options{Overlayd: "/bin/true", Hosts: 2}, &out); !strings.Contains(out.String(), "removed "+tmp) {
 		t.Errorf("lab: %v\n%s", err, out.String())
 	}
 	if left, _ := os.ReadDir(tmp); len(left) > 0 {
