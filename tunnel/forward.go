@@ -318,8 +318,13 @@ func (w *worker) routineTUNToUnderlay() error {
 			}
 		}
 		if len(tx.replies) > 0 {
-			if _, err := w.tun.Write(tx.replies, Headroom); err == nil {
-				tx.counts.icmp += uint64(len(tx.replies))
+			written, err := w.tun.Write(tx.replies, Headroom)
+			tx.counts.icmp += uint64(written)
+			if err != nil && !isClosed(err) && !errors.Is(err, tun.ErrDeleted) {
+				// The RX routine ends on a deleted TUN; here an ICMP
+				// error the kernel refused is one more packet lost.
+				limiter.warn(w.log, "TUN write of ICMP errors failed", "error", err)
+				tx.counts.drops[DropTUNWriteError] += uint64(len(tx.replies) - written)
 			}
 		}
 		tx.counts.flushTx(w.stats)

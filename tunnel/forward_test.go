@@ -123,8 +123,8 @@ func TestEncapsulate(t *testing.T) {
 	}
 	// From the subnet of the destination, not from the TUN's own address
 	// (a martian source to the kernel).
-	checkICMP(t, tx.replies[0][Headroom:], "100.96.77.0", 3, 0, 0)
-	checkICMP(t, tx.replies[1][Headroom:], "100.96.2.0", 3, 4, 1472)
+	checkICMP(t, tx.replies[0][Headroom:], "100.96.77.0", "100.96.1.2", 3, 0, 0)
+	checkICMP(t, tx.replies[1][Headroom:], "100.96.2.0", "100.96.1.2", 3, 4, 1472)
 
 	checkDrops(t, tx.counts, map[DropReason]uint64{DropNotIPv4: 1, DropNoRoute: 1, DropTooBig: 2})
 	if tx.counts.packets() != 2 || tx.counts.bytes() != uint64(len(toA)+len(toB)) {
@@ -253,14 +253,14 @@ func TestICMPSource(t *testing.T) {
 }
 
 // checkICMP decodes an ICMP error written back into the TUN.
-func checkICMP(t *testing.T, pkt []byte, from string, typ, code uint8, mtu int) {
+func checkICMP(t *testing.T, pkt []byte, from, to string, typ, code uint8, mtu int) {
 	t.Helper()
 	src, dst, err := encap.ParseIPv4(pkt)
 	if err != nil {
 		t.Fatalf("ICMP reply is not valid IPv4: %v", err)
 	}
-	if src != netip.MustParseAddr(from) || dst != netip.MustParseAddr("100.96.1.2") {
-		t.Errorf("ICMP reply %s -> %s, want %s -> 100.96.1.2", src, dst, from)
+	if src != netip.MustParseAddr(from) || dst != netip.MustParseAddr(to) {
+		t.Errorf("ICMP reply %s -> %s, want %s -> %s", src, dst, from, to)
 	}
 	p := gopacket.NewPacket(pkt, layers.LayerTypeIPv4, gopacket.Default)
 	icmp, ok := p.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
@@ -243,15 +244,7 @@ func TestEngineMetricsPerPeer(t *testing.T) {
 // number of them in a row does not end the forwarder, as a failing
 // device would.
 func TestEngineCountsMalformedTUNPackets(t *testing.T) {
-	reg := newPairRegistry(t)
-	mem := underlaytest.NewNetwork()
-	a := startEngine(t, reg, mem, 1, t.TempDir())
-	b := startEngine(t, reg, mem, 2, t.TempDir())
-	defer a.stop()
-	defer b.stop()
-
-	probe := ipv4UDP(t, a.addr(2), b.addr(2), 64, false)
-	sendUntil(t, a.tun(), b.tun(), probe, func(p []byte) bool { return string(p) == string(probe) })
+	a, b, probe := startConnectedPair(t)
 	const bad = 3 * maxConsecutiveErrors
 	for range bad {
 		super := superPacket(t, a.addr(2), b.addr(2), 4000, 1000)
@@ -266,5 +259,66 @@ func TestEngineCountsMalformedTUNPackets(t *testing.T) {
 	waitMetrics(t, a.socket, "the malformed packets counted", func(out string) bool {
 		v, _ := metricValue(out, `overlayd_drops_total{reason="malformed"}`)
 		return v == bad
+	})
+}
+
+// Packets the kernel refuses on the TUN are counted as tun_write_error
+// drops: decapsulated packets on the receiving side, and on the sending side
+// the ICMP errors written back for what could not be sent, which are then
+// not counted as sent.
+func TestEngineCountsRefusedTUNWrites(t *testing.T) {
+	a, b, probe := startConnectedPair(t)
+
+	// b's kernel refuses what goes to b.addr(9).
+	refusedDst := netip.MustParseAddr(b.addr(9)).As4()
+	b.tun().Refuse(func(pkt []byte) bool { return [4]byte(pkt[16:20]) == refusedDst })
+	const refused = 5
+	for range refused {
+		a.tun().Inbound <- ipv4UDP(t, a.addr(2), b.addr(9), 64, false)
+	}
+	after := ipv4UDP(t, a.addr(2), b.addr(10), 64, false)
+	a.tun().Inbound <- after
+	if got := receive(t, b.tun(), 1, probe); string(got[0]) != string(after) {
+		t.Fatalf("b got %x, want the packet sent after the refused ones", got[0])
+	}
+	waitMetrics(t, b.socket, "the refused packets counted", func(out string) bool {
+		v, _ := metricValue(out, `overlayd_drops_total{reason="tun_write_error"}`)
+		return v == refused
+	})
+
+	// a's kernel refuses ICMP: the net-unreachable errors for packets to a
+	// subnet nobody holds are lost, and counted so.
+	third := byte(1)
+	for third == a.subnet.Addr().As4()[2] || third == b.subnet.Addr().As4()[2] {
+		third++
+	}
+	nowhere := fmt.Sprintf("100.96.%d.1", third)
+	a.tun().Refuse(func(pkt []byte) bool { return pkt[9] == 1 })
+	for range refused {
+		a.tun().Inbound <- ipv4UDP(t, a.addr(2), nowhere, 64, false)
+	}
+	out := waitMetrics(t, a.socket, "the refused ICMP errors counted", func(out string) bool {
+		v, _ := metricValue(out, `overlayd_drops_total{reason="tun_write_error"}`)
+		return v == refused
+	})
+	if v, _ := metricValue(out, `overlayd_icmp_sent_total`); v != 0 {
+		t.Errorf("icmp_sent_total %v while the TUN refused every ICMP error, want 0", v)
+	}
+	if v, _ := metricValue(out, `overlayd_drops_total{reason="no_route"}`); v != refused {
+		t.Errorf("no_route drops %v, want %d", v, refused)
+	}
+
+	// Once the kernel takes them again, the error reaches the sender.
+	a.tun().Refuse(nil)
+	a.tun().Inbound <- ipv4UDP(t, a.addr(2), nowhere, 64, false)
+	select {
+	case icmp := <-a.tun().Outbound:
+		checkICMP(t, icmp, fmt.Sprintf("100.96.%d.0", third), a.addr(2), 3, 0, 0)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no ICMP error in 10s once the TUN accepted them")
+	}
+	waitMetrics(t, a.socket, "the ICMP error counted as sent", func(out string) bool {
+		v, _ := metricValue(out, `overlayd_icmp_sent_total`)
+		return v == 1
 	})
 }

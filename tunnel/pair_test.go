@@ -175,6 +175,22 @@ func (e *testEngine) addr(host byte) string {
 	return netip.AddrFrom4(a).String()
 }
 
+// startConnectedPair starts two engines on one registry and in-memory
+// underlay, stopped when the test ends, and returns once a's packets reach
+// b: each has learnt the other, so what the test sends next is not lost to
+// a peer not yet known. probe is the packet that went through.
+func startConnectedPair(t *testing.T) (a, b *testEngine, probe []byte) {
+	t.Helper()
+	reg := newPairRegistry(t)
+	mem := underlaytest.NewNetwork()
+	a = startEngine(t, reg, mem, 1, t.TempDir())
+	b = startEngine(t, reg, mem, 2, t.TempDir())
+	t.Cleanup(func() { b.stop(); a.stop() })
+	probe = ipv4UDP(t, a.addr(2), b.addr(2), 64, false)
+	sendUntil(t, a.tun(), b.tun(), probe, func(p []byte) bool { return string(p) == string(probe) })
+	return a, b, probe
+}
+
 // sendUntil pushes pkt into from's TUN until one packet that match accepts
 // comes out of to's TUN: the first packets may go before the sender has
 // learnt its peer from the registry.

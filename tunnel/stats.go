@@ -24,7 +24,7 @@ const (
 	DropMalformed                       // RX: bad IP header, lengths that disagree, bad encapsulation; TX: a TUN packet its virtio-net header does not describe
 	DropSpoofed                         // RX: inner source outside the sending peer's subnet
 	DropNotLocal                        // RX: inner destination outside this host's subnet
-	DropTUNWriteError                   // RX: the kernel refused the packet on the TUN
+	DropTUNWriteError                   // RX: the kernel refused the packet on the TUN; TX: it refused an ICMP error written back
 	DropOversize                        // RX: longer than the TUN MTU, DF set, and not TCP the TUN can cut (a UDP super-frame)
 	numDropReasons
 )

@@ -3,10 +3,12 @@
 package tuntest
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"github.com/overlayd/overlayd/encap/offload"
 	"github.com/overlayd/overlayd/tunnel/tun"
@@ -33,12 +35,12 @@ type ChannelDevice struct {
 	// MTU-sized packets with complete checksums (offload.SplitGSO), as the
 	// native Device does, so that the engine can be fed TSO-sized writes.
 	InboundGSO chan GSOPacket
-
-	name      string
-	mtu       int
-	closed    chan struct{}
-	closeOnce sync.Once
-	deleted   bool // set before closed is closed: calls fail with tun.ErrDeleted
+	name       string
+	mtu        int
+	closed     chan struct{}
+	closeOnce  sync.Once
+	deleted    bool // set before closed is closed: calls fail with tun.ErrDeleted
+	refuse     atomic.Pointer[func(pkt []byte) bool]
 }
 
 // NewChannelDevice returns an open ChannelDevice that reports the given
@@ -104,21 +106,46 @@ func (d *ChannelDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error
 	}
 }
 
-// Write sends a copy of each bufs[i][offset:] to Outbound.
+// Refuse makes Write refuse the packets pick chooses, as the kernel refuses
+// some (EINVAL, EIO): they are left out of Outbound and reported in a
+// *tun.WriteError. A nil pick refuses none.
+func (d *ChannelDevice) Refuse(pick func(pkt []byte) bool) {
+	if pick == nil {
+		d.refuse.Store(nil)
+		return
+	}
+	d.refuse.Store(&pick)
+}
+
+// Write sends a copy of each bufs[i][offset:] to Outbound, but for those
+// Refuse picks.
 func (d *ChannelDevice) Write(bufs [][]byte, offset int) (int, error) {
-	for i, buf := range bufs {
+	written, refused := 0, 0
+	pick := d.refuse.Load()
+	for _, buf := range bufs {
 		if d.isClosed() {
-			return i, d.closedErr()
+			return written, d.closedErr()
+		}
+		if pick != nil && (*pick)(buf[offset:]) {
+			refused++
+			continue
 		}
 		pkt := append([]byte(nil), buf[offset:]...)
 		select {
 		case <-d.closed:
-			return i, d.closedErr()
+			return written, d.closedErr()
 		case d.Outbound <- pkt:
+			written++
 		}
 	}
-	return len(bufs), nil
+	if refused > 0 {
+		return written, &tun.WriteError{Dropped: refused, Err: errRefused}
+	}
+	return written, nil
 }
+
+// errRefused is why a packet Refuse picked was refused.
+var errRefused = errors.New("tuntest: refused")
 
 func (d *ChannelDevice) BatchSize() int { return BatchSize }
 
