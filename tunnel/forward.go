@@ -321,8 +321,9 @@ func (w *worker) routineTUNToUnderlay() error {
 			written, err := w.tun.Write(tx.replies, Headroom)
 			tx.counts.icmp += uint64(written)
 			if err != nil && !isClosed(err) && !errors.Is(err, tun.ErrDeleted) {
-				// The RX routine ends on a deleted TUN; here an ICMP
-				// error the kernel refused is one more packet lost.
+				// Closed or deleted ends this routine at its next Read.
+				// Otherwise the errors not written (refused, or not tried
+				// after a failure) are lost: count them so.
 				limiter.warn(w.log, "TUN write of ICMP errors failed", "error", err)
 				tx.counts.drops[DropTUNWriteError] += uint64(len(tx.replies) - written)
 			}

@@ -293,19 +293,35 @@ func TestEngineCountsRefusedTUNWrites(t *testing.T) {
 		third++
 	}
 	nowhere := fmt.Sprintf("100.96.%d.1", third)
+	// Probes sent before a knew b got ICMP errors too: count from here.
+	const (
+		icmpSent   = `overlayd_icmp_sent_total`
+		noRoute    = `overlayd_drops_total{reason="no_route"}`
+		tunRefused = `overlayd_drops_total{reason="tun_write_error"}`
+	)
+	base := scrapeSocket(t, a.socket)
+	since := func(out, series string) float64 {
+		t.Helper()
+		v, ok := metricValue(out, series)
+		if !ok {
+			t.Fatalf("no %s in a's metrics:\n%s", series, out)
+		}
+		b, _ := metricValue(base, series) // a series not yet served is 0
+		return v - b
+	}
 	a.tun().Refuse(func(pkt []byte) bool { return pkt[9] == 1 })
 	for range refused {
 		a.tun().Inbound <- ipv4UDP(t, a.addr(2), nowhere, 64, false)
 	}
 	out := waitMetrics(t, a.socket, "the refused ICMP errors counted", func(out string) bool {
-		v, _ := metricValue(out, `overlayd_drops_total{reason="tun_write_error"}`)
+		v, _ := metricValue(out, tunRefused)
 		return v == refused
 	})
-	if v, _ := metricValue(out, `overlayd_icmp_sent_total`); v != 0 {
-		t.Errorf("icmp_sent_total %v while the TUN refused every ICMP error, want 0", v)
+	if v := since(out, icmpSent); v != 0 {
+		t.Errorf("%v more ICMP errors counted as sent while the TUN refused every one, want 0", v)
 	}
-	if v, _ := metricValue(out, `overlayd_drops_total{reason="no_route"}`); v != refused {
-		t.Errorf("no_route drops %v, want %d", v, refused)
+	if v := since(out, noRoute); v != refused {
+		t.Errorf("no_route drops grew by %v, want %d", v, refused)
 	}
 
 	// Once the kernel takes them again, the error reaches the sender.
@@ -318,7 +334,7 @@ func TestEngineCountsRefusedTUNWrites(t *testing.T) {
 		t.Fatal("no ICMP error in 10s once the TUN accepted them")
 	}
 	waitMetrics(t, a.socket, "the ICMP error counted as sent", func(out string) bool {
-		v, _ := metricValue(out, `overlayd_icmp_sent_total`)
-		return v == 1
+		_, ok := metricValue(out, icmpSent)
+		return ok && since(out, icmpSent) == 1
 	})
 }

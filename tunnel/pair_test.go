@@ -178,7 +178,8 @@ func (e *testEngine) addr(host byte) string {
 // startConnectedPair starts two engines on one registry and in-memory
 // underlay, stopped when the test ends, and returns once a's packets reach
 // b: each has learnt the other, so what the test sends next is not lost to
-// a peer not yet known. probe is the packet that went through.
+// a peer not yet known. probe is the packet that went through; a's TUN
+// holds nothing else yet, though its counters may (see sendUntil).
 func startConnectedPair(t *testing.T) (a, b *testEngine, probe []byte) {
 	t.Helper()
 	reg := newPairRegistry(t)
@@ -188,7 +189,15 @@ func startConnectedPair(t *testing.T) (a, b *testEngine, probe []byte) {
 	t.Cleanup(func() { b.stop(); a.stop() })
 	probe = ipv4UDP(t, a.addr(2), b.addr(2), 64, false)
 	sendUntil(t, a.tun(), b.tun(), probe, func(p []byte) bool { return string(p) == string(probe) })
-	return a, b, probe
+	// The probes a sent before it knew b came back as ICMP errors.
+	for {
+		select {
+		case <-a.tun().Outbound:
+			continue
+		default:
+		}
+		return a, b, probe
+	}
 }
 
 // sendUntil pushes pkt into from's TUN until one packet that match accepts

@@ -35,12 +35,13 @@ type ChannelDevice struct {
 	// MTU-sized packets with complete checksums (offload.SplitGSO), as the
 	// native Device does, so that the engine can be fed TSO-sized writes.
 	InboundGSO chan GSOPacket
-	name       string
-	mtu        int
-	closed     chan struct{}
-	closeOnce  sync.Once
-	deleted    bool // set before closed is closed: calls fail with tun.ErrDeleted
-	refuse     atomic.Pointer[func(pkt []byte) bool]
+
+	name      string
+	mtu       int
+	closed    chan struct{}
+	closeOnce sync.Once
+	deleted   bool                                  // set before closed is closed: calls fail with tun.ErrDeleted
+	refuse    atomic.Pointer[func(pkt []byte) bool] // set by Refuse; nil refuses none
 }
 
 // NewChannelDevice returns an open ChannelDevice that reports the given
