@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -36,6 +37,11 @@ func runConfig(ctx context.Context, args []string) error {
 	var ef etcdFlags
 	ef.register(fs)
 	takesArgs[fs] = verb == "put"
+	var asJSON *bool
+	if verb == "get" {
+		asJSON = fs.Bool("json", false, "print the config as JSON that config put takes back, defaults written out "+
+			"(SubnetMin, SubnetMax: drop them when you change Network or SubnetLen); fields overlayd ignores are left out")
+	}
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
@@ -58,6 +64,14 @@ func runConfig(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
+		if cfg.Ignored != nil {
+			fmt.Fprintf(os.Stderr, "warning: overlayd ignores these fields of %s/config, and config get leaves them out:\n%v\n", ef.prefix, cfg.Ignored)
+		}
+		if *asJSON {
+			enc := json.NewEncoder(os.Stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(effectiveConfig(cfg))
+		}
 		// The effective config: what was written, with flannel's defaults filled in.
 		fmt.Printf("Network    %s\nSubnetLen  %d\nSubnetMin  %s\nSubnetMax  %s\nBackend    %s (port %d",
 			cfg.Network, cfg.SubnetLen, cfg.SubnetMin, cfg.SubnetMax, cfg.Backend.Type, cfg.Backend.Port)
@@ -68,9 +82,6 @@ func runConfig(ctx context.Context, args []string) error {
 			fmt.Printf(", MTU %d", cfg.Backend.MTU)
 		}
 		fmt.Println(")")
-		if cfg.Ignored != nil {
-			fmt.Fprintf(os.Stderr, "warning: overlayd ignores these fields of %s/config:\n%v\n", ef.prefix, cfg.Ignored)
-		}
 		return nil
 	}
 	raw := []byte(fs.Arg(0))
@@ -84,6 +95,46 @@ func runConfig(ctx context.Context, args []string) error {
 	}
 	fmt.Printf("wrote %s/config\n", ef.prefix)
 	return nil
+}
+
+// configJSON is the network config in flannel's field names with the
+// defaults written out: what overlayd runs with, and what config put takes
+// back. Fields overlayd does not implement (subnet.Config.Ignored) are left
+// out, as config put would refuse them.
+type configJSON struct {
+	Network   string
+	SubnetLen int
+	SubnetMin string
+	SubnetMax string
+	Backend   backendJSON
+}
+
+// backendJSON is configJSON's Backend object.
+type backendJSON struct {
+	Type string
+	Port int  `json:",omitempty"` // none for host-gw
+	VNI  *int `json:",omitempty"` // vxlan only, where 0 is a VNI too
+	MTU  int  `json:",omitempty"` // vxlan only, when set
+}
+
+// effectiveConfig is cfg as config get --json prints it.
+func effectiveConfig(cfg *subnet.Config) configJSON {
+	c := configJSON{
+		Network:   cfg.Network.String(),
+		SubnetLen: cfg.SubnetLen,
+		SubnetMin: cfg.SubnetMin.String(),
+		SubnetMax: cfg.SubnetMax.String(),
+		Backend: backendJSON{
+			Type: cfg.Backend.Type,
+			Port: cfg.Backend.Port,
+			MTU:  cfg.Backend.MTU,
+		},
+	}
+	if cfg.Backend.Type == subnet.BackendVXLAN {
+		vni := cfg.Backend.VNI
+		c.Backend.VNI = &vni
+	}
+	return c
 }
 
 // runLeases lists the subnet leases, flanneld's and ours alike.
@@ -184,13 +235,14 @@ func runStatus(ctx context.Context, args []string) error {
 	tw.Flush()
 	st := s.Stats
 	fmt.Printf("tx %d packets %d bytes, rx %d packets %d bytes, icmp sent %d\n", st.TxPackets, st.TxBytes, st.RxPackets, st.RxBytes, st.ICMPSent)
-	for r, n := range st.Drops {
-		if n > 0 {
+	// Sorted, so that two calls print their counters in the same order.
+	for _, r := range slices.Sorted(maps.Keys(st.Drops)) {
+		if n := st.Drops[r]; n > 0 {
 			fmt.Printf("dropped %s: %d\n", r, n)
 		}
 	}
-	for k, n := range s.Underlay {
-		if n > 0 {
+	for _, k := range slices.Sorted(maps.Keys(s.Underlay)) {
+		if n := s.Underlay[k]; n > 0 {
 			fmt.Printf("underlay %s: %d\n", k, n)
 		}
 	}

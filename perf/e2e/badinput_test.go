@@ -42,6 +42,27 @@ func TestBadInput(t *testing.T) {
 		}
 	})
 
+	// The config as JSON goes back in with config put, as an operator
+	// copying it to another prefix or editing it would.
+	t.Run("ConfigGetJSONPutsBack", func(t *testing.T) {
+		get := func(prefix string) []byte {
+			t.Helper()
+			out, err := host.NS.Exec(ctx, overlaydBin, "config", "get", "--json", "--etcd-endpoints", etcdURL, "--etcd-prefix", prefix)
+			if err != nil {
+				t.Fatalf("config get --json --etcd-prefix %s: %v\n%s", prefix, err, out)
+			}
+			return out
+		}
+		orig := get("/coreos.com/network") // the cluster's, overlayd's default
+		if out, err := host.NS.Exec(ctx, overlaydBin, "config", "put", "--etcd-endpoints", etcdURL, "--etcd-prefix", "/copy",
+			string(orig)); err != nil {
+			t.Fatalf("config put of config get's JSON: %v\n%s", err, out)
+		}
+		if copied := get("/copy"); string(copied) != string(orig) {
+			t.Fatalf("the config put back reads\n%s\nwant\n%s", copied, orig)
+		}
+	})
+
 	t.Run("MalformedConfigInEtcd", func(t *testing.T) {
 		etcdctl, err := exec.LookPath("etcdctl")
 		if err != nil {
