@@ -460,7 +460,7 @@ func (w *worker) routineUnderlayToTUN() error {
 					return tunDeleted(err)
 				}
 				limiter.warn(w.log, "TUN write failed", "error", err)
-				rx.counts.unsent(DropTUNWriteError, written)
+				rx.counts.unsentBy(DropTUNWriteError, written, len(rx.packets), err)
 			}
 		}
 		rx.counts.flushRx(w.stats)

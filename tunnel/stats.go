@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 
 	"github.com/overlayd/overlayd/subnet"
+	"github.com/overlayd/overlayd/tunnel/tun"
 	"github.com/overlayd/overlayd/tunnel/underlay"
 )
 
@@ -137,13 +138,19 @@ func (b *batchStats) unsent(r DropReason, from int) {
 	b.peers, b.sizes = b.peers[:from], b.sizes[:from]
 }
 
-// unsentBy moves the packets of a batch of total that the underlay did not
-// send to the drops of reason r: those its *underlay.WriteError lists, if
-// they are all that went unsent, else all from the sent'th on.
+// unsentBy moves the packets of a batch of total that the underlay or the
+// TUN did not take to the drops of reason r: those its *underlay.WriteError
+// or *tun.WriteError lists, if they are all that went unsent, else all from
+// the sent'th on.
 func (b *batchStats) unsentBy(r DropReason, sent, total int, err error) {
-	var werr *underlay.WriteError
-	if errors.As(err, &werr) && werr.Refused != nil && len(werr.Refused) == total-sent {
-		b.unsentAt(r, werr.Refused)
+	var refused []int
+	if werr, ok := errors.AsType[*underlay.WriteError](err); ok {
+		refused = werr.Refused
+	} else if werr, ok := errors.AsType[*tun.WriteError](err); ok {
+		refused = werr.Refused
+	}
+	if refused != nil && len(refused) == total-sent {
+		b.unsentAt(r, refused)
 		return
 	}
 	b.unsent(r, sent)

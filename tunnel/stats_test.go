@@ -6,12 +6,14 @@ import (
 	"testing"
 
 	"github.com/overlayd/overlayd/subnet"
+	"github.com/overlayd/overlayd/tunnel/tun"
 	"github.com/overlayd/overlayd/tunnel/underlay"
 )
 
-// The datagrams an underlay refused in the middle of a batch are charged
-// to their own peers, not to the packets at the batch's end; without the
-// refused indices the last ones are, as the totals are all that is known.
+// The datagrams an underlay, or packets a TUN, refused in the middle of a
+// batch are charged to their own peers, not to the packets at the batch's
+// end; without the refused indices the last ones are, as the totals are
+// all that is known.
 func TestUnsentChargesTheRefusedPeers(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -22,6 +24,8 @@ func TestUnsentChargesTheRefusedPeers(t *testing.T) {
 		{"wrapped", fmt.Errorf("gso off: %w", &underlay.WriteError{Dropped: 1, Refused: []int{1}}), [3]uint64{0, 1, 0}},
 		{"refused unknown", &underlay.WriteError{Dropped: 1}, [3]uint64{0, 0, 1}},
 		{"socket failed", errors.New("sendmmsg: bad file descriptor"), [3]uint64{0, 0, 1}},
+		{"TUN refused listed", &tun.WriteError{Dropped: 1, Refused: []int{0}}, [3]uint64{1, 0, 0}},
+		{"TUN refused unknown", &tun.WriteError{Dropped: 2}, [3]uint64{0, 1, 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var peers [3]subnet.PeerDirCounters

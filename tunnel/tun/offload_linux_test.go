@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 
@@ -451,7 +452,10 @@ func TestOffloadWriteError(t *testing.T) {
 	n, err := dev.Write(pkts, offset)
 	var werr *WriteError
 	if n != 2 || !errors.As(err, &werr) || werr.Dropped != 1 || !errors.Is(err, unix.EINVAL) {
-		t.Errorf("Write = %d, %v; want 2 and a *WriteError for 1 packet refused with EINVAL", n, err)
+		t.Fatalf("Write = %d, %v; want 2 and a *WriteError for 1 packet refused with EINVAL", n, err)
+	}
+	if !slices.Equal(werr.Refused, []int{2}) {
+		t.Errorf("refused packets %v, want [2]", werr.Refused)
 	}
 	if got := dev.(*nativeDevice).stats.coalesced.Load(); got != 1 {
 		t.Errorf("%d super-packets written, want 1", got)

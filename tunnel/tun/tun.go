@@ -73,6 +73,7 @@ type Device interface {
 // remains usable.
 type WriteError struct {
 	Dropped int   // number of packets refused
+	Refused []int // their indices in the Write's bufs, ascending
 	Err     error // why the first of them was refused
 }
 

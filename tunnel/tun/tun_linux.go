@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -207,6 +208,7 @@ type nativeDevice struct {
 	vread      vnetReadOp          // under readMu
 	gro        offload.GROTable    // under writeMu
 	toWrite    []offload.Coalesced // under writeMu
+	refused    []int               // under writeMu: kept for the next Write's refusals
 	iovs       []unix.Iovec        // under writeMu: the super-packets of a Write, gathered
 	stats      offloadCounters
 
@@ -286,6 +288,7 @@ type writeOp struct {
 	next    int                 // how many of the packets to write were tried
 	n       int                 // packets accepted
 	dropped int                 // packets refused
+	refused []int               // their indices in bufs
 	first   error               // why the first refused packet was refused
 	fatal   error               // error that ended the batch
 }
@@ -327,6 +330,10 @@ func (op *writeOp) do(fd uintptr) bool {
 				op.first = err
 			}
 			op.dropped += packets
+			op.refused = append(op.refused, i)
+			if op.vnet {
+				op.refused = append(op.refused, op.order[op.next].Tail...)
+			}
 		}
 		op.next++
 		op.iov += iovs
@@ -350,7 +357,7 @@ func (d *nativeDevice) Write(bufs [][]byte, offset int) (int, error) {
 	if d.closed.Load() {
 		return 0, os.ErrClosed
 	}
-	op := writeOp{bufs: bufs, offset: offset}
+	op := writeOp{bufs: bufs, offset: offset, refused: d.refused[:0]}
 	if d.vnet {
 		if offset < offload.VirtioNetHdrLen {
 			return 0, ErrNoHeadroom
@@ -373,6 +380,7 @@ func (d *nativeDevice) Write(bufs [][]byte, offset int) (int, error) {
 	op = d.write
 	d.write = writeOp{} // keep none of the caller's buffers alive
 	clear(op.iovs)
+	d.refused = op.refused[:0]
 
 	switch {
 	case err != nil:
@@ -380,7 +388,10 @@ func (d *nativeDevice) Write(bufs [][]byte, offset int) (int, error) {
 	case op.fatal != nil:
 		return op.n, d.fail("write", op.fatal)
 	case op.dropped > 0:
-		return op.n, &WriteError{Dropped: op.dropped, Err: op.first}
+		// A super-packet's packets need not follow each other in bufs.
+		refused := slices.Clone(op.refused)
+		slices.Sort(refused)
+		return op.n, &WriteError{Dropped: op.dropped, Refused: refused, Err: op.first}
 	}
 	return op.n, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -85,6 +86,8 @@ func TestWriteBatch(t *testing.T) {
 	var werr *WriteError
 	if !errors.As(err, &werr) || werr.Dropped != 1 || !errors.Is(err, unix.EINVAL) {
 		t.Errorf("Write error = %v, want a *WriteError for 1 packet refused with EINVAL", err)
+	} else if !slices.Equal(werr.Refused, []int{1}) {
+		t.Errorf("refused packets %v, want [1]", werr.Refused)
 	}
 
 	buf := make([]byte, 64)

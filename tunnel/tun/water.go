@@ -47,23 +47,24 @@ func (d *waterDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) 
 }
 
 func (d *waterDevice) Write(bufs [][]byte, offset int) (int, error) {
-	written, dropped := 0, 0
+	written := 0
+	var refused []int
 	var first error
-	for _, buf := range bufs {
+	for i, buf := range bufs {
 		if _, err := d.ifce.Write(buf[offset:]); err != nil {
 			if d.closed.Load() || errors.Is(err, os.ErrClosed) {
 				return written, os.ErrClosed
 			}
-			if dropped == 0 {
+			if refused == nil {
 				first = err
 			}
-			dropped++
+			refused = append(refused, i)
 			continue
 		}
 		written++
 	}
-	if dropped > 0 {
-		return written, &WriteError{Dropped: dropped, Err: first}
+	if refused != nil {
+		return written, &WriteError{Dropped: len(refused), Refused: refused, Err: first}
 	}
 	return written, nil
 }

@@ -121,14 +121,15 @@ func (d *ChannelDevice) Refuse(pick func(pkt []byte) bool) {
 // Write sends a copy of each bufs[i][offset:] to Outbound, but for those
 // Refuse picks.
 func (d *ChannelDevice) Write(bufs [][]byte, offset int) (int, error) {
-	written, refused := 0, 0
+	written := 0
+	var refused []int
 	pick := d.refuse.Load()
-	for _, buf := range bufs {
+	for i, buf := range bufs {
 		if d.isClosed() {
 			return written, d.closedErr()
 		}
 		if pick != nil && (*pick)(buf[offset:]) {
-			refused++
+			refused = append(refused, i)
 			continue
 		}
 		pkt := append([]byte(nil), buf[offset:]...)
@@ -139,8 +140,8 @@ func (d *ChannelDevice) Write(bufs [][]byte, offset int) (int, error) {
 			written++
 		}
 	}
-	if refused > 0 {
-		return written, &tun.WriteError{Dropped: refused, Err: errRefused}
+	if refused != nil {
+		return written, &tun.WriteError{Dropped: len(refused), Refused: refused, Err: errRefused}
 	}
 	return written, nil
 }
