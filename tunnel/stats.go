@@ -149,11 +149,24 @@ func (b *batchStats) unsentBy(r DropReason, sent, total int, err error) {
 	} else if werr, ok := errors.AsType[*tun.WriteError](err); ok {
 		refused = werr.Refused
 	}
-	if refused != nil && len(refused) == total-sent {
+	if len(refused) > 0 && len(refused) == total-sent && ascendingBelow(refused, len(b.peers)) {
 		b.unsentAt(r, refused)
 		return
 	}
 	b.unsent(r, sent)
+}
+
+// ascendingBelow reports whether idx is strictly ascending and below n, as
+// unsentAt needs it: a list that is not would leave drops uncounted.
+func ascendingBelow(idx []int, n int) bool {
+	prev := -1
+	for _, i := range idx {
+		if i <= prev || i >= n {
+			return false
+		}
+		prev = i
+	}
+	return true
 }
 
 // unsentAt moves the packets counted as forwarded at the indices refused

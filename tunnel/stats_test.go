@@ -26,6 +26,8 @@ func TestUnsentChargesTheRefusedPeers(t *testing.T) {
 		{"socket failed", errors.New("sendmmsg: bad file descriptor"), [3]uint64{0, 0, 1}},
 		{"TUN refused listed", &tun.WriteError{Dropped: 1, Refused: []int{0}}, [3]uint64{1, 0, 0}},
 		{"TUN refused unknown", &tun.WriteError{Dropped: 2}, [3]uint64{0, 1, 1}},
+		{"refused out of order", &tun.WriteError{Dropped: 2, Refused: []int{2, 0}}, [3]uint64{0, 1, 1}},
+		{"refused out of range", &underlay.WriteError{Dropped: 1, Refused: []int{3}}, [3]uint64{0, 0, 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var peers [3]subnet.PeerDirCounters

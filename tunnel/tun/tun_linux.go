@@ -329,7 +329,7 @@ func (op *writeOp) do(fd uintptr) bool {
 			if op.dropped == 0 {
 				op.first = err
 			}
-			op.dropped += packets
+			op.dropped += packets // Index and its Tail: CoalesceGather links every packet it merges
 			op.refused = append(op.refused, i)
 			if op.vnet {
 				op.refused = append(op.refused, op.order[op.next].Tail...)
