@@ -58,7 +58,9 @@ func runDaemon(ctx context.Context, args []string) error {
 			"which on a VM is woken through the hypervisor. The window adapts: it opens only while packets follow each other "+
 			"within about twice this, or up to eight times this while its polls catch packets (a request/response, quick only once every "+
 			"thread on its path polls), and closes for sparse traffic, steady streams it cannot catch, bulk transfers and idle hosts. "+
-			"While it polls it keeps a CPU busy that would mostly have idled, and beside CPU-bound neighbours it takes its fair share; "+
+			"While it polls it keeps a CPU busy that would mostly have idled, and beside CPU-bound neighbours it takes its fair share. "+
+			"It pays where waking a halted CPU is dear and a system call cheap; where system calls are dear (some VMs) it may shorten "+
+			"nothing: compare make bench's overlayd-udp and overlayd-udp-nobusy rows on your hosts. "+
 			"0: sleep at once (see the README's Latency section)")
 	fs.DurationVar(&cfg.IdlePoll, "idle-poll", 0,
 		"keep every idle CPU of the host polling instead of halting while packets flow, and for 1-2x this after the last "+
