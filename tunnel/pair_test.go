@@ -180,7 +180,7 @@ func (e *testEngine) addr(host byte) string {
 // b: each has learnt the other, so what the test sends next is not lost to
 // a peer not yet known. probe is the packet that went through; a's TUN
 // holds nothing else yet, though its counters may (see sendUntil).
-func startConnectedPair(t *testing.T) (a, b *testEngine, probe []byte) {
+func startConnectedPair(t testing.TB) (a, b *testEngine, probe []byte) {
 	t.Helper()
 	reg := newPairRegistry(t)
 	mem := underlaytest.NewNetwork()
@@ -190,20 +190,16 @@ func startConnectedPair(t *testing.T) (a, b *testEngine, probe []byte) {
 	probe = ipv4UDP(t, a.addr(2), b.addr(2), 64, false)
 	sendUntil(t, a.tun(), b.tun(), probe, func(p []byte) bool { return string(p) == string(probe) })
 	// The probes a sent before it knew b came back as ICMP errors.
-	for {
-		select {
-		case <-a.tun().Outbound:
-			continue
-		default:
-		}
-		return a, b, probe
+	for len(a.tun().Outbound) > 0 {
+		<-a.tun().Outbound
 	}
+	return a, b, probe
 }
 
 // sendUntil pushes pkt into from's TUN until one packet that match accepts
 // comes out of to's TUN: the first packets may go before the sender has
 // learnt its peer from the registry.
-func sendUntil(t *testing.T, from, to *tuntest.ChannelDevice, pkt []byte, match func([]byte) bool) []byte {
+func sendUntil(t testing.TB, from, to *tuntest.ChannelDevice, pkt []byte, match func([]byte) bool) []byte {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -374,33 +370,11 @@ func checkNoGoroutinesLeft(t *testing.T, baseline int) {
 	}
 }
 
-// benchPair starts a pair that has learnt its peers, for the benchmarks.
-func benchPair(b *testing.B) (x, y *testEngine) {
-	b.Helper()
-	reg := newPairRegistry(b)
-	mem := underlaytest.NewNetwork()
-	x = startEngine(b, reg, mem, 1, b.TempDir())
-	y = startEngine(b, reg, mem, 2, b.TempDir())
-	b.Cleanup(func() { x.stop(); y.stop() })
-	probe := ipv4UDP(b, x.addr(2), y.addr(2), 64, false)
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		x.tun().Inbound <- probe
-		select {
-		case <-y.tun().Outbound:
-			return x, y
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			b.Fatal("the pair never forwarded")
-		}
-	}
-}
-
 // benchOneWay measures the engine's per-packet cost one way: b.N packets
 // of size bytes pushed into x's TUN and taken out of y's. The in-memory
 // devices copy each packet once on the way: their cost is included.
 func benchOneWay(b *testing.B, size int) {
-	x, y := benchPair(b)
+	x, y, _ := startConnectedPair(b)
 	pkt := ipv4UDP(b, x.addr(2), y.addr(2), size, false)
 	b.SetBytes(int64(size))
 	b.ReportAllocs()
@@ -422,7 +396,7 @@ func BenchmarkEnginePairLargePackets(b *testing.B) { benchOneWay(b, 1472) }
 // BenchmarkEnginePairRoundTrip measures one 64-byte request and its reply
 // at a time, as TCP_RR does: x's container asks, y's answers.
 func BenchmarkEnginePairRoundTrip(b *testing.B) {
-	x, y := benchPair(b)
+	x, y, _ := startConnectedPair(b)
 	request := ipv4UDP(b, x.addr(2), y.addr(2), 64, false)
 	reply := ipv4UDP(b, y.addr(2), x.addr(2), 64, false)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -208,7 +208,6 @@ type nativeDevice struct {
 	vread      vnetReadOp          // under readMu
 	gro        offload.GROTable    // under writeMu
 	toWrite    []offload.Coalesced // under writeMu
-	refused    []int               // under writeMu: kept for the next Write's refusals
 	iovs       []unix.Iovec        // under writeMu: the super-packets of a Write, gathered
 	stats      offloadCounters
 
@@ -288,7 +287,7 @@ type writeOp struct {
 	next    int                 // how many of the packets to write were tried
 	n       int                 // packets accepted
 	dropped int                 // packets refused
-	refused []int               // their indices in bufs
+	refused []int               // their indices in bufs: allocated only when a packet is refused
 	first   error               // why the first refused packet was refused
 	fatal   error               // error that ended the batch
 }
@@ -357,7 +356,7 @@ func (d *nativeDevice) Write(bufs [][]byte, offset int) (int, error) {
 	if d.closed.Load() {
 		return 0, os.ErrClosed
 	}
-	op := writeOp{bufs: bufs, offset: offset, refused: d.refused[:0]}
+	op := writeOp{bufs: bufs, offset: offset}
 	if d.vnet {
 		if offset < offload.VirtioNetHdrLen {
 			return 0, ErrNoHeadroom
@@ -380,7 +379,6 @@ func (d *nativeDevice) Write(bufs [][]byte, offset int) (int, error) {
 	op = d.write
 	d.write = writeOp{} // keep none of the caller's buffers alive
 	clear(op.iovs)
-	d.refused = op.refused[:0]
 
 	switch {
 	case err != nil:
@@ -389,9 +387,8 @@ func (d *nativeDevice) Write(bufs [][]byte, offset int) (int, error) {
 		return op.n, d.fail("write", op.fatal)
 	case op.dropped > 0:
 		// A super-packet's packets need not follow each other in bufs.
-		refused := slices.Clone(op.refused)
-		slices.Sort(refused)
-		return op.n, &WriteError{Dropped: op.dropped, Refused: refused, Err: op.first}
+		slices.Sort(op.refused)
+		return op.n, &WriteError{Dropped: op.dropped, Refused: op.refused, Err: op.first}
 	}
 	return op.n, nil
 }
