@@ -404,6 +404,9 @@ func latencyMeasured(tb Testbed, l *LatencyResult, use cpuUsage) *Result {
 	if len(tb.OverlaydPIDs()) > 0 {
 		r.OverlaydCPU = &use.Procs
 	}
+	if len(tb.ForwarderPIDs()) > 0 {
+		r.Forwarders = threadUse(use.Forwarders)
+	}
 	return r
 }
 

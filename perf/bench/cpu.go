@@ -109,6 +109,8 @@ type cpuSnapshot struct {
 	// --idle-poll makes idle CPUs poll while packets flow.
 	polling time.Duration
 	procs   uint64 // utime+stime ticks of the processes
+	// threads is the scheduler's account of the forwarders' threads.
+	threads ThreadStats
 }
 
 // cpuUsage is what was used between two snapshots.
@@ -116,11 +118,15 @@ type cpuUsage struct {
 	Wall    time.Duration
 	Machine float64 // seconds of CPU, all cores, polling in idle included
 	Procs   float64 // seconds of CPU of the processes
+	// Forwarders is the scheduler's account of the forwarding processes'
+	// threads (overlayd's or flanneld's); zero for kernel systems.
+	Forwarders ThreadStats
 }
 
-// takeSnapshot reads /proc now. A process that has gone is an error: its
-// CPU time could no longer be counted.
-func takeSnapshot(pids []int) (cpuSnapshot, error) {
+// takeSnapshot reads /proc now for the testbed's processes. A process that
+// has gone is an error: its CPU time could no longer be counted.
+func takeSnapshot(tb Testbed) (cpuSnapshot, error) {
+	pids := tb.OverlaydPIDs()
 	s := cpuSnapshot{at: time.Now()}
 	data, err := os.ReadFile("/proc/stat")
 	if err != nil {
@@ -147,7 +153,8 @@ func takeSnapshot(pids []int) (cpuSnapshot, error) {
 		}
 		s.procs += ticks
 	}
-	return s, nil
+	s.threads, err = readThreadStats("/proc", tb.ForwarderPIDs())
+	return s, err
 }
 
 // since is the usage from earlier to s.
@@ -157,5 +164,7 @@ func (s cpuSnapshot) since(earlier cpuSnapshot) cpuUsage {
 		Wall:    s.at.Sub(earlier.at),
 		Machine: float64(s.machine-earlier.machine)/hz + (s.polling - earlier.polling).Seconds(),
 		Procs:   float64(s.procs-earlier.procs) / hz,
+
+		Forwarders: s.threads.sub(earlier.threads),
 	}
 }

@@ -142,6 +142,16 @@ func (t *flanneldTestbed) ContainerMTU() int { return t.mtu }
 // machine-wide CPU column counts it.
 func (t *flanneldTestbed) OverlaydPIDs() []int { return nil }
 
+// ForwarderPIDs are the flanneld processes: with the udp backend they
+// carry every packet, with vxlan they only program the kernel.
+func (t *flanneldTestbed) ForwarderPIDs() []int {
+	pids := make([]int, 0, len(t.procs))
+	for _, p := range t.procs {
+		pids = append(pids, p.Pid())
+	}
+	return pids
+}
+
 func (t *flanneldTestbed) Teardown() error {
 	var errs []error
 	for _, p := range t.procs {

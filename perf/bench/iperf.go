@@ -97,10 +97,9 @@ func (r iperfRun) run(ctx context.Context) (Report, cpuUsage, error) {
 	argv := append([]string{r.bin, "-c", server.Addr.Addr().String(), "-p", port,
 		"-t", strconv.Itoa(int(r.duration / time.Second)),
 		"-J", "--get-server-output", "--connect-timeout", "3000"}, r.w.args...)
-	pids := r.tb.OverlaydPIDs()
 	udp := slices.Contains(r.w.args, "-u")
 	for attempt := 1; ; attempt++ {
-		before, err := takeSnapshot(pids)
+		before, err := takeSnapshot(r.tb)
 		if err != nil {
 			return Report{}, cpuUsage{}, err
 		}
@@ -114,7 +113,7 @@ func (r iperfRun) run(ctx context.Context) (Report, cpuUsage, error) {
 		if err != nil {
 			return Report{}, cpuUsage{}, err
 		}
-		after, snapErr := takeSnapshot(pids)
+		after, snapErr := takeSnapshot(r.tb)
 		var dropsAfter int64
 		if udp && snapErr == nil {
 			dropsAfter, snapErr = udpReceiveDrops(server.NS)

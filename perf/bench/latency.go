@@ -40,8 +40,7 @@ func (r rrRun) run(ctx context.Context) (traffic.RRResult, cpuUsage, error) {
 	}
 	defer srv.Stop()
 
-	pids := r.tb.OverlaydPIDs()
-	before, err := takeSnapshot(pids)
+	before, err := takeSnapshot(r.tb)
 	if err != nil {
 		return traffic.RRResult{}, cpuUsage{}, err
 	}
@@ -51,7 +50,7 @@ func (r rrRun) run(ctx context.Context) (traffic.RRResult, cpuUsage, error) {
 	if err != nil {
 		return traffic.RRResult{}, cpuUsage{}, fmt.Errorf("rr client: %w", err)
 	}
-	after, err := takeSnapshot(pids)
+	after, err := takeSnapshot(r.tb)
 	if err != nil { // e.g. overlayd died during the test
 		return traffic.RRResult{}, cpuUsage{}, err
 	}
@@ -94,8 +93,7 @@ func runToEnd(ctx context.Context, ns *netns.NS, outPath string, argv []string, 
 // from this process (traffic.PingRTT enters the namespace itself).
 func pingRun(ctx context.Context, tb Testbed) (traffic.PingStats, cpuUsage, error) {
 	client, server := tb.Endpoints()
-	pids := tb.OverlaydPIDs()
-	before, err := takeSnapshot(pids)
+	before, err := takeSnapshot(tb)
 	if err != nil {
 		return traffic.PingStats{}, cpuUsage{}, err
 	}
@@ -103,7 +101,7 @@ func pingRun(ctx context.Context, tb Testbed) (traffic.PingStats, cpuUsage, erro
 	if err != nil {
 		return st, cpuUsage{}, err
 	}
-	after, err := takeSnapshot(pids)
+	after, err := takeSnapshot(tb)
 	if err != nil {
 		return st, cpuUsage{}, err
 	}

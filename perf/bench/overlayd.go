@@ -76,4 +76,7 @@ func (t *overlaydTestbed) OverlaydPIDs() []int {
 	return pids
 }
 
+// ForwarderPIDs are the overlayd processes.
+func (t *overlaydTestbed) ForwarderPIDs() []int { return t.OverlaydPIDs() }
+
 func (t *overlaydTestbed) Teardown() error { return t.cluster.Close() }

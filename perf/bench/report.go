@@ -44,6 +44,37 @@ var latencyTextHeader = [][]string{
 
 const latencyCaption = "Latency (x kVXLAN above 1 is slower than " + Baseline + ")"
 
+// forwarderColumns are those of the table of the forwarders' threads in a
+// TCP RR transaction.
+var forwarderColumns = []string{
+	"system", "sleeps/tx", "CPU µs/tx", "CPU µs/sleep", "run-queue wait µs/tx",
+}
+
+const forwarderCaption = "Forwarding processes' threads per TCP RR transaction, both hosts"
+
+// forwarderRows renders that table's cells, a row for each system whose
+// forwarders were measured.
+func forwarderRows(sums []Summary) [][]string {
+	var out [][]string
+	for _, s := range sums {
+		if s.TCPRRFwdSleeps.Runs == 0 {
+			continue
+		}
+		out = append(out, []string{
+			s.System,
+			stat(s.TCPRRFwdSleeps, "%.2f"), stat(s.TCPRRFwdCPU, "%.1f"),
+			stat(s.TCPRRFwdCPUPerSleep, "%.1f"), stat(s.TCPRRFwdWait, "%.1f"),
+		})
+	}
+	return out
+}
+
+const forwarderFootnote = "Forwarding processes: overlayd, or flanneld (whose vxlan backend forwards nothing itself). " +
+	"From the scheduler's account of their threads (/proc/<pid>/task/*/schedstat and status): " +
+	"sleeps are voluntary context switches, each ended by a wake-up, so about one per hop that found its queue empty; " +
+	"CPU is their time on a CPU, in total and per sleep (what a hop costs once woken, busy polling included); " +
+	"run-queue wait is time they were runnable but waited for a CPU.\n"
+
 // latencyRows renders the latency table's cells, as rows does.
 func latencyRows(sums []Summary) [][]string {
 	var out [][]string
@@ -137,13 +168,20 @@ func WriteTable(w io.Writer, r *Results) error {
 	cells := rows(r.Medians)
 	textTable(&b, [][]string{columns}, cells)
 	latency := r.hasLatency()
+	var fcells [][]string
 	if latency {
 		lcells := latencyRows(r.Medians)
 		b.WriteString("\n" + latencyCaption + "\n")
 		textTable(&b, latencyTextHeader, lcells)
 		cells = append(cells, lcells...)
+		fcells = forwarderRows(r.Medians)
+		if len(fcells) > 0 {
+			b.WriteString("\n" + forwarderCaption + "\n")
+			textTable(&b, [][]string{forwarderColumns}, fcells)
+			cells = append(cells, fcells...)
+		}
 	}
-	b.WriteString("\n" + footnotes(cells, latency))
+	b.WriteString("\n" + footnotes(cells, latency, len(fcells) > 0))
 	for _, d := range sweepDefs {
 		if sums := r.sweepOf(d.name); len(sums) > 0 {
 			header, scells := sweepRows(d, sums)
@@ -200,16 +238,23 @@ func (r *Results) markdownTables(b *bytes.Buffer) {
 	cells := rows(r.Medians)
 	markdownTable(b, columns, cells)
 	latency := r.hasLatency()
+	var fcells [][]string
 	if latency {
 		lcells := latencyRows(r.Medians)
 		b.WriteString("\n")
 		markdownTable(b, latencyColumns, lcells)
 		cells = append(cells, lcells...)
+		fcells = forwarderRows(r.Medians)
+		if len(fcells) > 0 {
+			b.WriteString("\n" + forwarderCaption + ":\n\n")
+			markdownTable(b, forwarderColumns, fcells)
+			cells = append(cells, fcells...)
+		}
 	}
-	b.WriteString("\n" + footnotes(cells, latency))
+	b.WriteString("\n" + footnotes(cells, latency, len(fcells) > 0))
 }
 
-func footnotes(cells [][]string, latency bool) string {
+func footnotes(cells [][]string, latency, forwarders bool) string {
 	s := "x kVXLAN: ratio to " + Baseline + " in the same run. CPU: the single-stream TCP test; " +
 		"machine-wide busy time (all cores, with the time idle CPUs spent polling) or overlayd's own, per Gbit delivered. " +
 		"loss%: 64 B datagrams sent but not received; at rcvr%: the part of them that reached the receiving container " +
@@ -222,6 +267,9 @@ func footnotes(cells [][]string, latency bool) string {
 			"and UDP requests that got no response in time (lost%). ping: ICMP echoes with idle gaps between them, " +
 			"so that each also pays for waking the path; average and p99 round trip. " +
 			"Each figure is the median over the rounds.\n"
+		if forwarders {
+			s += forwarderFootnote
+		}
 	}
 	if anyPartial(cells) {
 		s += "*: some runs failed; the median of the others (see the JSON file).\n"

@@ -144,6 +144,27 @@ type Result struct {
 	Wall        float64  `json:"wall_s"`
 	CPU         float64  `json:"cpu_s"`
 	OverlaydCPU *float64 `json:"overlayd_cpu_s,omitempty"`
+	// Forwarders is how the scheduler ran the forwarding processes'
+	// threads in a latency test; nil for kernel systems and other tests.
+	Forwarders *ThreadUse `json:"forwarders,omitempty"`
+}
+
+// ThreadUse is ThreadStats over a test, summed over every thread of the
+// forwarders of both hosts.
+type ThreadUse struct {
+	OnCPU        float64 `json:"on_cpu_s"`
+	RunQueueWait float64 `json:"run_queue_wait_s"`
+	Sleeps       uint64  `json:"sleeps"`
+	Preemptions  uint64  `json:"preemptions"`
+}
+
+func threadUse(t ThreadStats) *ThreadUse {
+	return &ThreadUse{
+		OnCPU:        t.OnCPU.Seconds(),
+		RunQueueWait: t.RunQueueWait.Seconds(),
+		Sleeps:       t.Sleeps,
+		Preemptions:  t.Preemptions,
+	}
 }
 
 // UDPResult is the datagram count of a UDP test.
@@ -231,6 +252,16 @@ type Summary struct {
 	PingP50     Stat `json:"ping_p50_us"`
 	PingP99     Stat `json:"ping_p99_us"`
 	PingLostPct Stat `json:"ping_lost_pct"`
+
+	// The forwarders' threads per TCP_RR transaction, both hosts: how
+	// often they slept (each sleep ends in a wake-up), their CPU time in
+	// µs, that time per sleep (what a hop costs once woken), and their
+	// wait in run queues in µs. Unmeasured (zero) for kernel systems and
+	// in results from before 2026-12-04's evening.
+	TCPRRFwdSleeps      Stat `json:"tcp_rr_forwarder_sleeps_per_tx"`
+	TCPRRFwdCPU         Stat `json:"tcp_rr_forwarder_cpu_us_per_tx"`
+	TCPRRFwdCPUPerSleep Stat `json:"tcp_rr_forwarder_cpu_us_per_sleep"`
+	TCPRRFwdWait        Stat `json:"tcp_rr_forwarder_wait_us_per_tx"`
 
 	// Latency ratios to the baseline: above 1 is slower.
 	TCPRRP50Ratio *float64 `json:"tcp_rr_p50_vs_baseline,omitempty"`
@@ -361,6 +392,25 @@ func summarize(system string, runs []Trial) Summary {
 		}
 		return r.CPU / float64(r.Latency.Transactions) * 1e6, true
 	})
+	forwarders := func(value func(f *ThreadUse, tx float64) (float64, bool)) Stat {
+		return metric(TCPRR, func(r *Result) (float64, bool) {
+			if r.Forwarders == nil || r.Latency == nil || r.Latency.Transactions == 0 {
+				return 0, false
+			}
+			return value(r.Forwarders, float64(r.Latency.Transactions))
+		})
+	}
+	s.TCPRRFwdSleeps = forwarders(func(f *ThreadUse, tx float64) (float64, bool) { return float64(f.Sleeps) / tx, true })
+	s.TCPRRFwdCPU = forwarders(func(f *ThreadUse, tx float64) (float64, bool) { return f.OnCPU / tx * 1e6, true })
+	s.TCPRRFwdCPUPerSleep = forwarders(func(f *ThreadUse, _ float64) (float64, bool) {
+		return f.OnCPU / float64(f.Sleeps) * 1e6, f.Sleeps > 0
+	})
+	s.TCPRRFwdWait = forwarders(func(f *ThreadUse, tx float64) (float64, bool) { return f.RunQueueWait / tx * 1e6, true })
+	if s.TCPRRFwdSleeps.Runs == 0 {
+		// No forwarders (a kernel system), or all its runs failed, which
+		// the latency table shows.
+		s.TCPRRFwdSleeps, s.TCPRRFwdCPU, s.TCPRRFwdCPUPerSleep, s.TCPRRFwdWait = Stat{}, Stat{}, Stat{}, Stat{}
+	}
 	s.PingMean = latency(Ping, func(l *LatencyResult) float64 { return l.MeanUS })
 	s.PingP50, s.PingP99, s.PingLostPct = latency(Ping, p50), latency(Ping, p99), latency(Ping, lost)
 	if hasOverlayd(runs) {

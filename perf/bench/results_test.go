@@ -74,12 +74,17 @@ func sampleRuns() []Trial {
 			return &LatencyResult{Transactions: n, Lost: lost, TPS: tps,
 				MeanUS: rtt * 1.2, MinUS: rtt / 2, P50US: rtt, P99US: rtt * 3, MaxUS: rtt * 10}
 		}
+		tcpRR := &Result{Latency: lat(1e6/rtt, 0), Wall: 10.1, CPU: cpu / 2, OverlaydCPU: overlayd}
+		if overlayd != nil { // 4 sleeps, rtt/2 µs on a CPU and rtt/10 µs waiting per transaction
+			n := float64(tcpRR.Latency.Transactions)
+			tcpRR.Forwarders = &ThreadUse{OnCPU: n * rtt / 2 / 1e6, RunQueueWait: n * rtt / 10 / 1e6, Sleeps: uint64(4 * n), Preemptions: 9}
+		}
 		return []Measurement{
 			{Test: TCP1, Result: &Result{Gbps: tcp1, Gbit: tcp1 * 10, Wall: 10.2, CPU: cpu, OverlaydCPU: overlayd}},
 			{Test: TCP4, Result: &Result{Gbps: tcp4, Gbit: tcp4 * 10, Wall: 10.2, CPU: cpu, OverlaydCPU: overlayd}},
 			{Test: UDP64, Result: &Result{Gbps: 0.1, Gbit: 1, Wall: 10.2, CPU: cpu, OverlaydCPU: overlayd,
 				UDP: &UDPResult{Sent: 1000, Delivered: 900, PPS: kpps * 1e3, LossPct: loss}}},
-			{Test: TCPRR, Result: &Result{Latency: lat(1e6/rtt, 0), Wall: 10.1, CPU: cpu / 2, OverlaydCPU: overlayd}},
+			{Test: TCPRR, Result: tcpRR},
 			{Test: UDPRR, Result: &Result{Latency: lat(1e6/rtt*0.9, 5), Wall: 10.1, CPU: cpu / 2, OverlaydCPU: overlayd}},
 			{Test: Ping, Result: &Result{Latency: lat(0, 1), Wall: 2.1, CPU: 0.1, OverlaydCPU: overlayd}},
 		}
@@ -162,6 +167,18 @@ func TestSummarize(t *testing.T) {
 	}
 	if !near(kv.PingMean.Median, 22*1.2) || kv.PingLostPct.Median != 0.5 || kv.PingMeanRatio == nil || *kv.PingMeanRatio != 1 {
 		t.Errorf("kernel-vxlan ping = %+v, lost %+v, ratio %v; want mean 26.4 µs, 0.5%% lost, ratio 1", kv.PingMean, kv.PingLostPct, kv.PingMeanRatio)
+	}
+	// The forwarders' threads: overlayd-udp's per transaction, 60 and 70
+	// µs on a CPU over 4 sleeps; none for kernel systems.
+	if ovd.TCPRRFwdSleeps != (Stat{Median: 4, Runs: 2}) || !near(ovd.TCPRRFwdCPU.Median, 65) ||
+		!near(ovd.TCPRRFwdCPUPerSleep.Median, 16.25) || !near(ovd.TCPRRFwdWait.Median, 13) {
+		t.Errorf("overlayd-udp forwarders: sleeps %+v, CPU %+v, per sleep %+v, wait %+v; want 4, 65, 16.25, 13",
+			ovd.TCPRRFwdSleeps, ovd.TCPRRFwdCPU, ovd.TCPRRFwdCPUPerSleep, ovd.TCPRRFwdWait)
+	}
+	for _, k := range []Summary{gw, kv} {
+		if k.TCPRRFwdSleeps != (Stat{}) || k.TCPRRFwdCPU != (Stat{}) {
+			t.Errorf("%s has forwarder figures: %+v, %+v", k.System, k.TCPRRFwdSleeps, k.TCPRRFwdCPU)
+		}
 	}
 	if gw.TCPRRP50 != (Stat{Median: 18, Runs: 1, Failed: 1}) {
 		t.Errorf("host-gw TCP RR p50 = %+v: the failed setup counts as failed", gw.TCPRRP50)

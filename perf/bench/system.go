@@ -55,6 +55,11 @@ type Testbed interface {
 	// OverlaydPIDs are the overlayd processes whose own CPU time is
 	// measured; none for kernel systems.
 	OverlaydPIDs() []int
+	// ForwarderPIDs are the processes that forward the packets in
+	// userspace (overlayd, or flanneld with its udp backend; flanneld's
+	// vxlan backend only programs the kernel), whose threads' scheduling
+	// is counted in the latency tests; none for kernel systems.
+	ForwarderPIDs() []int
 	// Teardown stops every process and deletes every namespace the
 	// testbed made.
 	Teardown() error
@@ -195,6 +200,7 @@ func (t *kernelTestbed) ContainerMTU() int { return t.mtu }
 
 func (t *kernelTestbed) Endpoints() (client, server *topo.Container) { return t.client, t.server }
 func (t *kernelTestbed) OverlaydPIDs() []int                         { return nil }
+func (t *kernelTestbed) ForwarderPIDs() []int                        { return nil }
 func (t *kernelTestbed) Teardown() error                             { return t.topo.Close() }
 
 // hostGWRoutes is flannel's host-gw backend: a route to each peer's subnet

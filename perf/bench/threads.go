@@ -1,0 +1,131 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ThreadStats is what the scheduler recorded for every thread of a set of
+// processes, summed: the figures that say where a forwarder's hop goes.
+// Each sleep is a wait in the kernel that a wake-up ended: a userspace
+// forwarder pays one per hop that found its queue empty.
+type ThreadStats struct {
+	OnCPU        time.Duration // time running (schedstat's first field)
+	RunQueueWait time.Duration // time runnable but waiting for a CPU (its second)
+	Sleeps       uint64        // voluntary context switches
+	Preemptions  uint64        // involuntary context switches
+}
+
+func (s ThreadStats) sub(earlier ThreadStats) ThreadStats {
+	return ThreadStats{
+		OnCPU:        s.OnCPU - earlier.OnCPU,
+		RunQueueWait: s.RunQueueWait - earlier.RunQueueWait,
+		Sleeps:       s.Sleeps - earlier.Sleeps,
+		Preemptions:  s.Preemptions - earlier.Preemptions,
+	}
+}
+
+func (s *ThreadStats) add(t ThreadStats) {
+	s.OnCPU += t.OnCPU
+	s.RunQueueWait += t.RunQueueWait
+	s.Sleeps += t.Sleeps
+	s.Preemptions += t.Preemptions
+}
+
+// ParseSchedstat reads /proc/<pid>/task/<tid>/schedstat: nanoseconds on
+// the CPU, nanoseconds waiting in a run queue, and times run (unused).
+func ParseSchedstat(data []byte) (onCPU, wait time.Duration, err error) {
+	f := strings.Fields(string(data))
+	if len(f) < 2 {
+		return 0, 0, fmt.Errorf("schedstat: %d fields, want 3", len(f))
+	}
+	var ns [2]int64
+	for i := range ns {
+		if ns[i], err = strconv.ParseInt(f[i], 10, 64); err != nil {
+			return 0, 0, fmt.Errorf("schedstat: field %d: %w", i+1, err)
+		}
+	}
+	return time.Duration(ns[0]), time.Duration(ns[1]), nil
+}
+
+// ParseCtxtSwitches reads the voluntary and involuntary context switch
+// counts from /proc/<pid>/task/<tid>/status.
+func ParseCtxtSwitches(data []byte) (voluntary, involuntary uint64, err error) {
+	found := 0
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		key, value, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		var dst *uint64
+		switch key {
+		case "voluntary_ctxt_switches":
+			dst = &voluntary
+		case "nonvoluntary_ctxt_switches":
+			dst = &involuntary
+		default:
+			continue
+		}
+		if *dst, err = strconv.ParseUint(strings.TrimSpace(value), 10, 64); err != nil {
+			return 0, 0, fmt.Errorf("status: %s: %w", key, err)
+		}
+		found++
+	}
+	if err := sc.Err(); err != nil {
+		return 0, 0, fmt.Errorf("status: %w", err)
+	}
+	if found != 2 {
+		return 0, 0, errors.New("status: no voluntary_ctxt_switches and nonvoluntary_ctxt_switches lines")
+	}
+	return voluntary, involuntary, nil
+}
+
+// readThreadStats sums ThreadStats over every thread of the processes,
+// under proc (normally "/proc"). A thread that ends while it is read is
+// left out; a process that is gone is an error.
+func readThreadStats(proc string, pids []int) (ThreadStats, error) {
+	var sum ThreadStats
+	for _, pid := range pids {
+		dir := filepath.Join(proc, strconv.Itoa(pid), "task")
+		tids, err := os.ReadDir(dir)
+		if err != nil {
+			return sum, fmt.Errorf("threads of pid %d: %w", pid, err)
+		}
+		for _, tid := range tids {
+			t, err := readThread(filepath.Join(dir, tid.Name()))
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // the thread ended meanwhile
+			}
+			if err != nil {
+				return sum, fmt.Errorf("thread %s of pid %d: %w", tid.Name(), pid, err)
+			}
+			sum.add(t)
+		}
+	}
+	return sum, nil
+}
+
+func readThread(dir string) (ThreadStats, error) {
+	var t ThreadStats
+	data, err := os.ReadFile(filepath.Join(dir, "schedstat"))
+	if err != nil {
+		return t, err
+	}
+	if t.OnCPU, t.RunQueueWait, err = ParseSchedstat(data); err != nil {
+		return t, err
+	}
+	if data, err = os.ReadFile(filepath.Join(dir, "status")); err != nil {
+		return t, err
+	}
+	t.Sleeps, t.Preemptions, err = ParseCtxtSwitches(data)
+	return t, err
+}
