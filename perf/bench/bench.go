@@ -424,6 +424,10 @@ func describe(m Measurement) string {
 		if l.Lost > 0 {
 			s += fmt.Sprintf(", %d lost", l.Lost)
 		}
+		if f := r.Forwarders; f != nil && l.Transactions > 0 {
+			tx := float64(l.Transactions)
+			s += fmt.Sprintf("; forwarders %.1f sleeps, %.1f CPU µs per transaction", float64(f.Sleeps)/tx, f.OnCPU/tx*1e6)
+		}
 		return s
 	case r.UDP != nil:
 		s := fmt.Sprintf("%.0f kpps delivered, %.1f%% lost", r.UDP.PPS/1e3, r.UDP.LossPct)

@@ -71,7 +71,8 @@ func forwarderRows(sums []Summary) [][]string {
 
 const forwarderFootnote = "Forwarding processes: overlayd, or flanneld (whose vxlan backend forwards nothing itself). " +
 	"From the scheduler's account of their threads (/proc/<pid>/task/*/schedstat and status): " +
-	"sleeps are voluntary context switches, each ended by a wake-up, so about one per hop that found its queue empty; " +
+	"sleeps are voluntary context switches, each ended by a wake-up (a forwarder that sleeps whenever its queue is empty " +
+	"sleeps once per hop, and a round trip crosses four); " +
 	"CPU is their time on a CPU, in total and per sleep (what a hop costs once woken, busy polling included); " +
 	"run-queue wait is time they were runnable but waited for a CPU.\n"
 

@@ -128,3 +128,17 @@ func TestParseCPUInfo(t *testing.T) {
 		t.Errorf("got %q, %d; want AMD EPYC 9B14, 2", model, cores)
 	}
 }
+
+// The progress line of a latency test says what the forwarders' threads
+// did per transaction, when there are forwarders.
+func TestDescribeLatency(t *testing.T) {
+	l := &LatencyResult{Transactions: 1000, TPS: 100, P50US: 120, P99US: 300}
+	kernel := describe(Measurement{Test: TCPRR, Result: &Result{Latency: l}})
+	if kernel != "p50 120.0 µs, p99 300.0 µs, 100 transactions/s" {
+		t.Errorf("kernel system: %q", kernel)
+	}
+	ovd := describe(Measurement{Test: TCPRR, Result: &Result{Latency: l, Forwarders: &ThreadUse{OnCPU: 0.08, Sleeps: 4100}}})
+	if want := kernel + "; forwarders 4.1 sleeps, 80.0 CPU µs per transaction"; ovd != want {
+		t.Errorf("overlayd: %q, want %q", ovd, want)
+	}
+}
