@@ -110,7 +110,7 @@ type cpuSnapshot struct {
 	polling time.Duration
 	procs   uint64 // utime+stime ticks of the processes
 	// threads is the scheduler's account of the forwarders' threads.
-	threads ThreadStats
+	threads threadSet
 }
 
 // cpuUsage is what was used between two snapshots.
@@ -153,7 +153,7 @@ func takeSnapshot(tb Testbed) (cpuSnapshot, error) {
 		}
 		s.procs += ticks
 	}
-	s.threads, err = readThreadStats("/proc", tb.ForwarderPIDs())
+	s.threads, err = readThreads("/proc", tb.ForwarderPIDs())
 	return s, err
 }
 
@@ -165,6 +165,6 @@ func (s cpuSnapshot) since(earlier cpuSnapshot) cpuUsage {
 		Machine: float64(s.machine-earlier.machine)/hz + (s.polling - earlier.polling).Seconds(),
 		Procs:   float64(s.procs-earlier.procs) / hz,
 
-		Forwarders: s.threads.sub(earlier.threads),
+		Forwarders: s.threads.since(earlier.threads),
 	}
 }

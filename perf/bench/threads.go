@@ -24,20 +24,34 @@ type ThreadStats struct {
 	Preemptions  uint64        // involuntary context switches
 }
 
-func (s ThreadStats) sub(earlier ThreadStats) ThreadStats {
-	return ThreadStats{
-		OnCPU:        s.OnCPU - earlier.OnCPU,
-		RunQueueWait: s.RunQueueWait - earlier.RunQueueWait,
-		Sleeps:       s.Sleeps - earlier.Sleeps,
-		Preemptions:  s.Preemptions - earlier.Preemptions,
-	}
-}
-
 func (s *ThreadStats) add(t ThreadStats) {
 	s.OnCPU += t.OnCPU
 	s.RunQueueWait += t.RunQueueWait
 	s.Sleeps += t.Sleeps
 	s.Preemptions += t.Preemptions
+}
+
+// threadSet is ThreadStats by thread id.
+type threadSet map[int]ThreadStats
+
+// since sums what every thread of s did after earlier: all of it for a
+// thread that earlier did not have. A thread that ended in between is
+// missing from s and its share is lost (/proc keeps no account of it),
+// rather than subtracted from the others.
+func (s threadSet) since(earlier threadSet) ThreadStats {
+	var sum ThreadStats
+	for tid, t := range s {
+		if e, ok := earlier[tid]; ok {
+			t = ThreadStats{
+				OnCPU:        t.OnCPU - e.OnCPU,
+				RunQueueWait: t.RunQueueWait - e.RunQueueWait,
+				Sleeps:       t.Sleeps - e.Sleeps,
+				Preemptions:  t.Preemptions - e.Preemptions,
+			}
+		}
+		sum.add(t)
+	}
+	return sum
 }
 
 // ParseSchedstat reads /proc/<pid>/task/<tid>/schedstat: nanoseconds on
@@ -89,29 +103,33 @@ func ParseCtxtSwitches(data []byte) (voluntary, involuntary uint64, err error) {
 	return voluntary, involuntary, nil
 }
 
-// readThreadStats sums ThreadStats over every thread of the processes,
-// under proc (normally "/proc"). A thread that ends while it is read is
-// left out; a process that is gone is an error.
-func readThreadStats(proc string, pids []int) (ThreadStats, error) {
-	var sum ThreadStats
+// readThreads reads ThreadStats of every thread of the processes, under
+// proc (normally "/proc"). A thread that ends while it is read is left
+// out; a process that is gone is an error.
+func readThreads(proc string, pids []int) (threadSet, error) {
+	set := threadSet{}
 	for _, pid := range pids {
 		dir := filepath.Join(proc, strconv.Itoa(pid), "task")
-		tids, err := os.ReadDir(dir)
+		entries, err := os.ReadDir(dir)
 		if err != nil {
-			return sum, fmt.Errorf("threads of pid %d: %w", pid, err)
+			return nil, fmt.Errorf("threads of pid %d: %w", pid, err)
 		}
-		for _, tid := range tids {
-			t, err := readThread(filepath.Join(dir, tid.Name()))
+		for _, e := range entries {
+			tid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			t, err := readThread(filepath.Join(dir, e.Name()))
 			if errors.Is(err, fs.ErrNotExist) {
 				continue // the thread ended meanwhile
 			}
 			if err != nil {
-				return sum, fmt.Errorf("thread %s of pid %d: %w", tid.Name(), pid, err)
+				return nil, fmt.Errorf("thread %d of pid %d: %w", tid, pid, err)
 			}
-			sum.add(t)
+			set[tid] = t
 		}
 	}
-	return sum, nil
+	return set, nil
 }
 
 func readThread(dir string) (ThreadStats, error) {

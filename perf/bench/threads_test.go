@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -66,23 +67,40 @@ func fakeProc(t *testing.T, threads map[string][4]int) string {
 	return root
 }
 
-func TestReadThreadStatsSumsEveryThread(t *testing.T) {
+func TestReadThreadsOfEveryProcess(t *testing.T) {
 	proc := fakeProc(t, map[string][4]int{
 		"10/10": {1000, 10, 3, 1},
 		"10/11": {2000, 20, 4, 0},
 		"20/20": {4000, 40, 5, 2},
 		"30/30": {8000, 80, 6, 3}, // not asked for
 	})
-	got, err := readThreadStats(proc, []int{10, 20})
-	want := ThreadStats{OnCPU: 7000, RunQueueWait: 70, Sleeps: 12, Preemptions: 3}
-	if err != nil || got != want {
+	got, err := readThreads(proc, []int{10, 20})
+	want := threadSet{10: {1000, 10, 3, 1}, 11: {2000, 20, 4, 0}, 20: {4000, 40, 5, 2}}
+	if err != nil || !maps.Equal(got, want) {
 		t.Errorf("got %+v, %v; want %+v", got, err, want)
 	}
-	if _, err := readThreadStats(proc, []int{40}); err == nil || !strings.Contains(err.Error(), "pid 40") {
+	if _, err := readThreads(proc, []int{40}); err == nil || !strings.Contains(err.Error(), "pid 40") {
 		t.Errorf("a process that is gone: %v, want an error naming it", err)
 	}
-	if got, err := readThreadStats(proc, nil); err != nil || got != (ThreadStats{}) {
-		t.Errorf("no processes: %+v, %v; want zero", got, err)
+	if got, err := readThreads(proc, nil); err != nil || len(got) != 0 {
+		t.Errorf("no processes: %+v, %v; want none", got, err)
+	}
+}
+
+// A thread that starts between two snapshots counts whole; one that ends
+// is lost, and takes nothing from the others.
+func TestThreadSetSince(t *testing.T) {
+	before := threadSet{
+		1: {OnCPU: 100, RunQueueWait: 10, Sleeps: 5, Preemptions: 1},
+		2: {OnCPU: 900, RunQueueWait: 90, Sleeps: 50, Preemptions: 9}, // ends
+	}
+	after := threadSet{
+		1: {OnCPU: 150, RunQueueWait: 12, Sleeps: 8, Preemptions: 1},
+		3: {OnCPU: 40, RunQueueWait: 4, Sleeps: 2, Preemptions: 1}, // new
+	}
+	want := ThreadStats{OnCPU: 90, RunQueueWait: 6, Sleeps: 5, Preemptions: 1}
+	if got := after.since(before); got != want {
+		t.Errorf("got %+v, want %+v", got, want)
 	}
 }
 
@@ -90,7 +108,7 @@ func TestReadThreadStatsSumsEveryThread(t *testing.T) {
 // voluntary switch, and work must count CPU time.
 func TestReadThreadStatsOfSelf(t *testing.T) {
 	pid := os.Getpid()
-	before, err := readThreadStats("/proc", []int{pid})
+	before, err := readThreads("/proc", []int{pid})
 	if err != nil {
 		t.Skipf("no schedstat here: %v", err)
 	}
@@ -101,11 +119,11 @@ func TestReadThreadStatsOfSelf(t *testing.T) {
 	for i := range 10_000_000 {
 		sink += i * i
 	}
-	after, err := readThreadStats("/proc", []int{pid})
+	after, err := readThreads("/proc", []int{pid})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := after.sub(before)
+	d := after.since(before)
 	if d.Sleeps == 0 || d.OnCPU <= 0 {
 		t.Errorf("over five sleeps and a loop (%d): %+v; want sleeps and time on a CPU", sink, d)
 	}
