@@ -123,9 +123,10 @@ type cpuUsage struct {
 	Forwarders ThreadStats
 }
 
-// takeSnapshot reads /proc now for the testbed's processes. A process that
-// has gone is an error: its CPU time could no longer be counted.
-func takeSnapshot(tb Testbed) (cpuSnapshot, error) {
+// takeSnapshot reads /proc now for the testbed's processes, and the
+// forwarders' threads if threads. A process that has gone is an error: its
+// CPU time could no longer be counted.
+func takeSnapshot(tb Testbed, threads bool) (cpuSnapshot, error) {
 	pids := tb.OverlaydPIDs()
 	s := cpuSnapshot{at: time.Now()}
 	data, err := os.ReadFile("/proc/stat")
@@ -153,7 +154,9 @@ func takeSnapshot(tb Testbed) (cpuSnapshot, error) {
 		}
 		s.procs += ticks
 	}
-	s.threads, err = readThreads("/proc", tb.ForwarderPIDs())
+	if threads {
+		s.threads, err = readThreads("/proc", tb.ForwarderPIDs())
+	}
 	return s, err
 }
 

@@ -22,6 +22,9 @@ import (
 type flanneldSystem struct {
 	name   string
 	config string // the network config JSON, which selects the backend
+	// forwards: flanneld carries the packets (udp), rather than only
+	// programming the kernel (vxlan).
+	forwards bool
 }
 
 func (s flanneldSystem) Name() string { return s.name }
@@ -52,7 +55,7 @@ func (s flanneldSystem) Setup(ctx context.Context, env Env) (_ Testbed, err erro
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", s.name, err)
 	}
-	tb := &flanneldTestbed{cluster: c}
+	tb := &flanneldTestbed{cluster: c, forwards: s.forwards}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, tb.Teardown())
@@ -126,6 +129,7 @@ func waitSubnetFile(ctx context.Context, p *cluster.Process, path string) (clust
 }
 
 type flanneldTestbed struct {
+	forwards   bool // see flanneldSystem
 	cluster    *cluster.Cluster
 	procs      []*cluster.Process
 	containers []*topo.Container
@@ -142,9 +146,12 @@ func (t *flanneldTestbed) ContainerMTU() int { return t.mtu }
 // machine-wide CPU column counts it.
 func (t *flanneldTestbed) OverlaydPIDs() []int { return nil }
 
-// ForwarderPIDs are the flanneld processes: with the udp backend they
-// carry every packet, with vxlan they only program the kernel.
+// ForwarderPIDs are the flanneld processes with the udp backend, which
+// carry every packet; none with vxlan, where they only program the kernel.
 func (t *flanneldTestbed) ForwarderPIDs() []int {
+	if !t.forwards {
+		return nil
+	}
 	pids := make([]int, 0, len(t.procs))
 	for _, p := range t.procs {
 		pids = append(pids, p.Pid())

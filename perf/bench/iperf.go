@@ -99,7 +99,7 @@ func (r iperfRun) run(ctx context.Context) (Report, cpuUsage, error) {
 		"-J", "--get-server-output", "--connect-timeout", "3000"}, r.w.args...)
 	udp := slices.Contains(r.w.args, "-u")
 	for attempt := 1; ; attempt++ {
-		before, err := takeSnapshot(r.tb)
+		before, err := takeSnapshot(r.tb, false)
 		if err != nil {
 			return Report{}, cpuUsage{}, err
 		}
@@ -113,7 +113,7 @@ func (r iperfRun) run(ctx context.Context) (Report, cpuUsage, error) {
 		if err != nil {
 			return Report{}, cpuUsage{}, err
 		}
-		after, snapErr := takeSnapshot(r.tb)
+		after, snapErr := takeSnapshot(r.tb, false)
 		var dropsAfter int64
 		if udp && snapErr == nil {
 			dropsAfter, snapErr = udpReceiveDrops(server.NS)

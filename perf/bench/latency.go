@@ -40,7 +40,7 @@ func (r rrRun) run(ctx context.Context) (traffic.RRResult, cpuUsage, error) {
 	}
 	defer srv.Stop()
 
-	before, err := takeSnapshot(r.tb)
+	before, err := takeSnapshot(r.tb, true)
 	if err != nil {
 		return traffic.RRResult{}, cpuUsage{}, err
 	}
@@ -50,7 +50,7 @@ func (r rrRun) run(ctx context.Context) (traffic.RRResult, cpuUsage, error) {
 	if err != nil {
 		return traffic.RRResult{}, cpuUsage{}, fmt.Errorf("rr client: %w", err)
 	}
-	after, err := takeSnapshot(r.tb)
+	after, err := takeSnapshot(r.tb, true)
 	if err != nil { // e.g. overlayd died during the test
 		return traffic.RRResult{}, cpuUsage{}, err
 	}
@@ -93,7 +93,7 @@ func runToEnd(ctx context.Context, ns *netns.NS, outPath string, argv []string, 
 // from this process (traffic.PingRTT enters the namespace itself).
 func pingRun(ctx context.Context, tb Testbed) (traffic.PingStats, cpuUsage, error) {
 	client, server := tb.Endpoints()
-	before, err := takeSnapshot(tb)
+	before, err := takeSnapshot(tb, true)
 	if err != nil {
 		return traffic.PingStats{}, cpuUsage{}, err
 	}
@@ -101,7 +101,7 @@ func pingRun(ctx context.Context, tb Testbed) (traffic.PingStats, cpuUsage, erro
 	if err != nil {
 		return st, cpuUsage{}, err
 	}
-	after, err := takeSnapshot(tb)
+	after, err := takeSnapshot(tb, true)
 	if err != nil {
 		return st, cpuUsage{}, err
 	}

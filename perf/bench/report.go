@@ -69,12 +69,13 @@ func forwarderRows(sums []Summary) [][]string {
 	return out
 }
 
-const forwarderFootnote = "Forwarding processes: overlayd, or flanneld (whose vxlan backend forwards nothing itself). " +
-	"From the scheduler's account of their threads (/proc/<pid>/task/*/schedstat and status): " +
+const forwarderFootnote = "Forwarding processes: overlayd, or flanneld with its udp backend. " +
+	"From the scheduler's account of their threads (/proc/<pid>/task/*/schedstat and status), summed over the threads: " +
 	"sleeps are voluntary context switches, each ended by a wake-up (a forwarder that sleeps whenever its queue is empty " +
-	"sleeps once per hop, and a round trip crosses four); " +
-	"CPU is their time on a CPU, in total and per sleep (what a hop costs once woken, busy polling included); " +
-	"run-queue wait is time they were runnable but waited for a CPU.\n"
+	"sleeps once per hop, and a round trip crosses four; a busy poller sleeps less); " +
+	"CPU is their time on a CPU, in all and per sleep (busy polling included); " +
+	"run-queue wait is time they were runnable but waited for a CPU, summed over the threads, so it can exceed the round trip " +
+	"(a busy poller's yields count here).\n"
 
 // latencyRows renders the latency table's cells, as rows does.
 func latencyRows(sums []Summary) [][]string {

@@ -155,7 +155,7 @@ type ThreadUse struct {
 	OnCPU        float64 `json:"on_cpu_s"`
 	RunQueueWait float64 `json:"run_queue_wait_s"`
 	Sleeps       uint64  `json:"sleeps"`
-	Preemptions  uint64  `json:"preemptions"`
+	Involuntary  uint64  `json:"involuntary_switches"`
 }
 
 func threadUse(t ThreadStats) *ThreadUse {
@@ -163,7 +163,7 @@ func threadUse(t ThreadStats) *ThreadUse {
 		OnCPU:        t.OnCPU.Seconds(),
 		RunQueueWait: t.RunQueueWait.Seconds(),
 		Sleeps:       t.Sleeps,
-		Preemptions:  t.Preemptions,
+		Involuntary:  t.Involuntary,
 	}
 }
 

@@ -7,6 +7,9 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
+	"time"
+
+	"github.com/overlayd/overlayd/perf/topo"
 )
 
 func TestMedian(t *testing.T) {
@@ -77,7 +80,7 @@ func sampleRuns() []Trial {
 		tcpRR := &Result{Latency: lat(1e6/rtt, 0), Wall: 10.1, CPU: cpu / 2, OverlaydCPU: overlayd}
 		if overlayd != nil { // 4 sleeps, rtt/2 µs on a CPU and rtt/10 µs waiting per transaction
 			n := float64(tcpRR.Latency.Transactions)
-			tcpRR.Forwarders = &ThreadUse{OnCPU: n * rtt / 2 / 1e6, RunQueueWait: n * rtt / 10 / 1e6, Sleeps: uint64(4 * n), Preemptions: 9}
+			tcpRR.Forwarders = &ThreadUse{OnCPU: n * rtt / 2 / 1e6, RunQueueWait: n * rtt / 10 / 1e6, Sleeps: uint64(4 * n), Involuntary: 9}
 		}
 		return []Measurement{
 			{Test: TCP1, Result: &Result{Gbps: tcp1, Gbit: tcp1 * 10, Wall: 10.2, CPU: cpu, OverlaydCPU: overlayd}},
@@ -176,8 +179,8 @@ func TestSummarize(t *testing.T) {
 			ovd.TCPRRFwdSleeps, ovd.TCPRRFwdCPU, ovd.TCPRRFwdCPUPerSleep, ovd.TCPRRFwdWait)
 	}
 	for _, k := range []Summary{gw, kv} {
-		if k.TCPRRFwdSleeps != (Stat{}) || k.TCPRRFwdCPU != (Stat{}) {
-			t.Errorf("%s has forwarder figures: %+v, %+v", k.System, k.TCPRRFwdSleeps, k.TCPRRFwdCPU)
+		if k.TCPRRFwdSleeps != (Stat{}) || k.TCPRRFwdCPU != (Stat{}) || k.TCPRRFwdCPUPerSleep != (Stat{}) || k.TCPRRFwdWait != (Stat{}) {
+			t.Errorf("%s has forwarder figures: %+v, %+v, %+v, %+v", k.System, k.TCPRRFwdSleeps, k.TCPRRFwdCPU, k.TCPRRFwdCPUPerSleep, k.TCPRRFwdWait)
 		}
 	}
 	if gw.TCPRRP50 != (Stat{Median: 18, Runs: 1, Failed: 1}) {
@@ -246,5 +249,49 @@ func TestSummarizeAllFailed(t *testing.T) {
 	}
 	if row := rows([]Summary{s})[0]; row[len(row)-1] != "failed" {
 		t.Errorf("table row %q: the overlayd CPU cell should read failed", row)
+	}
+}
+
+// A run whose forwarders never slept has no CPU per sleep (not +Inf, which
+// JSON cannot hold); its other figures stand.
+func TestForwardersThatNeverSlept(t *testing.T) {
+	runs := []Trial{{Round: 1, System: "overlayd-udp", Overlayd: true, Tests: []Measurement{{Test: TCPRR, Result: &Result{
+		Latency:    &LatencyResult{Transactions: 1000, TPS: 100, P50US: 50},
+		Forwarders: &ThreadUse{OnCPU: 0.05},
+	}}}}}
+	s := Summarize([]string{"overlayd-udp"}, runs)[0]
+	if s.TCPRRFwdCPUPerSleep.Runs != 0 || s.TCPRRFwdSleeps != (Stat{Median: 0, Runs: 1}) || !near(s.TCPRRFwdCPU.Median, 50) {
+		t.Errorf("per sleep %+v, sleeps %+v, CPU %+v; want no per-sleep figure, 0 sleeps, 50 µs", s.TCPRRFwdCPUPerSleep, s.TCPRRFwdSleeps, s.TCPRRFwdCPU)
+	}
+	if _, err := json.Marshal(s); err != nil {
+		t.Errorf("the summary does not marshal: %v", err)
+	}
+}
+
+// fakeTestbed is a Testbed with the processes given, and nothing running.
+type fakeTestbed struct{ overlayd, forwarders []int }
+
+func (f fakeTestbed) Endpoints() (client, server *topo.Container) { return nil, nil }
+func (f fakeTestbed) ContainerMTU() int                           { return 1450 }
+func (f fakeTestbed) OverlaydPIDs() []int                         { return f.overlayd }
+func (f fakeTestbed) ForwarderPIDs() []int                        { return f.forwarders }
+func (f fakeTestbed) Teardown() error                             { return nil }
+
+// A latency result carries the forwarders' threads only for a system that
+// has forwarders, and overlayd's CPU only for overlayd.
+func TestLatencyMeasuredForwarders(t *testing.T) {
+	use := cpuUsage{Wall: time.Second, Machine: 1.5, Procs: 0.5, Forwarders: ThreadStats{OnCPU: 300 * time.Millisecond, Sleeps: 40}}
+	l := &LatencyResult{Transactions: 10}
+	kernel := latencyMeasured(fakeTestbed{}, l, use)
+	if kernel.Forwarders != nil || kernel.OverlaydCPU != nil {
+		t.Errorf("kernel system: forwarders %+v, overlayd CPU %v; want neither", kernel.Forwarders, kernel.OverlaydCPU)
+	}
+	flanneld := latencyMeasured(fakeTestbed{forwarders: []int{7}}, l, use)
+	if flanneld.OverlaydCPU != nil || flanneld.Forwarders == nil || flanneld.Forwarders.Sleeps != 40 || !near(flanneld.Forwarders.OnCPU, 0.3) {
+		t.Errorf("flanneld: overlayd CPU %v, forwarders %+v; want none and 40 sleeps, 0.3 s", flanneld.OverlaydCPU, flanneld.Forwarders)
+	}
+	ovd := latencyMeasured(fakeTestbed{overlayd: []int{7}, forwarders: []int{7}}, l, use)
+	if ovd.OverlaydCPU == nil || *ovd.OverlaydCPU != 0.5 || ovd.Forwarders == nil {
+		t.Errorf("overlayd: overlayd CPU %v, forwarders %+v", ovd.OverlaydCPU, ovd.Forwarders)
 	}
 }

@@ -87,7 +87,7 @@ var systems = []System{
 	overlaydSystem{name: "overlayd-host-gw", config: `{"Network":"100.96.0.0/16","SubnetLen":24,"Backend":{"Type":"host-gw"}}`},
 	overlaydSystem{name: "overlayd-kernel-vxlan", config: vxlanConfig, args: []string{"--vxlan-dataplane", "kernel"}},
 	// flanneld itself, from a binary the user has (--flanneld).
-	flanneldSystem{name: "flanneld-udp", config: udpConfig},
+	flanneldSystem{name: "flanneld-udp", config: udpConfig, forwards: true},
 	flanneldSystem{name: "flanneld-vxlan", config: vxlanConfig},
 }
 

@@ -49,6 +49,9 @@ func TestKernelSystems(t *testing.T) {
 			if pids := tb.OverlaydPIDs(); len(pids) != 0 {
 				t.Errorf("a kernel system reports overlayd pids %v", pids)
 			}
+			if pids := tb.ForwarderPIDs(); len(pids) != 0 {
+				t.Errorf("a kernel system reports forwarder pids %v", pids)
+			}
 			if name == Baseline {
 				checkFlannelDevice(ctx, t, client.Host.NS)
 			}

@@ -1,13 +1,17 @@
 package bench
 
 import (
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestParseSchedstat(t *testing.T) {
@@ -91,40 +95,70 @@ func TestReadThreadsOfEveryProcess(t *testing.T) {
 // is lost, and takes nothing from the others.
 func TestThreadSetSince(t *testing.T) {
 	before := threadSet{
-		1: {OnCPU: 100, RunQueueWait: 10, Sleeps: 5, Preemptions: 1},
-		2: {OnCPU: 900, RunQueueWait: 90, Sleeps: 50, Preemptions: 9}, // ends
+		1: {OnCPU: 100, RunQueueWait: 10, Sleeps: 5, Involuntary: 1},
+		2: {OnCPU: 900, RunQueueWait: 90, Sleeps: 50, Involuntary: 9}, // ends
 	}
 	after := threadSet{
-		1: {OnCPU: 150, RunQueueWait: 12, Sleeps: 8, Preemptions: 1},
-		3: {OnCPU: 40, RunQueueWait: 4, Sleeps: 2, Preemptions: 1}, // new
+		1: {OnCPU: 150, RunQueueWait: 12, Sleeps: 8, Involuntary: 1},
+		3: {OnCPU: 40, RunQueueWait: 4, Sleeps: 2, Involuntary: 1}, // new
 	}
-	want := ThreadStats{OnCPU: 90, RunQueueWait: 6, Sleeps: 5, Preemptions: 1}
+	want := ThreadStats{OnCPU: 90, RunQueueWait: 6, Sleeps: 5, Involuntary: 1}
 	if got := after.since(before); got != want {
 		t.Errorf("got %+v, want %+v", got, want)
 	}
+	// Thread 1's id reused by a younger thread: its counts went back, so
+	// they are all its own.
+	reused := threadSet{1: {OnCPU: 30, RunQueueWait: 3, Sleeps: 2, Involuntary: 0}}
+	if got, want := reused.since(before), reused[1]; got != want {
+		t.Errorf("a reused thread id: got %+v, want %+v", got, want)
+	}
 }
 
-// The test's own threads, read from the real /proc: sleeping must count a
-// voluntary switch, and work must count CPU time.
-func TestReadThreadStatsOfSelf(t *testing.T) {
-	pid := os.Getpid()
-	before, err := readThreads("/proc", []int{pid})
-	if err != nil {
-		t.Skipf("no schedstat here: %v", err)
+// A thread whose files vanish because it ended is left out; a kernel
+// without schedstat is an error, not a thread-less process.
+func TestReadThreadsMissingFiles(t *testing.T) {
+	proc := fakeProc(t, map[string][4]int{"10/10": {1000, 10, 3, 1}, "10/11": {2000, 20, 4, 0}})
+	// A directory entry whose thread is gone by the time it is read.
+	if err := os.MkdirAll(filepath.Join(proc, "10", "task", "12"), 0o755); err != nil {
+		t.Fatal(err)
 	}
-	for range 5 {
-		time.Sleep(time.Millisecond)
+	if err := os.Remove(filepath.Join(proc, "10", "task", "12")); err != nil {
+		t.Fatal(err)
 	}
-	sink := 0
-	for i := range 10_000_000 {
-		sink += i * i
+	if !ended(fs.ErrNotExist, filepath.Join(proc, "10", "task", "12")) {
+		t.Error("a thread whose directory is gone has not ended")
 	}
-	after, err := readThreads("/proc", []int{pid})
+	for _, tid := range []string{"10", "11"} {
+		if err := os.Remove(filepath.Join(proc, "10", "task", tid, "schedstat")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := readThreads(proc, []int{10}); err == nil || !strings.Contains(err.Error(), "thread 1") {
+		t.Errorf("no schedstat: %v, want an error naming the thread", err)
+	}
+	if ended(fs.ErrNotExist, filepath.Join(proc, "10", "task", "10")) {
+		t.Error("a missing schedstat of a thread still there counts as its end")
+	}
+	empty := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(empty, "20", "task"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readThreads(empty, []int{20}); err == nil || !strings.Contains(err.Error(), "pid 20") {
+		t.Errorf("no thread read: %v, want an error naming the process", err)
+	}
+}
+
+// This process's threads, from the real /proc: the calling thread is
+// among them, with its time on a CPU.
+func TestReadThreadsOfSelf(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	set, err := readThreads("/proc", []int{os.Getpid()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := after.since(before)
-	if d.Sleeps == 0 || d.OnCPU <= 0 {
-		t.Errorf("over five sleeps and a loop (%d): %+v; want sleeps and time on a CPU", sink, d)
+	me, ok := set[unix.Gettid()]
+	if !ok || me.OnCPU <= 0 {
+		t.Errorf("thread %d: %+v, found %v; want it with time on a CPU (threads: %d)", unix.Gettid(), me, ok, len(set))
 	}
 }
