@@ -127,7 +127,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--tun-name %q: must be 1 to 15 characters (an interface name)", c.TunName))
 	}
 	if c.Queues < 1 || c.Queues > 256 {
-		errs = append(errs, fmt.Errorf("--queues %d: must be between 1 and 256", c.Queues))
+		errs = append(errs, fmt.Errorf("--queues %d: must be between 1 and 256 (or 0, overlayd run's default: one per CPU)", c.Queues))
 	}
 	if c.FirewallResync < 0 {
 		errs = append(errs, fmt.Errorf("--iptables-resync %d: must be at least 1 second", int(c.FirewallResync/time.Second)))

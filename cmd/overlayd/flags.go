@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -189,6 +190,9 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		for _, prefix := range []string{"OVERLAYD_", "FLANNELD_"} {
 			if v, ok := os.LookupEnv(prefix + key); ok {
 				if err := fs.Set(f.Name, v); err != nil {
+					if want := valueHint(f); want != "" {
+						err = fmt.Errorf("want %s for --%s (%w)", want, f.Name, err)
+					}
 					errs = append(errs, fmt.Errorf("environment %s%s=%q: %w", prefix, key, v, err))
 				}
 				envSet[f.Name] = fmt.Sprintf("%s%s=%q", prefix, key, v)
@@ -305,12 +309,49 @@ func envNotFlags(fs *flag.FlagSet) (ignored []string, hints []string) {
 	return ignored, hints
 }
 
+// badValue matches the flag package's refusal of a value:
+// `invalid value "x" for flag -name: parse error`, or for a boolean
+// `invalid boolean value "x" for -name: ...`.
+var badValue = regexp.MustCompile(`^invalid (?:boolean )?value ("(?:[^"\\]|\\.)*") for (?:flag )?-([\w.-]+): (.*)$`)
+
+// valueHint says what a flag takes, for a value it refused ("" when the
+// flag's own error says it).
+func valueHint(f *flag.Flag) string {
+	g, ok := f.Value.(flag.Getter)
+	if !ok {
+		return ""
+	}
+	switch g.Get().(type) {
+	case time.Duration:
+		return "a duration with its unit, like 50us, 10s or 24h"
+	case bool:
+		return "true or false"
+	case int, int64:
+		return "a whole number"
+	case uint, uint64:
+		return "a whole number, 0 or more"
+	case float64:
+		return "a number"
+	}
+	return ""
+}
+
 // badFlag turns the flag package's error into one line that says where
-// the flags are listed, with the flag meant when one was misspelt.
+// the flags are listed, with the flag meant when one was misspelt and
+// what a flag takes when its value was refused.
 func badFlag(fs *flag.FlagSet, err error) error {
 	msg := err.Error()
+	if m := badValue.FindStringSubmatch(msg); m != nil {
+		if f := fs.Lookup(m[2]); f != nil {
+			if want := valueHint(f); want != "" {
+				return usagef("--%s %s: want %s (%s --help lists the flags)", m[2], m[1], want, fs.Name())
+			}
+			return usagef("--%s %s: %s (%s --help lists the flags)", m[2], m[1], m[3], fs.Name())
+		}
+	}
 	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
 		name = strings.TrimPrefix(name, "-")
+		msg = "unknown flag --" + name
 		if hint, ok := flanneldHint(name); ok && fs.Name() == "overlayd run" {
 			return usagef("%s (%s --help lists the flags)", hint, fs.Name())
 		}

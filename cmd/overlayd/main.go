@@ -20,6 +20,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/overlayd/overlayd/subnet"
 )
 
 var version = "dev"
@@ -65,7 +67,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			if args[0] == "help" && len(args) > 1 {
 				c, ok := lookup(args[1])
 				if !ok {
-					fmt.Fprintf(stderr, "overlayd help: unknown command %q\n\n", args[1])
+					fmt.Fprintf(stderr, "overlayd help: unknown command %q%s\n\n", args[1], nearestCommand(args[1]))
 					usage(stderr)
 					return 2
 				}
@@ -81,7 +83,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
 		var ok bool
 		if c, ok = lookup(args[0]); !ok {
-			fmt.Fprintf(stderr, "overlayd: unknown command %q\n\n", args[0])
+			fmt.Fprintf(stderr, "overlayd: unknown command %q%s\n\n", args[0], nearestCommand(args[0]))
 			usage(stderr)
 			return 2
 		}
@@ -102,6 +104,18 @@ func finish(c command, err error, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "overlayd %s: %v\n", c.name, explainEnv(err))
 	return 1
+}
+
+// nearestCommand is "; did you mean X?" for a misspelt command, or "".
+func nearestCommand(name string) string {
+	var names []string
+	for _, c := range commands {
+		names = append(names, c.name)
+	}
+	if near := subnet.NearestName(name, names); near != "" {
+		return fmt.Sprintf("; did you mean %s?", near)
+	}
+	return ""
 }
 
 func lookup(name string) (command, bool) {

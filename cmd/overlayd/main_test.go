@@ -51,6 +51,9 @@ func TestHelp(t *testing.T) {
 	if code, _, errOut := help(t, "nosuch"); code != 2 || !strings.Contains(errOut, `unknown command "nosuch"`) {
 		t.Errorf("unknown command: exit %d, stderr %s", code, errOut)
 	}
+	if code, _, errOut := help(t, "stauts"); code != 2 || !strings.Contains(errOut, `unknown command "stauts"; did you mean status?`) {
+		t.Errorf("misspelt command: exit %d, stderr %s", code, errOut)
+	}
 	if code, _, errOut := help(t, "help", "nosuch"); code != 2 || !strings.Contains(errOut, `unknown command "nosuch"`) {
 		t.Errorf("help of an unknown command: exit %d, stderr %s", code, errOut)
 	}
@@ -130,8 +133,12 @@ func TestCommandLineMistakes(t *testing.T) {
 		{[]string{"version", "extra"}, `unexpected argument "extra"`},
 		{[]string{"leases", "extra"}, `unexpected argument "extra"`},
 		{[]string{"docker-opts", "extra"}, `unexpected argument "extra"`},
-		{[]string{"--etcd-endpoint", "http://198.18.0.254:2379"}, "flag provided but not defined: -etcd-endpoint; did you mean --etcd-endpoints? (overlayd run --help lists the flags)"},
-		{[]string{"status", "--bogus"}, "flag provided but not defined: -bogus (overlayd status --help lists the flags)"},
+		{[]string{"--etcd-endpoint", "http://198.18.0.254:2379"}, "unknown flag --etcd-endpoint; did you mean --etcd-endpoints? (overlayd run --help lists the flags)"},
+		{[]string{"status", "--bogus"}, "unknown flag --bogus (overlayd status --help lists the flags)"},
+		// A refused value: what the flag takes, not "parse error".
+		{[]string{"run", "--busy-poll=50"}, `--busy-poll "50": want a duration with its unit, like 50us, 10s or 24h (overlayd run --help lists the flags)`},
+		{[]string{"run", "--queues", "many"}, `--queues "many": want a whole number`},
+		{[]string{"run", "--ip-masq=maybe"}, `--ip-masq "maybe": want true or false`},
 		{[]string{"config", "--etcd-endpoints", "http://198.18.0.254:2379", "put"}, "get or put goes first"},
 		{[]string{"config", "put"}, "config put takes one argument besides its flags"},
 		{[]string{"config", "put", "{}", "{}"}, "config put takes one argument besides its flags"},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"text/tabwriter"
 	"time"
 
@@ -188,18 +189,59 @@ func Up(ctx context.Context, opts Options, out io.Writer) (err error) {
 			fmt.Fprintln(out, "lab down: processes stopped, namespaces deleted")
 		}
 	}()
-	fmt.Fprintf(out, "lab up; logs, subnet files, control sockets and etcd data in %s\n", work)
-	fmt.Fprintf(out, "etcd (pid %d) listens at %s inside netns %s: overlayd leases --etcd-endpoints %s (run in a host netns)\n",
-		c.EtcdPid(), c.EtcdEndpoint(), c.Topo.Switch.Name, c.EtcdEndpoint())
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOST\tHOST NETNS\tCONTAINER NETNS\tCONTAINER\tOVERLAYD PID\tCONTROL SOCKET")
-	for _, d := range c.Daemons {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", d.Name(), d.Host.NS.Name, d.Container.NS.Name, d.Container.Addr.Addr(), d.Proc.Pid(), d.ControlSocket)
+	lab := labInfo{
+		work: work, overlayd: opts.Overlayd, pid: os.Getpid(),
+		etcdPid: c.EtcdPid(), etcd: c.EtcdEndpoint(), etcdNS: c.Topo.Switch.Name,
 	}
-	tw.Flush()
-	fmt.Fprintln(out, "e.g. ip netns exec <container netns> ping <container>; overlayd status --control-socket <socket>")
-	fmt.Fprintln(out, "     curl --unix-socket <socket> http://x/debug/pprof/profile?seconds=10 > cpu.pprof")
-	fmt.Fprintf(out, "To stop: Ctrl-C here, or kill %d (overlayd-lab): stops every process above, deletes the namespaces and %s.\n", os.Getpid(), work)
+	for _, d := range c.Daemons {
+		lab.hosts = append(lab.hosts, labHost{
+			name: d.Name(), ns: d.Host.NS.Name, containerNS: d.Container.NS.Name,
+			container: d.Container.Addr.Addr().String(), pid: d.Proc.Pid(), socket: d.ControlSocket,
+		})
+	}
+	lab.write(out)
 	<-ctx.Done()
 	return nil
+}
+
+// labInfo is what Up prints: where everything runs, and commands to try
+// that can be pasted as they are.
+type labInfo struct {
+	work     string // the work directory
+	overlayd string // the overlayd binary the lab runs
+	pid      int    // overlayd-lab's own
+	etcdPid  int
+	etcd     string // etcd's client URL
+	etcdNS   string // the namespace etcd runs in
+	hosts    []labHost
+}
+
+type labHost struct {
+	name, ns, containerNS, container string
+	pid                              int
+	socket                           string
+}
+
+func (l labInfo) write(out io.Writer) {
+	bin := l.overlayd
+	if abs, err := filepath.Abs(bin); err == nil {
+		bin = abs
+	}
+	fmt.Fprintf(out, "lab up; logs, subnet files, control sockets and etcd data in %s\n", l.work)
+	fmt.Fprintf(out, "etcd (pid %d) listens at %s inside netns %s, reachable from the host namespaces\n", l.etcdPid, l.etcd, l.etcdNS)
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tHOST NETNS\tCONTAINER NETNS\tCONTAINER\tOVERLAYD PID\tCONTROL SOCKET")
+	for _, h := range l.hosts {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", h.name, h.ns, h.containerNS, h.container, h.pid, h.socket)
+	}
+	tw.Flush()
+	if len(l.hosts) >= 2 {
+		a, b := l.hosts[0], l.hosts[1]
+		fmt.Fprintln(out, "Try:")
+		fmt.Fprintf(out, "  ip netns exec %s ping -c 3 %s\n", a.containerNS, b.container)
+		fmt.Fprintf(out, "  %s status --control-socket %s\n", bin, a.socket)
+		fmt.Fprintf(out, "  ip netns exec %s %s leases --etcd-endpoints %s\n", a.ns, bin, l.etcd)
+		fmt.Fprintf(out, "  curl --unix-socket %s http://x/debug/pprof/profile?seconds=10 > cpu.pprof\n", a.socket)
+	}
+	fmt.Fprintf(out, "To stop: Ctrl-C here, or kill %d (overlayd-lab): stops every process above, deletes the namespaces and %s.\n", l.pid, l.work)
 }

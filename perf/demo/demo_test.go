@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -29,5 +30,39 @@ func TestInterruptedRunsLeaveNothing(t *testing.T) {
 	}
 	if left, _ := os.ReadDir(tmp); len(left) > 0 {
 		t.Errorf("left behind in TMPDIR: %v", left)
+	}
+}
+
+// The lab's commands to try are whole: no placeholder to fill in, the
+// overlayd binary by an absolute path (it is not on PATH), and the
+// registry reached from a host namespace, where etcd's address routes.
+func TestLabInfoCommandsPasteAsTheyAre(t *testing.T) {
+	l := labInfo{
+		work: "/tmp/overlayd-lab-1", overlayd: "bin/overlayd", pid: 42,
+		etcdPid: 7, etcd: "http://198.18.0.254:2379", etcdNS: "ovd-lab-1-2-sw",
+		hosts: []labHost{
+			{name: "host1", ns: "ovd-lab-1-2-h1", containerNS: "ovd-lab-1-2-h1c1", container: "100.96.5.2", pid: 8, socket: "/tmp/overlayd-lab-1/host1/overlayd.sock"},
+			{name: "host2", ns: "ovd-lab-1-2-h2", containerNS: "ovd-lab-1-2-h2c1", container: "100.96.9.2", pid: 9, socket: "/tmp/overlayd-lab-1/host2/overlayd.sock"},
+		},
+	}
+	var b bytes.Buffer
+	l.write(&b)
+	out := b.String()
+	bin, err := filepath.Abs("bin/overlayd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"ip netns exec ovd-lab-1-2-h1c1 ping -c 3 100.96.9.2\n",
+		bin + " status --control-socket /tmp/overlayd-lab-1/host1/overlayd.sock\n",
+		"ip netns exec ovd-lab-1-2-h1 " + bin + " leases --etcd-endpoints http://198.18.0.254:2379\n",
+		"kill 42 (overlayd-lab)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "<") {
+		t.Errorf("a placeholder left to fill in:\n%s", out)
 	}
 }
