@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -206,12 +208,21 @@ func runStatus(ctx context.Context, args []string) error {
 	s, err := tunnel.QueryStatus(ctx, *socket)
 	if err != nil {
 		// A daemon started with its own --control-socket still holds
-		// the lock of its TUN name here.
-		if pid, lerr := lockHolder(lockName(*tunName)); asked == "" && lerr == nil {
+		// the lock of its TUN name here, and its command line or
+		// environment says which socket it took.
+		pid, lerr := lockHolder(lockName(*tunName))
+		if asked != "" || lerr != nil {
+			return err
+		}
+		own, found := controlSocketOf("/proc", pid)
+		if !found {
 			return fmt.Errorf("overlayd pid %d runs with --tun-name %s in this network namespace but not on the default control socket %s: "+
 				"it was given another --control-socket (or OVERLAYD_CONTROL_SOCKET); pass the same to overlayd status", pid, *tunName, *socket)
 		}
-		return err
+		if s, err = tunnel.QueryStatus(ctx, own); err != nil {
+			return fmt.Errorf("overlayd pid %d (--tun-name %s) was given --control-socket %s: %w", pid, *tunName, own, err)
+		}
+		fmt.Fprintf(os.Stderr, "overlayd pid %d answers on its --control-socket %s\n", pid, own)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(os.Stdout)
@@ -266,4 +277,39 @@ func runStatus(ctx context.Context, args []string) error {
 		}
 	}
 	return nil
+}
+
+// controlSocketOf finds the --control-socket a running overlayd was given,
+// on its command line (which wins) or in its environment, under proc
+// (normally "/proc").
+func controlSocketOf(proc string, pid int) (string, bool) {
+	dir := filepath.Join(proc, strconv.Itoa(pid))
+	if data, err := os.ReadFile(filepath.Join(dir, "cmdline")); err == nil {
+		args := strings.Split(strings.TrimRight(string(data), "\x00"), "\x00")
+		for i, a := range args {
+			if a == "--" {
+				break
+			}
+			name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+			if !strings.HasPrefix(a, "-") || name != "control-socket" {
+				continue
+			}
+			if hasValue {
+				return value, value != ""
+			}
+			if i+1 < len(args) {
+				return args[i+1], args[i+1] != ""
+			}
+		}
+	}
+	if data, err := os.ReadFile(filepath.Join(dir, "environ")); err == nil {
+		for _, kv := range strings.Split(string(data), "\x00") {
+			for _, key := range []string{"OVERLAYD_CONTROL_SOCKET=", "FLANNELD_CONTROL_SOCKET="} {
+				if v, ok := strings.CutPrefix(kv, key); ok && v != "" {
+					return v, true
+				}
+			}
+		}
+	}
+	return "", false
 }

@@ -2,6 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/overlayd/overlayd/subnet"
@@ -42,5 +45,47 @@ func TestEffectiveConfigRoundTrips(t *testing.T) {
 				t.Errorf("%s reads back as\n%+v\nwant\n%+v", out, got, want)
 			}
 		})
+	}
+}
+
+// The control socket a daemon was given is found on its command line,
+// in any of the flag's spellings, else in its environment.
+func TestControlSocketOf(t *testing.T) {
+	for _, tc := range []struct {
+		cmdline, environ []string
+		want             string
+	}{
+		{[]string{"overlayd", "run", "--control-socket", "/run/a.sock"}, nil, "/run/a.sock"},
+		{[]string{"/usr/bin/overlayd", "-control-socket=/run/b.sock", "--iface", "eth0"}, nil, "/run/b.sock"},
+		{[]string{"overlayd", "--control-socket=/run/c.sock"}, []string{"OVERLAYD_CONTROL_SOCKET=/run/env.sock"}, "/run/c.sock"},
+		{[]string{"overlayd", "run"}, []string{"PATH=/bin", "OVERLAYD_CONTROL_SOCKET=/run/env.sock"}, "/run/env.sock"},
+		{[]string{"overlayd"}, []string{"FLANNELD_CONTROL_SOCKET=@x"}, "@x"},
+		{[]string{"overlayd", "--", "--control-socket", "/run/no.sock"}, nil, ""},
+		{[]string{"overlayd", "--control-socket-x", "/run/no.sock"}, nil, ""},
+		{[]string{"overlayd", "run"}, nil, ""},
+	} {
+		proc := t.TempDir()
+		dir := filepath.Join(proc, "77")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		write := func(name string, parts []string) {
+			data := strings.Join(parts, "\x00")
+			if len(parts) > 0 {
+				data += "\x00"
+			}
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		write("cmdline", tc.cmdline)
+		write("environ", tc.environ)
+		got, found := controlSocketOf(proc, 77)
+		if got != tc.want || found != (tc.want != "") {
+			t.Errorf("cmdline %q, environ %q: %q, %v; want %q", tc.cmdline, tc.environ, got, found, tc.want)
+		}
+	}
+	if _, found := controlSocketOf(t.TempDir(), 77); found {
+		t.Error("a process that is gone has a control socket")
 	}
 }
