@@ -58,6 +58,9 @@ func runConfig(ctx context.Context, args []string) error {
 		return err
 	}
 	defer reg.Close()
+	if err := reg.CheckReachable(); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 
@@ -156,6 +159,9 @@ func runLeases(ctx context.Context, args []string) error {
 		return err
 	}
 	defer reg.Close()
+	if err := reg.CheckReachable(); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	leases, err := reg.ListLeasesExpiring(ctx)

@@ -20,9 +20,11 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path"
 	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -187,9 +189,84 @@ func (r *Registry) unreachable(err error) error {
 	if !errors.Is(err, context.DeadlineExceeded) && status.Code(err) != codes.Unavailable && status.Code(err) != codes.DeadlineExceeded {
 		return err
 	}
-	return fmt.Errorf("etcd at %s did not answer within %s (%w); check that etcd runs and listens there (--etcd-endpoints), "+
+	return fmt.Errorf("etcd at %s did not answer within %s (%w%s); check that etcd runs and listens there (--etcd-endpoints), "+
 		"that this host (this network namespace) reaches it, and that the scheme matches its TLS (https:// with --etcd-cafile)",
-		strings.Join(r.endpoints, ","), r.timeout, err)
+		strings.Join(r.endpoints, ","), r.timeout, err, dialNotes(probe(r.endpoints, probeTimeout)))
+}
+
+// probeTimeout bounds a connection attempt that says why etcd is not
+// answering.
+const probeTimeout = time.Second
+
+// CheckReachable fails at once, naming what each endpoint said, when no
+// endpoint takes a connection (nothing listens, no route): a one-shot
+// command then need not wait its whole timeout for an etcd that is not
+// there. It says nothing of whether etcd answers; an endpoint it cannot
+// dial by itself (not a host:port URL) counts as reachable.
+func (r *Registry) CheckReachable() error {
+	results := probe(r.endpoints, probeTimeout)
+	if len(results) < len(r.endpoints) {
+		return nil // one it could not dial may answer
+	}
+	for _, res := range results {
+		if res.err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("etcd at %s cannot be reached (%s); check that etcd runs and listens there (--etcd-endpoints), "+
+		"and that this host (this network namespace) reaches it",
+		strings.Join(r.endpoints, ","), strings.TrimPrefix(dialNotes(results), "; "))
+}
+
+// dialResult is what connecting to one endpoint's address gave.
+type dialResult struct {
+	addr string
+	err  error
+}
+
+// probe connects to every endpoint's address at once and reports each
+// result; endpoints that are not http(s)://host:port are left out.
+func probe(endpoints []string, timeout time.Duration) []dialResult {
+	results := make([]dialResult, 0, len(endpoints))
+	for _, ep := range endpoints {
+		u, err := url.Parse(ep)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Port() == "" {
+			continue
+		}
+		results = append(results, dialResult{addr: u.Host})
+	}
+	var wg sync.WaitGroup
+	for i := range results {
+		wg.Go(func() {
+			c, err := net.DialTimeout("tcp", results[i].addr, timeout)
+			if err == nil {
+				c.Close()
+			}
+			results[i].err = err
+		})
+	}
+	wg.Wait()
+	return results
+}
+
+// dialNotes renders the failed dials as "; addr: why, ...", or "".
+func dialNotes(results []dialResult) string {
+	var notes []string
+	for _, res := range results {
+		if res.err == nil {
+			continue
+		}
+		why := res.err.Error()
+		var opErr *net.OpError
+		if errors.As(res.err, &opErr) && opErr.Err != nil {
+			why = opErr.Err.Error() // "connect: connection refused", without the addresses again
+		}
+		notes = append(notes, res.addr+": "+why)
+	}
+	if len(notes) == 0 {
+		return ""
+	}
+	return "; " + strings.Join(notes, ", ")
 }
 
 // missingConfig is the error for an absent <prefix>/config; `run` and

@@ -624,7 +624,7 @@ func TestNewDoesNotBlockOnUnreachableEtcd(t *testing.T) {
 		t.Errorf("GetConfig against no etcd: %v, want a connection error", err)
 	}
 	// It names the endpoint, the timeout, and what to check.
-	for _, want := range []string{"etcd at http://127.0.0.1:1 did not answer within 300ms", "check that etcd runs"} {
+	for _, want := range []string{"etcd at http://127.0.0.1:1 did not answer within 300ms", "127.0.0.1:1: connect: connection refused", "check that etcd runs"} {
 		if err != nil && !strings.Contains(err.Error(), want) {
 			t.Errorf("GetConfig against no etcd: %q lacks %q", err, want)
 		}
@@ -633,6 +633,33 @@ func TestNewDoesNotBlockOnUnreachableEtcd(t *testing.T) {
 	cancel()
 	if _, _, err := r.ListLeases(ctx); err == nil {
 		t.Error("ListLeases with a canceled context succeeded")
+	}
+}
+
+// CheckReachable refuses at once an etcd that nothing listens for, saying
+// what each endpoint said; one endpoint that takes a connection is enough.
+func TestCheckReachable(t *testing.T) {
+	t.Parallel()
+	check := func(endpoints ...string) error {
+		r, err := New(Options{Endpoints: endpoints})
+		if err != nil {
+			t.Fatalf("New(%q): %v", endpoints, err)
+		}
+		defer r.Close()
+		return r.CheckReachable()
+	}
+	err := check("http://127.0.0.1:1", "http://127.0.0.1:2")
+	for _, want := range []string{"etcd at http://127.0.0.1:1,http://127.0.0.1:2 cannot be reached",
+		"127.0.0.1:1: connect: connection refused", "127.0.0.1:2: connect: connection refused", "--etcd-endpoints"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("nothing listening: %v, want %q in it", err, want)
+		}
+	}
+	if err := check(append([]string{"http://127.0.0.1:1"}, testEndpoints...)...); err != nil {
+		t.Errorf("one endpoint listening: %v", err)
+	}
+	if err := check("unix:///nonexistent/etcd.sock"); err != nil {
+		t.Errorf("an endpoint it cannot dial by itself counts as reachable: %v", err)
 	}
 }
 
