@@ -2,13 +2,13 @@ package bench
 
 import (
 	"context"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/overlayd/overlayd/perf/cluster"
 	"github.com/overlayd/overlayd/perf/netns"
 )
 
@@ -90,10 +90,6 @@ func checkFlannelDevice(ctx context.Context, t *testing.T, ns *netns.NS) {
 	}
 }
 
-// flanneldAnchor is the reference flanneld of this machine and CI (see
-// ../shared/anchors/README.md); a user's clone does not have it.
-const flanneldAnchor = "../../../shared/anchors/flanneld-v0.28.9"
-
 // TestFlanneldSystems runs the real flanneld's udp and vxlan backends as
 // the bench does: Setup checks that the containers reach each other with a
 // full-MTU ping, and Teardown leaves nothing behind.
@@ -104,12 +100,9 @@ func TestFlanneldSystems(t *testing.T) {
 	if err := netns.Available(); err != nil {
 		t.Skipf("needs network namespaces: %v", err)
 	}
-	flanneld, err := filepath.Abs(flanneldAnchor)
+	flanneld, err := cluster.Flanneld()
 	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(flanneld); err != nil {
-		t.Skipf("no reference flanneld here: %v", err)
+		t.Skipf("%v", err)
 	}
 	overlayd := filepath.Join(t.TempDir(), "overlayd") // for `overlayd etcd`
 	if out, err := exec.Command("go", "build", "-o", overlayd, "github.com/overlayd/overlayd/cmd/overlayd").CombinedOutput(); err != nil {

@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"context"
-	"errors"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,44 +11,19 @@ import (
 	"github.com/overlayd/overlayd/perf/traffic"
 )
 
-// Interop with a real flanneld: the reference binary of the project's
-// shared anchors (see its README), which a user's clone does not have.
+// Interop with a real flanneld: $OVERLAYD_FLANNELD, or the reference
+// binary of the project's shared anchors (see its README), which a user's
+// clone does not have.
 
-// flanneldRelPath is where the reference flanneld lies, from the module's
-// root: CI clones the project beside shared/.
-const flanneldRelPath = "../shared/anchors/flanneld-v0.28.9"
-
-// flanneldBin returns the reference flanneld, or skips the test when it is
-// not there.
+// flanneldBin returns the flanneld to run, or skips the test when there is
+// none.
 func flanneldBin(t *testing.T) string {
 	t.Helper()
-	root, err := moduleRoot()
+	bin, err := cluster.Flanneld()
 	if err != nil {
-		t.Skipf("flanneld interop: cannot find the module root to look for %s: %v", flanneldRelPath, err)
-	}
-	bin := filepath.Join(root, filepath.FromSlash(flanneldRelPath))
-	if st, err := os.Stat(bin); err != nil || st.Mode()&0o111 == 0 {
-		t.Skipf("flanneld interop: no flanneld v0.28.9 executable at %s (%v): it comes with the project's shared anchors, beside the clone", bin, err)
+		t.Skipf("flanneld interop: %v", err)
 	}
 	return bin
-}
-
-// moduleRoot is the directory of the go.mod above the package's.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
 }
 
 // TestFlanneldInterop runs a real flanneld v0.28.9 on host1 in one cluster
