@@ -8,6 +8,7 @@
 //	overlayd-lab bench --rerender perf/results/bench-<time>.json   (charts and report again)
 //	overlayd-lab rr server [--listen 0.0.0.0:5301]                  (request/response echo server, TCP and UDP)
 //	overlayd-lab rr client --server ADDR:PORT [--proto tcp] [--size 64] [--duration 10s]   (prints JSON)
+//	overlayd-lab clean                                              (namespaces left by killed runs)
 //
 // The bench runs the rr client and server in the emulated containers.
 package main
@@ -29,6 +30,7 @@ import (
 
 	"github.com/overlayd/overlayd/perf/bench"
 	"github.com/overlayd/overlayd/perf/demo"
+	"github.com/overlayd/overlayd/perf/netns"
 	"github.com/overlayd/overlayd/perf/topo"
 	"github.com/overlayd/overlayd/perf/traffic"
 )
@@ -39,6 +41,7 @@ var commands = []struct{ name, summary string }{
 	{"up", "a lab of emulated hosts kept up until Ctrl-C, to try overlayd status, leases, iperf3, tcpdump or pprof by hand"},
 	{"bench", "overlayd against the kernel (host-gw, kernel VXLAN) on emulated hosts: throughput, latency, CPU; tables, charts, a report (make bench)"},
 	{"rr", "one end of a request/response latency test (server or client), as the bench runs them in the containers"},
+	{"clean", "delete the network namespaces left by runs that were killed (SIGKILL) and could not clean up"},
 }
 
 func main() {
@@ -58,6 +61,8 @@ func main() {
 		err = runUp(ctx, os.Args[2:])
 	case "rr":
 		err = runRR(ctx, os.Args[2:])
+	case "clean":
+		err = runClean(os.Args[2:])
 	case "help", "-h", "-help", "--help":
 		if len(os.Args) > 2 && os.Args[1] == "help" {
 			os.Args = []string{os.Args[0], os.Args[2], "-h"}
@@ -115,6 +120,10 @@ func runDemo(ctx context.Context, args []string) error {
 	fs.BoolVar(&opts.KeepWorkDir, "keep", false, "keep the work directory (logs) after the run")
 	fs.Parse(args)
 	opts.TransferBytes = *mib << 20
+	if opts.Hosts < 2 || opts.Hosts > 8 {
+		return fmt.Errorf("--hosts %d: want 2 to 8", opts.Hosts)
+	}
+	noteStale(os.Stderr)
 	return demo.Run(ctx, opts, os.Stdout)
 }
 
@@ -128,7 +137,42 @@ func runUp(ctx context.Context, args []string) error {
 	fs.BoolVar(&opts.KeepWorkDir, "keep", false, "keep the work directory (logs, etcd data) after Ctrl-C")
 	fs.Parse(args)
 	opts.DaemonArgs = strings.Fields(*extra)
+	if opts.Hosts < 2 || opts.Hosts > 8 {
+		return fmt.Errorf("--hosts %d: want 2 to 8", opts.Hosts)
+	}
+	noteStale(os.Stderr)
 	return demo.Up(ctx, opts, os.Stdout)
+}
+
+// noteStale says, before a run, that earlier runs left namespaces behind:
+// they are harmless to the run, but take memory, and only the user may
+// decide to delete them.
+func noteStale(w io.Writer) {
+	stale, err := netns.Stale()
+	switch {
+	case err != nil || len(stale) == 0:
+	case len(stale) == 1:
+		fmt.Fprintf(w, "note: network namespace %s is left by an overlayd-lab run or a test that no longer runs; overlayd-lab clean deletes it\n", stale[0])
+	default:
+		fmt.Fprintf(w, "note: %d network namespaces (%s, ...) are left by overlayd-lab runs or tests that no longer run; overlayd-lab clean deletes them\n",
+			len(stale), stale[0])
+	}
+}
+
+func runClean(args []string) error {
+	fs := newFlagSet("clean", "")
+	fs.Parse(args)
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q: clean takes none", fs.Arg(0))
+	}
+	pruned, err := netns.Prune()
+	for _, name := range pruned {
+		fmt.Println("deleted", name)
+	}
+	if err == nil && len(pruned) == 0 {
+		fmt.Println("no namespace left by a run that no longer runs")
+	}
+	return err
 }
 
 func runBench(ctx context.Context, args []string) error {
@@ -175,6 +219,7 @@ func runBench(ctx context.Context, args []string) error {
 		opts.Shape.RateBit = bits
 	}
 	opts.Command = strings.Join(os.Args, " ")
+	noteStale(os.Stderr)
 	_, err := bench.Run(ctx, opts, os.Stdout)
 	return err
 }

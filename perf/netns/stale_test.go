@@ -1,0 +1,76 @@
+package netns
+
+import (
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"testing"
+)
+
+func TestOwnerPid(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		pid  int
+		ok   bool
+	}{
+		{"ovd-lab-5254-2-h1", 5254, true},
+		{"ovd-lab-5254-2-h1c1", 5254, true},
+		{"ovd-e2e-udp-77-13", 77, true},
+		{"ovd-bench-1-9-sw", 1, true},
+		{"ovd-lab-5254", 0, false},   // no sequence number
+		{"ovd-5254-2", 0, false},     // no tag
+		{"ovd-lab-x-2-h1", 0, false}, // no pid
+		{"other-lab-5254-2", 0, false},
+		{"ovd", 0, false},
+	} {
+		pid, ok := ownerPid(tt.name)
+		if pid != tt.pid || ok != tt.ok {
+			t.Errorf("ownerPid(%q) = %d, %v; want %d, %v", tt.name, pid, ok, tt.pid, tt.ok)
+		}
+	}
+}
+
+// A namespace named for a process that has exited is stale and Prune
+// deletes it; one of a running process is neither.
+func TestStaleAndPrune(t *testing.T) {
+	skipUnlessAvailable(t)
+	t.Parallel()
+	exited := exec.Command("true")
+	if err := exited.Run(); err != nil {
+		t.Fatal(err)
+	}
+	dead := exited.Process.Pid
+	if alive(dead) {
+		t.Skipf("pid %d of an exited process is in use again", dead)
+	}
+	deadNS := &NS{Name: "ovd-stale-" + strconv.Itoa(dead) + "-1-h1"}
+	if _, err := New(deadNS.Name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { deadNS.Delete() })
+	prefix := Prefix("stale-live") // this process's pid
+	t.Cleanup(func() { checkGone(t, prefix) })
+	live := newNS(t, prefix, "a")
+
+	stale, err := Stale()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(stale, deadNS.Name) || slices.Contains(stale, live.Name) {
+		t.Errorf("Stale() = %v: want %s in it and not %s", stale, deadNS.Name, live.Name)
+	}
+	pruned, err := Prune()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(pruned, deadNS.Name) || slices.Contains(pruned, live.Name) {
+		t.Errorf("Prune() = %v: want %s in it and not %s", pruned, deadNS.Name, live.Name)
+	}
+	if _, err := os.Stat(deadNS.Path()); !os.IsNotExist(err) {
+		t.Errorf("%s still there after Prune: %v", deadNS.Name, err)
+	}
+	if _, err := os.Stat(live.Path()); err != nil {
+		t.Errorf("%s of a running process gone after Prune: %v", live.Name, err)
+	}
+}
