@@ -134,7 +134,11 @@ func printUsage(fs *flag.FlagSet, name string) {
 	case ok && name == base:
 		fmt.Fprintf(w, "usage: overlayd %s %s\n\n%s.\n", c.name, c.args, upperFirst(c.summary))
 	case ok:
-		fmt.Fprintf(w, "usage: overlayd %s [flags]\n\n%s.\n", name, upperFirst(c.summary))
+		args := "[flags]"
+		if name == "config put" {
+			args = "[flags] '<json>' | @file"
+		}
+		fmt.Fprintf(w, "usage: overlayd %s %s\n\n%s.\n", name, args, upperFirst(c.summary))
 	default:
 		fmt.Fprintf(w, "usage: overlayd %s [flags]\n", name)
 	}
@@ -152,7 +156,12 @@ func printUsage(fs *flag.FlagSet, name string) {
 		return
 	}
 	fmt.Fprintf(w, "\nflags of %s (each also from the environment: --some-flag as OVERLAYD_SOME_FLAG or FLANNELD_SOME_FLAG):\n", fs.Name())
+	// Written --name, as the README, the errors and flanneld write them
+	// (the flag package takes both).
+	var b strings.Builder
+	shown.SetOutput(&b)
 	shown.PrintDefaults()
+	io.WriteString(w, strings.ReplaceAll("\n"+b.String(), "\n  -", "\n  --")[1:])
 }
 
 func upperFirst(s string) string {

@@ -74,6 +74,11 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 				return finish(c, c.run(ctx, []string{"-h"}), stderr)
 			}
 			usage(stdout)
+			if args[0] == "help" {
+				fmt.Fprintln(stdout, "run is the default command: `overlayd help run` shows the daemon's flags.")
+				return 0
+			}
+			// overlayd --help, as flanneld --help: the daemon's flags too.
 			fmt.Fprintln(stdout)
 			c, _ := lookup("run")
 			return finish(c, c.run(ctx, []string{"-h"}), stderr)

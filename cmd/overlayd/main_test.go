@@ -34,9 +34,11 @@ func TestHelp(t *testing.T) {
 				t.Errorf("%q: command %s not listed:\n%s", args, c.name, out)
 			}
 		}
-		for _, want := range []string{"-etcd-endpoints", "-tun-name", "-iface"} {
-			if !strings.Contains(out, want) {
-				t.Errorf("%q: run flag %s not shown:\n%s", args, want, out)
+		// overlayd --help shows the daemon's flags, as flanneld --help
+		// does; overlayd help, the commands only.
+		for _, want := range []string{"\n  --etcd-endpoints string", "\n  --tun-name", "\n  --iface"} {
+			if shown := strings.Contains(out, want); shown != (args[0] != "help") {
+				t.Errorf("%q: run flag %q shown %v:\n%s", args, want, shown, out)
 			}
 		}
 	}
@@ -66,7 +68,7 @@ func TestRunFlagsHelpText(t *testing.T) {
 	flags := map[string]string{}
 	var name string
 	for _, line := range strings.Split(out, "\n") {
-		if f, ok := strings.CutPrefix(line, "  -"); ok {
+		if f, ok := strings.CutPrefix(line, "  --"); ok {
 			name, _, _ = strings.Cut(f, " ")
 			flags[name] = line
 		} else if name != "" {
@@ -76,7 +78,7 @@ func TestRunFlagsHelpText(t *testing.T) {
 	if strings.Count(flags["queues"], "default") != 1 {
 		t.Errorf("-queues says its default other than once: %q", flags["queues"])
 	}
-	if !strings.HasPrefix(flags["control-socket"], "  -control-socket string") {
+	if !strings.HasPrefix(flags["control-socket"], "  --control-socket string") {
 		t.Errorf("-control-socket garbled: %q", flags["control-socket"])
 	}
 	if !strings.Contains(flags["healthz-ip"], "/metrics") || !strings.Contains(flags["healthz-port"], "/metrics") {

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -532,4 +533,22 @@ func TestVnetRead(t *testing.T) {
 	if len(seqs) != 10 || stats.superPackets.Load() != 1 || stats.segments.Load() != 10 {
 		t.Errorf("%d segments, counters %d, %d", len(seqs), stats.superPackets.Load(), stats.segments.Load())
 	}
+}
+
+// A kernel that refuses the interface for want of privilege gets an error
+// that says what is needed.
+func TestCreateWithoutPrivilege(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	ns.Do(func() {
+		_, err := Create("ovl0", 1, withFaults(func(req uint, _ uint32) error {
+			if req == unix.TUNSETIFF {
+				return unix.EPERM
+			}
+			return nil
+		}))
+		if err == nil || !errors.Is(err, unix.EPERM) || !strings.Contains(err.Error(), "needs CAP_NET_ADMIN: run as root") {
+			t.Errorf("Create refused with EPERM: %v, want it with the hint", err)
+		}
+	})
 }

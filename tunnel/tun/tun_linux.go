@@ -93,6 +93,14 @@ func Create(name string, queues int, opts ...Option) ([]Device, error) {
 	return devs, nil
 }
 
+// privilegeHint says what a refusal for want of privilege needs.
+func privilegeHint(err error) string {
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+		return " (a TUN interface needs CAP_NET_ADMIN: run as root)"
+	}
+	return ""
+}
+
 func openQueue(name string, flags uint16, o *options) (*nativeDevice, error) {
 	ifr, err := unix.NewIfreq(name)
 	if err != nil {
@@ -102,13 +110,13 @@ func openQueue(name string, flags uint16, o *options) (*nativeDevice, error) {
 
 	fd, err := unix.Open(tunPath, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", tunPath, err)
+		return nil, fmt.Errorf("open %s: %w%s", tunPath, err, privilegeHint(err))
 	}
 	if err := o.ioctl(unix.TUNSETIFF, uint32(flags), func() error {
 		return unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
 	}); err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("TUNSETIFF: %w", err)
+		return nil, fmt.Errorf("TUNSETIFF: %w%s", err, privilegeHint(err))
 	}
 	vnet := flags&unix.IFF_VNET_HDR != 0
 	if vnet {
