@@ -3,6 +3,7 @@ package tunnel
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net"
@@ -237,6 +238,13 @@ func QueryStatusDial(ctx context.Context, socket string, dial func(ctx context.C
 	}
 	resp, err := client.Do(req)
 	if err != nil {
+		// The HTTP client's wrapping (Get "http://overlayd/status": dial
+		// unix <socket>: ...) repeats the socket and names a URL nobody
+		// typed: keep what the connect said.
+		var opErr *net.OpError
+		if errors.As(err, &opErr) && opErr.Err != nil {
+			err = opErr.Err
+		}
 		return Status{}, fmt.Errorf("control socket %s: %w: %s", socket, err, notRunningHint(socket))
 	}
 	defer resp.Body.Close()

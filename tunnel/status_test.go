@@ -1,6 +1,9 @@
 package tunnel
 
 import (
+	"context"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -66,5 +69,20 @@ func TestNotRunningHint(t *testing.T) {
 	}
 	if hint := notRunningHint(filepath.Join(t.TempDir(), "nosuch.sock")); !strings.Contains(hint, "is overlayd running?") {
 		t.Errorf("hint for a missing socket: %q", hint)
+	}
+}
+
+// Nothing on the socket: the error says what connecting said, without the
+// HTTP client's wrapping around it, and what to check.
+func TestQueryStatusNoDaemon(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "nosuch.sock")
+	_, err := QueryStatus(context.Background(), sock)
+	if err == nil {
+		t.Fatal("a status from no daemon")
+	}
+	msg := err.Error()
+	want := "control socket " + sock + ": connect: no such file or directory: is overlayd running?"
+	if !strings.HasPrefix(msg, want) || strings.Contains(msg, "http://") || !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("%q\nwant it to start %q, with no URL, and to be ErrNotExist", msg, want)
 	}
 }
