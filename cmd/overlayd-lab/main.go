@@ -23,6 +23,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -114,7 +115,7 @@ func newFlagSet(name, args string) *flag.FlagSet {
 func runDemo(ctx context.Context, args []string) error {
 	fs := newFlagSet("demo", "[flags]")
 	var opts demo.Options
-	fs.StringVar(&opts.Overlayd, "overlayd", "bin/overlayd", "the overlayd binary")
+	fs.StringVar(&opts.Overlayd, "overlayd", defaultOverlayd(), "the overlayd binary")
 	fs.IntVar(&opts.Hosts, "hosts", 3, "emulated hosts (2..8)")
 	mib := fs.Int64("transfer-mib", 64, "MiB to send across hosts over TCP")
 	fs.BoolVar(&opts.KeepWorkDir, "keep", false, "keep the work directory (logs) after the run")
@@ -130,7 +131,7 @@ func runDemo(ctx context.Context, args []string) error {
 func runUp(ctx context.Context, args []string) error {
 	fs := newFlagSet("up", "[flags]")
 	var opts demo.Options
-	fs.StringVar(&opts.Overlayd, "overlayd", "bin/overlayd", "the overlayd binary")
+	fs.StringVar(&opts.Overlayd, "overlayd", defaultOverlayd(), "the overlayd binary")
 	fs.IntVar(&opts.Hosts, "hosts", 2, "emulated hosts (2..8)")
 	fs.StringVar(&opts.NetworkConfig, "config", "", "network config JSON (default: the udp backend on 100.96.0.0/16)")
 	extra := fs.String("overlayd-flags", "", "extra flags for every overlayd, space-separated")
@@ -142,6 +143,22 @@ func runUp(ctx context.Context, args []string) error {
 	}
 	noteStale(os.Stderr)
 	return demo.Up(ctx, opts, os.Stdout)
+}
+
+// defaultOverlayd is bin/overlayd when run from the repository, else the
+// overlayd beside this binary (make builds both into bin/).
+func defaultOverlayd() string {
+	const inRepo = "bin/overlayd"
+	if _, err := os.Stat(inRepo); err == nil {
+		return inRepo
+	}
+	if self, err := os.Executable(); err == nil {
+		beside := filepath.Join(filepath.Dir(self), "overlayd")
+		if _, err := os.Stat(beside); err == nil {
+			return beside
+		}
+	}
+	return inRepo
 }
 
 // noteStale says, before a run, that earlier runs left namespaces behind:
@@ -181,7 +198,7 @@ func runBench(ctx context.Context, args []string) error {
 	// a P, beside the goroutines that wait for the bench's children.
 	runtime.GOMAXPROCS(max(runtime.GOMAXPROCS(0), traffic.RRProcs))
 	opts := bench.Options{Progress: os.Stderr}
-	fs.StringVar(&opts.Overlayd, "overlayd", "bin/overlayd", "the overlayd binary")
+	fs.StringVar(&opts.Overlayd, "overlayd", defaultOverlayd(), "the overlayd binary")
 	systems := fs.String("systems", strings.Join(bench.DefaultSystems, ","),
 		"systems to measure, in table order; known: "+strings.Join(bench.SystemNames(), ", "))
 	fs.DurationVar(&opts.Duration, "duration", 0, "length of each iperf3 and request/response (latency) test, whole seconds (default 10s)")
