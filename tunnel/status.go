@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -241,9 +242,11 @@ func QueryStatusDial(ctx context.Context, socket string, dial func(ctx context.C
 		// The HTTP client's wrapping (Get "http://overlayd/status": dial
 		// unix <socket>: ...) repeats the socket and names a URL nobody
 		// typed: keep what the connect said.
-		var opErr *net.OpError
-		if errors.As(err, &opErr) && opErr.Err != nil {
-			err = opErr.Err
+		var urlErr *url.Error
+		if errors.As(err, &urlErr) {
+			if opErr, ok := urlErr.Err.(*net.OpError); ok && opErr.Err != nil {
+				err = opErr.Err
+			}
 		}
 		return Status{}, fmt.Errorf("control socket %s: %w: %s", socket, err, notRunningHint(socket))
 	}

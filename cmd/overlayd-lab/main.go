@@ -121,8 +121,8 @@ func runDemo(ctx context.Context, args []string) error {
 	fs.BoolVar(&opts.KeepWorkDir, "keep", false, "keep the work directory (logs) after the run")
 	fs.Parse(args)
 	opts.TransferBytes = *mib << 20
-	if opts.Hosts < 2 || opts.Hosts > 8 {
-		return fmt.Errorf("--hosts %d: want 2 to 8", opts.Hosts)
+	if opts.Hosts < 2 || opts.Hosts > topo.MaxHosts {
+		return fmt.Errorf("--hosts %d: want 2 to %d", opts.Hosts, topo.MaxHosts)
 	}
 	noteStale(os.Stderr)
 	return demo.Run(ctx, opts, os.Stdout)
@@ -138,8 +138,8 @@ func runUp(ctx context.Context, args []string) error {
 	fs.BoolVar(&opts.KeepWorkDir, "keep", false, "keep the work directory (logs, etcd data) after Ctrl-C")
 	fs.Parse(args)
 	opts.DaemonArgs = strings.Fields(*extra)
-	if opts.Hosts < 2 || opts.Hosts > 8 {
-		return fmt.Errorf("--hosts %d: want 2 to 8", opts.Hosts)
+	if opts.Hosts < 2 || opts.Hosts > topo.MaxHosts {
+		return fmt.Errorf("--hosts %d: want 2 to %d", opts.Hosts, topo.MaxHosts)
 	}
 	noteStale(os.Stderr)
 	return demo.Up(ctx, opts, os.Stdout)
@@ -181,6 +181,9 @@ func runClean(args []string) error {
 	fs.Parse(args)
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q: clean takes none", fs.Arg(0))
+	}
+	if err := netns.Available(); err != nil {
+		return err
 	}
 	pruned, err := netns.Prune()
 	for _, name := range pruned {

@@ -321,7 +321,7 @@ func envNotFlags(fs *flag.FlagSet) (ignored []string, hints []string) {
 // badValue matches the flag package's refusal of a value:
 // `invalid value "x" for flag -name: parse error`, or for a boolean
 // `invalid boolean value "x" for -name: ...`.
-var badValue = regexp.MustCompile(`^invalid (?:boolean )?value ("(?:[^"\\]|\\.)*") for (?:flag )?-([\w.-]+): (.*)$`)
+var badValue = regexp.MustCompile(`(?s)^invalid (?:boolean )?value ("(?:[^"\\]|\\.)*") for (?:flag )?-([\w.-]+): (.*)$`)
 
 // valueHint says what a flag takes, for a value it refused ("" when the
 // flag's own error says it).
@@ -352,11 +352,20 @@ func badFlag(fs *flag.FlagSet, err error) error {
 	msg := err.Error()
 	if m := badValue.FindStringSubmatch(msg); m != nil {
 		if f := fs.Lookup(m[2]); f != nil {
-			if want := valueHint(f); want != "" {
-				return usagef("--%s %s: want %s (%s --help lists the flags)", m[2], m[1], want, fs.Name())
+			// The flag package's own reasons are "parse error" (what the
+			// hint says better) and "value out of range" (kept).
+			why := m[3]
+			if want := valueHint(f); want != "" && why == "parse error" {
+				why = "want " + want
+			} else if want != "" {
+				why += " (want " + want + ")"
 			}
-			return usagef("--%s %s: %s (%s --help lists the flags)", m[2], m[1], m[3], fs.Name())
+			return usagef("--%s %s: %s (%s --help lists the flags)", m[2], m[1], why, fs.Name())
 		}
+	}
+	if name, ok := strings.CutPrefix(msg, "flag needs an argument: -"); ok {
+		name = strings.TrimPrefix(name, "-")
+		return usagef("--%s needs a value (%s --help lists the flags)", name, fs.Name())
 	}
 	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
 		name = strings.TrimPrefix(name, "-")

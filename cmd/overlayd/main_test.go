@@ -21,8 +21,8 @@ func help(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	return code, out.String(), errOut.String()
 }
 
-// TestHelp: every way of asking for help succeeds, lists every command
-// and the run flags; each command has its own.
+// TestHelp: every way of asking for help succeeds and lists every
+// command, --help with the run flags; each command has its own.
 func TestHelp(t *testing.T) {
 	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}, {"-help"}} {
 		code, out, errOut := help(t, args...)
@@ -141,6 +141,8 @@ func TestCommandLineMistakes(t *testing.T) {
 		{[]string{"run", "--busy-poll=50"}, `--busy-poll "50": want a duration with its unit, like 50us, 10s or 24h (overlayd run --help lists the flags)`},
 		{[]string{"run", "--queues", "many"}, `--queues "many": want a whole number`},
 		{[]string{"run", "--ip-masq=maybe"}, `--ip-masq "maybe": want true or false`},
+		{[]string{"run", "--queues", "99999999999999999999"}, `--queues "99999999999999999999": value out of range (want a whole number)`},
+		{[]string{"run", "--iface"}, `--iface needs a value (overlayd run --help lists the flags)`},
 		{[]string{"config", "--etcd-endpoints", "http://198.18.0.254:2379", "put"}, "get or put goes first"},
 		{[]string{"config", "put"}, "config put takes one argument besides its flags"},
 		{[]string{"config", "put", "{}", "{}"}, "config put takes one argument besides its flags"},

@@ -53,12 +53,23 @@ func runConfig(ctx context.Context, args []string) error {
 	if err := ef.validate(); err != nil {
 		return err
 	}
+	// The file first: a mistake in it is said before anything of etcd.
+	var raw []byte
+	if verb == "put" {
+		raw = []byte(fs.Arg(0))
+		if path, ok := strings.CutPrefix(fs.Arg(0), "@"); ok {
+			var err error
+			if raw, err = os.ReadFile(path); err != nil {
+				return err
+			}
+		}
+	}
 	reg, err := etcd.New(ef.options())
 	if err != nil {
 		return err
 	}
 	defer reg.Close()
-	if err := reg.CheckReachable(); err != nil {
+	if err := reg.CheckReachable(ctx); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
@@ -88,12 +99,6 @@ func runConfig(ctx context.Context, args []string) error {
 		}
 		fmt.Println(")")
 		return nil
-	}
-	raw := []byte(fs.Arg(0))
-	if path, ok := strings.CutPrefix(fs.Arg(0), "@"); ok {
-		if raw, err = os.ReadFile(path); err != nil {
-			return err
-		}
 	}
 	if err := reg.PutConfig(ctx, raw); err != nil {
 		return err
@@ -159,7 +164,7 @@ func runLeases(ctx context.Context, args []string) error {
 		return err
 	}
 	defer reg.Close()
-	if err := reg.CheckReachable(); err != nil {
+	if err := reg.CheckReachable(ctx); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
@@ -221,10 +226,12 @@ func runStatus(ctx context.Context, args []string) error {
 			return err
 		}
 		own, found := controlSocketOf("/proc", pid)
-		if !found {
+		if !found || own == *socket {
 			return fmt.Errorf("overlayd pid %d runs with --tun-name %s in this network namespace but not on the default control socket %s: "+
 				"it was given another --control-socket (or OVERLAYD_CONTROL_SOCKET); pass the same to overlayd status", pid, *tunName, *socket)
 		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second) // the first try may have used the other up
+		defer cancel()
 		if s, err = tunnel.QueryStatus(ctx, own); err != nil {
 			return fmt.Errorf("overlayd pid %d (--tun-name %s) was given --control-socket %s: %w", pid, *tunName, own, err)
 		}
@@ -286,10 +293,13 @@ func runStatus(ctx context.Context, args []string) error {
 }
 
 // controlSocketOf finds the --control-socket a running overlayd was given,
-// on its command line (which wins) or in its environment, under proc
-// (normally "/proc").
+// as its parseFlags read it: the command line's last, else
+// OVERLAYD_CONTROL_SOCKET, else FLANNELD_CONTROL_SOCKET, under proc
+// (normally "/proc"). A relative path is the daemon's, from its working
+// directory.
 func controlSocketOf(proc string, pid int) (string, bool) {
 	dir := filepath.Join(proc, strconv.Itoa(pid))
+	socket, found := "", false
 	if data, err := os.ReadFile(filepath.Join(dir, "cmdline")); err == nil {
 		args := strings.Split(strings.TrimRight(string(data), "\x00"), "\x00")
 		for i, a := range args {
@@ -297,25 +307,40 @@ func controlSocketOf(proc string, pid int) (string, bool) {
 				break
 			}
 			name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
-			if !strings.HasPrefix(a, "-") || name != "control-socket" {
-				continue
-			}
-			if hasValue {
-				return value, value != ""
-			}
-			if i+1 < len(args) {
-				return args[i+1], args[i+1] != ""
+			switch {
+			case !strings.HasPrefix(a, "-") || name != "control-socket":
+			case hasValue:
+				socket, found = value, true
+			case i+1 < len(args):
+				socket, found = args[i+1], true
 			}
 		}
 	}
-	if data, err := os.ReadFile(filepath.Join(dir, "environ")); err == nil {
-		for _, kv := range strings.Split(string(data), "\x00") {
-			for _, key := range []string{"OVERLAYD_CONTROL_SOCKET=", "FLANNELD_CONTROL_SOCKET="} {
-				if v, ok := strings.CutPrefix(kv, key); ok && v != "" {
-					return v, true
+	if !found {
+		if data, err := os.ReadFile(filepath.Join(dir, "environ")); err == nil {
+			env := map[string]string{}
+			for _, kv := range strings.Split(string(data), "\x00") {
+				if k, v, ok := strings.Cut(kv, "="); ok {
+					env[k] = v
+				}
+			}
+			for _, key := range []string{"OVERLAYD_CONTROL_SOCKET", "FLANNELD_CONTROL_SOCKET"} {
+				if v, ok := env[key]; ok {
+					socket, found = v, true
+					break
 				}
 			}
 		}
 	}
-	return "", false
+	if !found || socket == "" {
+		return "", false
+	}
+	if !strings.HasPrefix(socket, "@") && !filepath.IsAbs(socket) {
+		cwd, err := os.Readlink(filepath.Join(dir, "cwd"))
+		if err != nil {
+			return "", false
+		}
+		socket = filepath.Join(cwd, socket)
+	}
+	return socket, true
 }

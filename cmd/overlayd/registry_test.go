@@ -60,6 +60,10 @@ func TestControlSocketOf(t *testing.T) {
 		{[]string{"overlayd", "--control-socket=/run/c.sock"}, []string{"OVERLAYD_CONTROL_SOCKET=/run/env.sock"}, "/run/c.sock"},
 		{[]string{"overlayd", "run"}, []string{"PATH=/bin", "OVERLAYD_CONTROL_SOCKET=/run/env.sock"}, "/run/env.sock"},
 		{[]string{"overlayd"}, []string{"FLANNELD_CONTROL_SOCKET=@x"}, "@x"},
+		{[]string{"overlayd", "--control-socket", "/run/first.sock", "--control-socket=/run/last.sock"}, nil, "/run/last.sock"},
+		{[]string{"overlayd"}, []string{"FLANNELD_CONTROL_SOCKET=/run/f.sock", "OVERLAYD_CONTROL_SOCKET=/run/o.sock"}, "/run/o.sock"},
+		{[]string{"overlayd"}, []string{"OVERLAYD_CONTROL_SOCKET=", "FLANNELD_CONTROL_SOCKET=/run/f.sock"}, ""}, // set empty: the default
+		{[]string{"overlayd", "--control-socket", "run/rel.sock"}, nil, "/srv/overlayd/run/rel.sock"},
 		{[]string{"overlayd", "--", "--control-socket", "/run/no.sock"}, nil, ""},
 		{[]string{"overlayd", "--control-socket-x", "/run/no.sock"}, nil, ""},
 		{[]string{"overlayd", "run"}, nil, ""},
@@ -80,6 +84,9 @@ func TestControlSocketOf(t *testing.T) {
 		}
 		write("cmdline", tc.cmdline)
 		write("environ", tc.environ)
+		if err := os.Symlink("/srv/overlayd", filepath.Join(dir, "cwd")); err != nil {
+			t.Fatal(err)
+		}
 		got, found := controlSocketOf(proc, 77)
 		if got != tc.want || found != (tc.want != "") {
 			t.Errorf("cmdline %q, environ %q: %q, %v; want %q", tc.cmdline, tc.environ, got, found, tc.want)

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -101,6 +102,10 @@ func TestFlanneldSystems(t *testing.T) {
 		t.Skipf("needs network namespaces: %v", err)
 	}
 	flanneld, err := cluster.Flanneld()
+	var envErr *cluster.EnvError
+	if errors.As(err, &envErr) {
+		t.Fatal(err)
+	}
 	if err != nil {
 		t.Skipf("%v", err)
 	}

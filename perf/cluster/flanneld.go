@@ -20,15 +20,21 @@ const referenceFlanneld = "../shared/anchors/flanneld-v0.28.9"
 // else the reference build beside the clone. Its error says how to give
 // one, for a test's skip message.
 func Flanneld() (string, error) {
+	root, rootErr := ModuleRoot()
 	if bin := os.Getenv(FlanneldEnv); bin != "" {
-		if err := executable(bin); err != nil {
-			return "", fmt.Errorf("%s=%s: %w", FlanneldEnv, bin, err)
+		// Relative to where make test runs, the module's root, not to
+		// the package directory go test runs each test in.
+		path := bin
+		if !filepath.IsAbs(path) && rootErr == nil {
+			path = filepath.Join(root, path)
 		}
-		return filepath.Abs(bin)
+		if err := executable(path); err != nil {
+			return "", &EnvError{fmt.Errorf("%s=%s: %w", FlanneldEnv, bin, err)}
+		}
+		return path, nil
 	}
-	root, err := ModuleRoot()
-	if err != nil {
-		return "", fmt.Errorf("no flanneld: %w; set %s=/path/to/flanneld (v0.28.9) to run with one", err, FlanneldEnv)
+	if rootErr != nil {
+		return "", fmt.Errorf("no flanneld: %w; set %s=/path/to/flanneld (v0.28.9) to run with one", rootErr, FlanneldEnv)
 	}
 	bin := filepath.Join(root, filepath.FromSlash(referenceFlanneld))
 	if err := executable(bin); err != nil {
@@ -36,6 +42,12 @@ func Flanneld() (string, error) {
 	}
 	return bin, nil
 }
+
+// EnvError is Flanneld's error for an $OVERLAYD_FLANNELD that cannot run:
+// a test fails on it rather than skip, since someone asked for flanneld.
+type EnvError struct{ error }
+
+func (e *EnvError) Unwrap() error { return e.error }
 
 func executable(path string) error {
 	st, err := os.Stat(path)

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,9 +26,24 @@ func TestFlanneldFromEnvironment(t *testing.T) {
 	}
 	for _, p := range []string{notExec, dir, filepath.Join(dir, "missing")} {
 		t.Setenv(FlanneldEnv, p)
-		if _, err := Flanneld(); err == nil || !strings.Contains(err.Error(), FlanneldEnv+"="+p) {
-			t.Errorf("%s=%s: %v, want an error naming it", FlanneldEnv, p, err)
+		_, err := Flanneld()
+		var envErr *EnvError
+		if err == nil || !strings.Contains(err.Error(), FlanneldEnv+"="+p) || !errors.As(err, &envErr) {
+			t.Errorf("%s=%s: %v, want an EnvError naming it", FlanneldEnv, p, err)
 		}
+	}
+	// A relative path is from the module's root, where make test runs.
+	root, err := ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := filepath.Rel(root, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(FlanneldEnv, rel)
+	if got, err := Flanneld(); err != nil || got != bin {
+		t.Errorf("%s=%s: %q, %v; want %s", FlanneldEnv, rel, got, err, bin)
 	}
 }
 

@@ -241,7 +241,7 @@ func (l labInfo) write(out io.Writer) {
 		fmt.Fprintf(out, "  ip netns exec %s ping -c 3 %s\n", a.containerNS, b.container)
 		fmt.Fprintf(out, "  %s status --control-socket %s\n", bin, a.socket)
 		fmt.Fprintf(out, "  ip netns exec %s %s leases --etcd-endpoints %s\n", a.ns, bin, l.etcd)
-		fmt.Fprintf(out, "  curl --unix-socket %s http://x/debug/pprof/profile?seconds=10 > cpu.pprof\n", a.socket)
+		fmt.Fprintf(out, "  curl --unix-socket %s 'http://x/debug/pprof/profile?seconds=10' > cpu.pprof\n", a.socket)
 	}
 	fmt.Fprintf(out, "To stop: Ctrl-C here, or kill %d (overlayd-lab): stops every process above, deletes the namespaces and %s.\n", l.pid, l.work)
 }

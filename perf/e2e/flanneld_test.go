@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,6 +21,10 @@ import (
 func flanneldBin(t *testing.T) string {
 	t.Helper()
 	bin, err := cluster.Flanneld()
+	var envErr *cluster.EnvError
+	if errors.As(err, &envErr) {
+		t.Fatalf("flanneld interop: %v", err)
+	}
 	if err != nil {
 		t.Skipf("flanneld interop: %v", err)
 	}

@@ -218,7 +218,15 @@ func Prefix(tag string) string {
 			b.WriteByte('-')
 		}
 	}
-	return fmt.Sprintf("ovd-%s-%d-%d", strings.Trim(b.String(), "-"), os.Getpid(), prefixSeq.Add(1))
+	// A tag field of digits only gets an x, so that the first such field
+	// of a name is always the pid (ownerPid, Stale).
+	fields := strings.Split(strings.Trim(b.String(), "-"), "-")
+	for i, f := range fields {
+		if f != "" && strings.Trim(f, "0123456789") == "" {
+			fields[i] = f + "x"
+		}
+	}
+	return fmt.Sprintf("ovd-%s-%d-%d", strings.Join(fields, "-"), os.Getpid(), prefixSeq.Add(1))
 }
 
 // List returns the named namespaces that belong to prefix: prefix itself and

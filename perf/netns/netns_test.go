@@ -41,6 +41,11 @@ func TestPrefix(t *testing.T) {
 	if !strings.HasPrefix(a, "ovd-test-sub-case-") || strings.ContainsAny(a, "/ ") {
 		t.Errorf("Prefix = %q, want ovd-test-sub-case-<pid>-<seq>", a)
 	}
+	// A tag field of digits cannot be taken for the pid.
+	n := Prefix("mtu 1500")
+	if pid, ok := ownerPid(n + "-h1"); !strings.HasPrefix(n, "ovd-mtu-1500x-") || !ok || pid != os.Getpid() {
+		t.Errorf("Prefix(\"mtu 1500\") = %q, owner %d, %v; want ovd-mtu-1500x-<pid>-<seq> owned by %d", n, pid, ok, os.Getpid())
+	}
 }
 
 func TestCheckName(t *testing.T) {

@@ -1,6 +1,7 @@
 package netns
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"slices"
@@ -18,9 +19,11 @@ func TestOwnerPid(t *testing.T) {
 		{"ovd-lab-5254-2-h1c1", 5254, true},
 		{"ovd-e2e-udp-77-13", 77, true},
 		{"ovd-bench-1-9-sw", 1, true},
-		{"ovd-lab-5254", 0, false},   // no sequence number
-		{"ovd-5254-2", 0, false},     // no tag
-		{"ovd-lab-x-2-h1", 0, false}, // no pid
+		{"ovd-e2e-400x-77-1-h1", 77, true},  // a numeric tag field, as Prefix writes it
+		{"ovd-lab-99999999999-1", 0, false}, // beyond any pid_max
+		{"ovd-lab-5254", 0, false},          // no sequence number
+		{"ovd-5254-2", 0, false},            // no tag
+		{"ovd-lab-x-2-h1", 0, false},        // no pid
 		{"other-lab-5254-2", 0, false},
 		{"ovd", 0, false},
 	} {
@@ -60,17 +63,27 @@ func TestStaleAndPrune(t *testing.T) {
 	if !slices.Contains(stale, deadNS.Name) || slices.Contains(stale, live.Name) {
 		t.Errorf("Stale() = %v: want %s in it and not %s", stale, deadNS.Name, live.Name)
 	}
-	pruned, err := Prune()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Contains(pruned, deadNS.Name) || slices.Contains(pruned, live.Name) {
-		t.Errorf("Prune() = %v: want %s in it and not %s", pruned, deadNS.Name, live.Name)
+	// Prune deletes what Stale lists, every such namespace of the machine:
+	// here only ours.
+	pruned, err := deleteAll([]string{deadNS.Name})
+	if err != nil || !slices.Equal(pruned, []string{deadNS.Name}) {
+		t.Errorf("deleteAll = %v, %v", pruned, err)
 	}
 	if _, err := os.Stat(deadNS.Path()); !os.IsNotExist(err) {
-		t.Errorf("%s still there after Prune: %v", deadNS.Name, err)
+		t.Errorf("%s still there after deleteAll: %v", deadNS.Name, err)
 	}
-	if _, err := os.Stat(live.Path()); err != nil {
-		t.Errorf("%s of a running process gone after Prune: %v", live.Name, err)
+	// A process inside keeps a namespace of a dead owner off the list.
+	busy := &NS{Name: "ovd-stale-" + strconv.Itoa(dead) + "-2-h1"}
+	if _, err := New(busy.Name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { busy.Delete() })
+	sleeper := busy.Command(context.Background(), "sleep", "60")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+	if stale, err := Stale(); err != nil || slices.Contains(stale, busy.Name) {
+		t.Errorf("Stale() = %v, %v: lists %s, which a process runs in", stale, err, busy.Name)
 	}
 }

@@ -34,7 +34,7 @@ var (
 const (
 	switchBridge = "sw0"
 	hostIface    = "eth0"
-	maxHosts     = 8
+	MaxHosts     = 8  // emulated hosts a topology takes at most
 	ifNameMax    = 15 // IFNAMSIZ - 1
 )
 
@@ -99,8 +99,8 @@ func (o Options) withDefaults() (Options, error) {
 		o.UnderlayMTU = 1500
 	}
 	switch {
-	case o.Hosts < 2 || o.Hosts > maxHosts:
-		return o, fmt.Errorf("topo: %d hosts, want 2 to %d", o.Hosts, maxHosts)
+	case o.Hosts < 2 || o.Hosts > MaxHosts:
+		return o, fmt.Errorf("topo: %d hosts, want 2 to %d", o.Hosts, MaxHosts)
 	case o.UnderlayMTU < 68 || o.UnderlayMTU > 65535:
 		return o, fmt.Errorf("topo: underlay MTU %d out of range [68, 65535]", o.UnderlayMTU)
 	}

@@ -25,6 +25,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -74,6 +75,7 @@ type Registry struct {
 	prefix    string
 	endpoints []string
 	timeout   time.Duration
+	dial      func(ctx context.Context, addr string) (net.Conn, error) // Options.Dialer, or TCP
 	log       *slog.Logger
 }
 
@@ -130,7 +132,13 @@ func New(opts Options) (*Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(opts.Endpoints, ","), err)
 	}
-	return &Registry{cli: cli, prefix: opts.Prefix, endpoints: opts.Endpoints, timeout: opts.RequestTimeout, log: log}, nil
+	dial := opts.Dialer
+	if dial == nil {
+		dial = func(ctx context.Context, addr string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		}
+	}
+	return &Registry{cli: cli, prefix: opts.Prefix, endpoints: opts.Endpoints, timeout: opts.RequestTimeout, dial: dial, log: log}, nil
 }
 
 func loadTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
@@ -191,25 +199,26 @@ func (r *Registry) unreachable(err error) error {
 	}
 	return fmt.Errorf("etcd at %s did not answer within %s (%w%s); check that etcd runs and listens there (--etcd-endpoints), "+
 		"that this host (this network namespace) reaches it, and that the scheme matches its TLS (https:// with --etcd-cafile)",
-		strings.Join(r.endpoints, ","), r.timeout, err, dialNotes(probe(r.endpoints, probeTimeout)))
+		strings.Join(r.endpoints, ","), r.timeout, err, dialNotes(r.probe(context.Background())))
 }
 
 // probeTimeout bounds a connection attempt that says why etcd is not
 // answering.
-const probeTimeout = time.Second
+const probeTimeout = 2 * time.Second
 
-// CheckReachable fails at once, naming what each endpoint said, when no
-// endpoint takes a connection (nothing listens, no route): a one-shot
-// command then need not wait its whole timeout for an etcd that is not
-// there. It says nothing of whether etcd answers; an endpoint it cannot
-// dial by itself (not a host:port URL) counts as reachable.
-func (r *Registry) CheckReachable() error {
-	results := probe(r.endpoints, probeTimeout)
+// CheckReachable fails at once, naming what each endpoint said, when every
+// endpoint refuses a connection outright (nothing listens, no route): a
+// one-shot command then need not wait its whole timeout for an etcd that
+// is not there. An endpoint that does not answer in time, or that it
+// cannot dial by itself (not a host:port URL), may still answer etcd's own
+// client, so it lets the command go on.
+func (r *Registry) CheckReachable(ctx context.Context) error {
+	results := r.probe(ctx)
 	if len(results) < len(r.endpoints) {
-		return nil // one it could not dial may answer
+		return nil
 	}
 	for _, res := range results {
-		if res.err == nil {
+		if !refused(res.err) {
 			return nil
 		}
 	}
@@ -218,27 +227,45 @@ func (r *Registry) CheckReachable() error {
 		strings.Join(r.endpoints, ","), strings.TrimPrefix(dialNotes(results), "; "))
 }
 
+// refused reports whether a dial error is a definite no: refused, no
+// route, or a name that does not resolve; not a timeout.
+func refused(err error) bool {
+	var dnsErr *net.DNSError
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH):
+		return true
+	case errors.As(err, &dnsErr):
+		return dnsErr.IsNotFound
+	}
+	return false
+}
+
 // dialResult is what connecting to one endpoint's address gave.
 type dialResult struct {
 	addr string
 	err  error
 }
 
-// probe connects to every endpoint's address at once and reports each
-// result; endpoints that are not http(s)://host:port are left out.
-func probe(endpoints []string, timeout time.Duration) []dialResult {
-	results := make([]dialResult, 0, len(endpoints))
-	for _, ep := range endpoints {
+// probe connects to every endpoint's address at once, as the etcd client
+// would (through Options.Dialer if set), and reports each result;
+// endpoints that are not http(s)://host:port are left out.
+func (r *Registry) probe(ctx context.Context) []dialResult {
+	results := make([]dialResult, 0, len(r.endpoints))
+	for _, ep := range r.endpoints {
 		u, err := url.Parse(ep)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Port() == "" {
 			continue
 		}
 		results = append(results, dialResult{addr: u.Host})
 	}
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
 	var wg sync.WaitGroup
 	for i := range results {
 		wg.Go(func() {
-			c, err := net.DialTimeout("tcp", results[i].addr, timeout)
+			c, err := r.dial(ctx, results[i].addr)
 			if err == nil {
 				c.Close()
 			}

@@ -12,11 +12,13 @@ import (
 	"errors"
 	"log/slog"
 	"math/big"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -646,7 +648,7 @@ func TestCheckReachable(t *testing.T) {
 			t.Fatalf("New(%q): %v", endpoints, err)
 		}
 		defer r.Close()
-		return r.CheckReachable()
+		return r.CheckReachable(context.Background())
 	}
 	err := check("http://127.0.0.1:1", "http://127.0.0.1:2")
 	for _, want := range []string{"etcd at http://127.0.0.1:1,http://127.0.0.1:2 cannot be reached",
@@ -660,6 +662,30 @@ func TestCheckReachable(t *testing.T) {
 	}
 	if err := check("unix:///nonexistent/etcd.sock"); err != nil {
 		t.Errorf("an endpoint it cannot dial by itself counts as reachable: %v", err)
+	}
+	// Through Options.Dialer, as the etcd client dials (no packet leaves
+	// here): a refusal is definite, a timeout is not.
+	withDialer := func(dial func(context.Context, string) (net.Conn, error)) error {
+		r, err := New(Options{Endpoints: []string{"http://198.18.0.254:2379"}, Dialer: dial})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		return r.CheckReachable(context.Background())
+	}
+	refuse := func(context.Context, string) (net.Conn, error) {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+	}
+	if err := withDialer(refuse); err == nil || !strings.Contains(err.Error(), "198.18.0.254:2379: connect: connection refused") {
+		t.Errorf("the dialer refuses: %v", err)
+	}
+	accept := func(context.Context, string) (net.Conn, error) { c, _ := net.Pipe(); return c, nil }
+	if err := withDialer(accept); err != nil {
+		t.Errorf("the dialer connects: %v", err)
+	}
+	slow := func(ctx context.Context, _ string) (net.Conn, error) { <-ctx.Done(); return nil, ctx.Err() }
+	if err := withDialer(slow); err != nil {
+		t.Errorf("the dialer times out, which may pass for etcd's own client: %v", err)
 	}
 }
 

@@ -547,7 +547,7 @@ func TestCreateWithoutPrivilege(t *testing.T) {
 			}
 			return nil
 		}))
-		if err == nil || !errors.Is(err, unix.EPERM) || !strings.Contains(err.Error(), "needs CAP_NET_ADMIN: run as root") {
+		if err == nil || !errors.Is(err, unix.EPERM) || !strings.Contains(err.Error(), "creating a TUN interface needs CAP_NET_ADMIN") {
 			t.Errorf("Create refused with EPERM: %v, want it with the hint", err)
 		}
 	})

@@ -93,12 +93,17 @@ func Create(name string, queues int, opts ...Option) ([]Device, error) {
 	return devs, nil
 }
 
-// privilegeHint says what a refusal for want of privilege needs.
-func privilegeHint(err error) string {
-	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-		return " (a TUN interface needs CAP_NET_ADMIN: run as root)"
+// privilegeHint says what a refusal for want of privilege needs: access
+// to the device file (its mode, or a container's device list) to open it,
+// CAP_NET_ADMIN to create an interface with it.
+func privilegeHint(op string, err error) string {
+	if !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EACCES) {
+		return ""
 	}
-	return ""
+	if op == "open" {
+		return " (no access to " + tunPath + ": run as root; in a container, give it the device, e.g. docker run --device " + tunPath + ")"
+	}
+	return " (creating a TUN interface needs CAP_NET_ADMIN: run as root; in a container, e.g. docker run --cap-add NET_ADMIN)"
 }
 
 func openQueue(name string, flags uint16, o *options) (*nativeDevice, error) {
@@ -110,13 +115,13 @@ func openQueue(name string, flags uint16, o *options) (*nativeDevice, error) {
 
 	fd, err := unix.Open(tunPath, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w%s", tunPath, err, privilegeHint(err))
+		return nil, fmt.Errorf("open %s: %w%s", tunPath, err, privilegeHint("open", err))
 	}
 	if err := o.ioctl(unix.TUNSETIFF, uint32(flags), func() error {
 		return unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
 	}); err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("TUNSETIFF: %w%s", err, privilegeHint(err))
+		return nil, fmt.Errorf("TUNSETIFF: %w%s", err, privilegeHint("TUNSETIFF", err))
 	}
 	vnet := flags&unix.IFF_VNET_HDR != 0
 	if vnet {
