@@ -18,6 +18,9 @@ type overlaydSystem struct {
 	name   string
 	config string   // the network config JSON, which selects the backend
 	args   []string // extra overlayd flags, e.g. --vxlan-dataplane
+	// kernel: the kernel forwards, overlayd only programs it (host-gw,
+	// the kernel VXLAN dataplane), so overlayd is no forwarder.
+	kernel bool
 }
 
 func (s overlaydSystem) Name() string { return s.name }
@@ -48,7 +51,7 @@ func (s overlaydSystem) Setup(ctx context.Context, env Env) (_ Testbed, err erro
 			return nil, fmt.Errorf("%s: %s: %w", s.name, d.Name(), err)
 		}
 	}
-	tb := &overlaydTestbed{cluster: c}
+	tb := &overlaydTestbed{cluster: c, kernel: s.kernel}
 	client, server := tb.Endpoints()
 	if err := checkPath(ctx, client, server, c.Daemons[0].Env.MTU); err != nil {
 		return nil, fmt.Errorf("%s: %w", s.name, err)
@@ -58,6 +61,7 @@ func (s overlaydSystem) Setup(ctx context.Context, env Env) (_ Testbed, err erro
 
 type overlaydTestbed struct {
 	cluster *cluster.Cluster
+	kernel  bool // see overlaydSystem
 }
 
 func (t *overlaydTestbed) Endpoints() (client, server *topo.Container) {
@@ -76,7 +80,12 @@ func (t *overlaydTestbed) OverlaydPIDs() []int {
 	return pids
 }
 
-// ForwarderPIDs are the overlayd processes.
-func (t *overlaydTestbed) ForwarderPIDs() []int { return t.OverlaydPIDs() }
+// ForwarderPIDs are the overlayd processes, unless the kernel forwards.
+func (t *overlaydTestbed) ForwarderPIDs() []int {
+	if t.kernel {
+		return nil
+	}
+	return t.OverlaydPIDs()
+}
 
 func (t *overlaydTestbed) Teardown() error { return t.cluster.Close() }

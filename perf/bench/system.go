@@ -84,8 +84,8 @@ var systems = []System{
 	overlaydSystem{name: "overlayd-vxlan-afpacket", config: vxlanConfig, args: afpacketArgs},
 	// The kernel forwards these two; overlayd only programs it, as flanneld
 	// would: they should match host-gw and kernel-vxlan.
-	overlaydSystem{name: "overlayd-host-gw", config: `{"Network":"100.96.0.0/16","SubnetLen":24,"Backend":{"Type":"host-gw"}}`},
-	overlaydSystem{name: "overlayd-kernel-vxlan", config: vxlanConfig, args: []string{"--vxlan-dataplane", "kernel"}},
+	overlaydSystem{name: "overlayd-host-gw", config: `{"Network":"100.96.0.0/16","SubnetLen":24,"Backend":{"Type":"host-gw"}}`, kernel: true},
+	overlaydSystem{name: "overlayd-kernel-vxlan", config: vxlanConfig, args: []string{"--vxlan-dataplane", "kernel"}, kernel: true},
 	// flanneld itself, from a binary the user has (--flanneld).
 	flanneldSystem{name: "flanneld-udp", config: udpConfig, forwards: true},
 	flanneldSystem{name: "flanneld-vxlan", config: vxlanConfig},
