@@ -195,16 +195,15 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	var errs []error
 	envSet := map[string]string{}
 	fs.VisitAll(func(f *flag.Flag) {
-		key := strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		for _, prefix := range []string{"OVERLAYD_", "FLANNELD_"} {
-			if v, ok := os.LookupEnv(prefix + key); ok {
+		for _, key := range envKeys(f.Name) {
+			if v, ok := os.LookupEnv(key); ok {
 				if err := fs.Set(f.Name, v); err != nil {
 					if want := valueHint(f); want != "" {
 						err = fmt.Errorf("want %s for --%s (%w)", want, f.Name, err)
 					}
-					errs = append(errs, fmt.Errorf("environment %s%s=%q: %w", prefix, key, v, err))
+					errs = append(errs, fmt.Errorf("environment %s=%q: %w", key, v, err))
 				}
-				envSet[f.Name] = fmt.Sprintf("%s%s=%q", prefix, key, v)
+				envSet[f.Name] = fmt.Sprintf("%s=%q", key, v)
 				break
 			}
 		}
@@ -291,6 +290,21 @@ func flanneldHint(name string) (string, bool) {
 	return fmt.Sprintf("flanneld's --%s is not supported by overlayd: %s", name, how), true
 }
 
+// envPrefixes are those of the environment variables that set flags, the
+// first winning: --some-flag is OVERLAYD_SOME_FLAG or FLANNELD_SOME_FLAG.
+var envPrefixes = []string{"OVERLAYD_", "FLANNELD_"}
+
+// envKeys are the environment variables that set the flag name, in
+// envPrefixes' order.
+func envKeys(name string) []string {
+	key := strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+	keys := make([]string, len(envPrefixes))
+	for i, prefix := range envPrefixes {
+		keys[i] = prefix + key
+	}
+	return keys
+}
+
 // envNotFlags lists, for overlayd run's log, the OVERLAYD_* and FLANNELD_*
 // variables of the environment that name no flag of fs: they are ignored,
 // and an operator who reuses flanneld's environment file must know.
@@ -298,7 +312,7 @@ func envNotFlags(fs *flag.FlagSet) (ignored []string, hints []string) {
 	for _, kv := range os.Environ() {
 		key, _, _ := strings.Cut(kv, "=")
 		var name string
-		for _, prefix := range []string{"OVERLAYD_", "FLANNELD_"} {
+		for _, prefix := range envPrefixes {
 			if rest, ok := strings.CutPrefix(key, prefix); ok && rest != "" {
 				name = strings.ToLower(strings.ReplaceAll(rest, "_", "-"))
 			}

@@ -324,7 +324,7 @@ func controlSocketOf(proc string, pid int) (string, bool) {
 					env[k] = v
 				}
 			}
-			for _, key := range []string{"OVERLAYD_CONTROL_SOCKET", "FLANNELD_CONTROL_SOCKET"} {
+			for _, key := range envKeys("control-socket") {
 				if v, ok := env[key]; ok {
 					socket, found = v, true
 					break

@@ -197,9 +197,13 @@ func (r *Registry) unreachable(err error) error {
 	if !errors.Is(err, context.DeadlineExceeded) && status.Code(err) != codes.Unavailable && status.Code(err) != codes.DeadlineExceeded {
 		return err
 	}
+	notes := dialNotes(r.probe(context.Background()))
+	if notes != "" {
+		notes = "; " + notes
+	}
 	return fmt.Errorf("etcd at %s did not answer within %s (%w%s); check that etcd runs and listens there (--etcd-endpoints), "+
 		"that this host (this network namespace) reaches it, and that the scheme matches its TLS (https:// with --etcd-cafile)",
-		strings.Join(r.endpoints, ","), r.timeout, err, dialNotes(r.probe(context.Background())))
+		strings.Join(r.endpoints, ","), r.timeout, err, notes)
 }
 
 // probeTimeout bounds a connection attempt that says why etcd is not
@@ -224,7 +228,7 @@ func (r *Registry) CheckReachable(ctx context.Context) error {
 	}
 	return fmt.Errorf("etcd at %s cannot be reached (%s); check that etcd runs and listens there (--etcd-endpoints), "+
 		"and that this host (this network namespace) reaches it",
-		strings.Join(r.endpoints, ","), strings.TrimPrefix(dialNotes(results), "; "))
+		strings.Join(r.endpoints, ","), dialNotes(results))
 }
 
 // refused reports whether a dial error is a definite no: refused, no
@@ -276,7 +280,7 @@ func (r *Registry) probe(ctx context.Context) []dialResult {
 	return results
 }
 
-// dialNotes renders the failed dials as "; addr: why, ...", or "".
+// dialNotes renders the failed dials as "addr: why, ...", or "".
 func dialNotes(results []dialResult) string {
 	var notes []string
 	for _, res := range results {
@@ -290,10 +294,7 @@ func dialNotes(results []dialResult) string {
 		}
 		notes = append(notes, res.addr+": "+why)
 	}
-	if len(notes) == 0 {
-		return ""
-	}
-	return "; " + strings.Join(notes, ", ")
+	return strings.Join(notes, ", ")
 }
 
 // missingConfig is the error for an absent <prefix>/config; `run` and

@@ -299,8 +299,7 @@ type writeOp struct {
 	seg     *segmenter          // without offloads: cuts TCP packets longer than the MTU
 	next    int                 // how many of the packets to write were tried
 	n       int                 // packets accepted
-	dropped int                 // packets refused
-	refused []int               // their indices in bufs: allocated only when a packet is refused
+	refused []int               // indices in bufs of the packets refused: allocated only when one is
 	first   error               // why the first refused packet was refused
 	fatal   error               // error that ended the batch
 }
@@ -338,11 +337,10 @@ func (op *writeOp) do(fd uintptr) bool {
 			op.fatal = err
 			return true
 		default:
-			if op.dropped == 0 {
+			if len(op.refused) == 0 {
 				op.first = err
 			}
-			op.dropped += packets // Index and its Tail: CoalesceGather links every packet it merges
-			op.refused = append(op.refused, i)
+			op.refused = append(op.refused, i) // and its Tail: CoalesceGather links every packet it merges
 			if op.vnet {
 				op.refused = append(op.refused, op.order[op.next].Tail...)
 			}
@@ -398,10 +396,10 @@ func (d *nativeDevice) Write(bufs [][]byte, offset int) (int, error) {
 		return op.n, d.fail("write", err)
 	case op.fatal != nil:
 		return op.n, d.fail("write", op.fatal)
-	case op.dropped > 0:
+	case len(op.refused) > 0:
 		// A super-packet's packets need not follow each other in bufs.
 		slices.Sort(op.refused)
-		return op.n, &WriteError{Dropped: op.dropped, Refused: op.refused, Err: op.first}
+		return op.n, &WriteError{Dropped: len(op.refused), Refused: op.refused, Err: op.first}
 	}
 	return op.n, nil
 }
