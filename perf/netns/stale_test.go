@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"testing"
+	"time"
 )
 
 func TestOwnerPid(t *testing.T) {
@@ -83,6 +84,14 @@ func TestStaleAndPrune(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+	// ip netns exec enters the namespace after it starts: wait until the
+	// sleeper runs inside (bounded, not a measure of speed).
+	for i := 0; !inUse(busy.Name); i++ {
+		if i == 1000 {
+			t.Fatalf("sleep %d never ran inside %s", sleeper.Process.Pid, busy.Name)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if stale, err := Stale(); err != nil || slices.Contains(stale, busy.Name) {
 		t.Errorf("Stale() = %v, %v: lists %s, which a process runs in", stale, err, busy.Name)
 	}
