@@ -23,12 +23,13 @@ func (l *stringList) Set(s string) error { *l = append(*l, s); return nil }
 func runDockerOpts(_ context.Context, args []string) error {
 	fs := newFlagSet("docker-opts")
 	var (
-		subnetFile, out, key, daemonJSON string
-		individual, combined, noMasq     bool
-		units                            stringList
+		subnetFile, shortFile, out, key string
+		daemonJSON                      string
+		individual, combined, noMasq    bool
+		units                           stringList
 	)
 	fs.StringVar(&subnetFile, "subnet-file", subnet.DefaultSubnetFile, "subnet file to read (overlayd run's --subnet-file)")
-	fs.StringVar(&subnetFile, "f", subnet.DefaultSubnetFile, "same as --subnet-file (mk-docker-opts.sh's name)")
+	fs.StringVar(&shortFile, "f", subnet.DefaultSubnetFile, "same as --subnet-file (mk-docker-opts.sh's name)")
 	fs.StringVar(&out, "d", "/run/docker_opts.env", "environment file to write (\"-\": standard output)")
 	fs.StringVar(&key, "k", "DOCKER_OPTS", "name of the variable holding all options (-c)")
 	fs.BoolVar(&individual, "i", false, "write one DOCKER_OPT_* variable per option (default with neither -i nor -c: both)")
@@ -48,8 +49,15 @@ func runDockerOpts(_ context.Context, args []string) error {
 	if combined && !dockeropts.ValidKey(key) {
 		return fmt.Errorf("-k %q: not a variable name", key)
 	}
-	outGiven := false
-	fs.Visit(func(f *flag.Flag) { outGiven = outGiven || f.Name == "d" })
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	outGiven := given["d"]
+	switch {
+	case given["f"] && given["subnet-file"] && shortFile != subnetFile:
+		return usagef("-f %s and --subnet-file %s name two subnet files: give one", shortFile, subnetFile)
+	case given["f"]:
+		subnetFile = shortFile
+	}
 	if len(units) > 0 && daemonJSON == "" {
 		return errors.New("--dockerd-dropin checks a --daemon-json merge; give --daemon-json too")
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -135,6 +136,7 @@ func TestCommandLineMistakes(t *testing.T) {
 		{[]string{"version", "extra"}, `unexpected argument "extra"`},
 		{[]string{"leases", "extra"}, `unexpected argument "extra"`},
 		{[]string{"docker-opts", "extra"}, `unexpected argument "extra"`},
+		{[]string{"docker-opts", "-f", "/run/a.env", "--subnet-file", "/run/b.env"}, "-f /run/a.env and --subnet-file /run/b.env name two subnet files: give one"},
 		{[]string{"--etcd-endpoint", "http://198.18.0.254:2379"}, "unknown flag --etcd-endpoint; did you mean --etcd-endpoints? (overlayd run --help lists the flags)"},
 		{[]string{"status", "--bogus"}, "unknown flag --bogus (overlayd status --help lists the flags)"},
 		// A refused value: what the flag takes, not "parse error".
@@ -177,5 +179,31 @@ func TestFlagsAfterArguments(t *testing.T) {
 	}
 	if ef.prefix != "/x" || !slices.Equal(fs.Args(), []string{"{}", "--etcd-prefix"}) {
 		t.Errorf("prefix %q, arguments %q; want /x and [{} --etcd-prefix]", ef.prefix, fs.Args())
+	}
+}
+
+// TestDockerOptsSubnetFile: mk-docker-opts.sh's -f and overlayd's
+// --subnet-file name the same file; either reads it, and both may be
+// given if they agree (two files are refused in TestCommandLineMistakes).
+func TestDockerOptsSubnetFile(t *testing.T) {
+	dir := t.TempDir()
+	env := filepath.Join(dir, "subnet.env")
+	data := "FLANNEL_NETWORK=100.96.0.0/16\nFLANNEL_SUBNET=100.96.7.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n"
+	if err := os.WriteFile(env, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, given := range [][]string{{"-f", env}, {"--subnet-file", env}, {"-f", env, "--subnet-file", env}} {
+		out := filepath.Join(dir, "docker_opts.env")
+		args := append([]string{"docker-opts", "-d", out}, given...)
+		if code, _, errOut := help(t, args...); code != 0 {
+			t.Fatalf("%q: exit %d: %s", args, code, errOut)
+		}
+		opts, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(opts), "--bip=100.96.7.1/24") {
+			t.Errorf("%q wrote:\n%s\nwant the --bip of %s", args, opts, env)
+		}
 	}
 }
