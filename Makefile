@@ -65,10 +65,16 @@ bench-quick: build
 	$(BIN)/overlayd-lab bench --overlayd $(BIN)/overlayd --quick $(BENCHFLAGS)
 
 # Everything: vet, unit tests, fuzz seed corpora, integration tests (root).
-# go test shows why a test skipped only with -v: without root, say it here.
+# go test alone hides skipped tests; gotestsum (fetched through the module
+# proxy like the modules, pinned here) prints a line per package and ends
+# with every skipped and failed test and its reason. Without root every
+# integration test skips: one line says so instead of the list.
+# GOTESTSUM= runs plain go test.
+ROOT      := $(filter 0,$(shell id -u))
+GOTESTSUM ?= $(GO) run gotest.tools/gotestsum@v1.13.0 --format pkgname-and-test-fails $(if $(ROOT),,--hide-summary=skipped) --
 SKIPNOTE = $(GO) test -count=1 -v -run '^TestUDPOverlay$$' ./perf/e2e/ 2>/dev/null | grep -A1 -e '--- SKIP' | tail -n 1 | sed 's/^ *//'
 test: vet
-	$(GO) test $(TESTFLAGS) $(PKGS)
+	$(if $(strip $(GOTESTSUM)),$(GOTESTSUM),$(GO) test) $(TESTFLAGS) $(PKGS)
 	@[ "$$(id -u)" = 0 ] || echo "NOTE: not root, so the integration tests were skipped, e.g. $$($(SKIPNOTE)). Run as root (sudo make test) to include them; go test -v shows every skipped test's reason."
 
 # Unit tests only: no root needed.
