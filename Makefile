@@ -72,7 +72,7 @@ bench-quick: build
 # GOTESTSUM= runs plain go test.
 ROOT      := $(filter 0,$(shell id -u))
 GOTESTSUM ?= $(GO) run gotest.tools/gotestsum@v1.13.0 --format pkgname-and-test-fails $(if $(ROOT),,--hide-summary=skipped) --
-SKIPNOTE = $(GO) test -count=1 -v -run '^TestUDPOverlay$$' ./perf/e2e/ 2>/dev/null | grep -A1 -e '--- SKIP' | tail -n 1 | sed 's/^ *//'
+SKIPNOTE = $(GO) test -count=1 -v -run '^TestUDPOverlay$$' ./perf/e2e/ 2>/dev/null | grep -B1 -e '--- SKIP' | head -n 1 | sed 's/^ *//'
 test: vet
 	$(if $(strip $(GOTESTSUM)),$(GOTESTSUM),$(GO) test) $(TESTFLAGS) $(PKGS)
 	@[ "$$(id -u)" = 0 ] || echo "NOTE: not root, so the integration tests were skipped, e.g. $$($(SKIPNOTE)). Run as root (sudo make test) to include them; go test -v shows every skipped test's reason."
