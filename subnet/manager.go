@@ -108,8 +108,11 @@ func (m *Manager) Acquire(ctx context.Context) (Lease, error) {
 	if !m.opts.PublicIP.Is4() {
 		return Lease{}, fmt.Errorf("acquire subnet lease: PublicIP %v is not an IPv4 address", m.opts.PublicIP)
 	}
+	// The subnets lost in a race, skipped by the next tries: a key we
+	// cannot read (which ListLeases leaves out) stays lost at every try.
+	var lostRaces []Lease
 	for range raceRetries {
-		l, err := m.tryAcquire(ctx)
+		l, err := m.tryAcquire(ctx, &lostRaces)
 		if errors.Is(err, errRace) {
 			m.log.Debug("subnet lease race; trying again", "error", err)
 			continue
@@ -123,27 +126,37 @@ func (m *Manager) Acquire(ctx context.Context) (Lease, error) {
 	return Lease{}, fmt.Errorf("acquire subnet lease: other hosts took the chosen subnet %d times in a row; retry later", raceRetries)
 }
 
-func (m *Manager) tryAcquire(ctx context.Context) (Lease, error) {
+// tryAcquire makes one attempt, skipping the subnets of lost; when it
+// loses a race for a subnet it adds it there.
+func (m *Manager) tryAcquire(ctx context.Context, lost *[]Lease) (Lease, error) {
 	leases, _, err := m.reg.ListLeases(ctx)
 	if err != nil {
 		return Lease{}, fmt.Errorf("list leases: %w", err)
 	}
 	ours, others := m.splitOurs(leases)
+	others = append(others, *lost...)
 	attrs := m.attrs()
 
 	for _, l := range ours {
+		if overlapsAny(l.Subnet, *lost) {
+			continue
+		}
 		if !m.cfg.Compatible(l.Subnet) {
 			m.log.Info("found lease for our public IP that does not fit the network config; deleting it",
 				"subnet", l.Subnet, "public_ip", m.opts.PublicIP)
-			if err := m.reg.DeleteLease(ctx, l.Subnet); err != nil {
+			err := m.reg.DeleteLease(ctx, l.Subnet, m.opts.PublicIP)
+			if err != nil && !errors.Is(err, ErrLeaseTaken) { // taken: no longer ours to delete
 				return Lease{}, fmt.Errorf("delete lease %s: %w", l.Subnet, err)
 			}
 			continue
 		}
 		m.log.Info("found lease for our public IP; reusing it", "subnet", l.Subnet, "public_ip", m.opts.PublicIP)
 		got, err := m.reg.RenewLease(ctx, l.Subnet, attrs, m.opts.TTL)
-		if errors.Is(err, ErrLeaseNotFound) {
-			return Lease{}, fmt.Errorf("%w: %s vanished", errRace, l.Subnet)
+		if errors.Is(err, ErrLeaseNotFound) || errors.Is(err, ErrLeaseTaken) {
+			// Gone or taken since the listing, or under a key we do not
+			// renew (a dual-stack one).
+			*lost = append(*lost, Lease{Subnet: l.Subnet})
+			return Lease{}, fmt.Errorf("%w: %s vanished: %w", errRace, l.Subnet, err)
 		}
 		if err != nil {
 			return Lease{}, fmt.Errorf("reuse lease %s: %w", l.Subnet, err)
@@ -160,7 +173,7 @@ func (m *Manager) tryAcquire(ctx context.Context) (Lease, error) {
 			m.log.Info("previous subnet is leased by another host; picking a new one", "subnet", prev)
 		default:
 			m.log.Info("found previously leased subnet; reusing it", "subnet", prev)
-			return m.create(ctx, prev, attrs)
+			return m.create(ctx, prev, attrs, lost)
 		}
 	}
 
@@ -169,7 +182,7 @@ func (m *Manager) tryAcquire(ctx context.Context) (Lease, error) {
 		return Lease{}, err
 	}
 	m.log.Info("picked a free subnet", "subnet", sn, "subnet_min", m.cfg.SubnetMin, "subnet_max", m.cfg.SubnetMax)
-	return m.create(ctx, sn, attrs)
+	return m.create(ctx, sn, attrs, lost)
 }
 
 // splitOurs separates the leases carrying our PublicIP, the one matching
@@ -188,9 +201,10 @@ func (m *Manager) splitOurs(leases []Lease) (ours, others []Lease) {
 	return ours, others
 }
 
-func (m *Manager) create(ctx context.Context, sn netip.Prefix, attrs LeaseAttrs) (Lease, error) {
+func (m *Manager) create(ctx context.Context, sn netip.Prefix, attrs LeaseAttrs, lost *[]Lease) (Lease, error) {
 	l, err := m.reg.CreateLease(ctx, sn, attrs, m.opts.TTL)
 	if errors.Is(err, ErrLeaseExists) {
+		*lost = append(*lost, Lease{Subnet: sn})
 		return Lease{}, fmt.Errorf("%w: %s was taken first", errRace, sn)
 	}
 	if err != nil {
@@ -366,27 +380,19 @@ func ownLeaseState(r WatchResult, sn netip.Prefix, ours netip.Addr) (gone bool, 
 }
 
 // retake creates our lease for sn again. When the subnet already has a
-// lease again, it is ours if it carries our PublicIP (we won an earlier
-// race, or a restarted twin wrote it); otherwise it was taken.
+// lease again, RenewLease keeps it if it carries our PublicIP (we won an
+// earlier race, or a restarted twin wrote it) or cannot be read (garbage
+// written over ours), and says ErrLeaseTaken if it carries another's.
 func (m *Manager) retake(ctx context.Context, sn netip.Prefix) (Lease, error) {
 	l, err := m.reg.CreateLease(ctx, sn, m.attrs(), m.opts.TTL)
 	if !errors.Is(err, ErrLeaseExists) {
 		return l, err
 	}
-	leases, _, err := m.reg.ListLeases(ctx)
-	if err != nil {
-		return Lease{}, err
+	l, err = m.reg.RenewLease(ctx, sn, m.attrs(), m.opts.TTL)
+	if errors.Is(err, ErrLeaseNotFound) {
+		return Lease{}, fmt.Errorf("%w: %s came and went while we took it back", errRace, sn)
 	}
-	for _, cur := range leases {
-		if cur.Subnet != sn {
-			continue
-		}
-		if cur.Attrs.PublicIP != m.opts.PublicIP {
-			return Lease{}, fmt.Errorf("%w: %s now has PublicIP %s", ErrLeaseTaken, sn, cur.Attrs.PublicIP)
-		}
-		return m.reg.RenewLease(ctx, sn, m.attrs(), m.opts.TTL)
-	}
-	return Lease{}, fmt.Errorf("%w: %s came and went while we took it back", errRace, sn)
+	return l, err
 }
 
 // renewDelay is the wait before renewing l; a reservation never needs one.
@@ -492,7 +498,7 @@ func (m *Manager) Release(ctx context.Context) error {
 	if !ok {
 		return nil
 	}
-	if err := m.reg.DeleteLease(ctx, l.Subnet); err != nil {
+	if err := m.reg.DeleteLease(ctx, l.Subnet, m.opts.PublicIP); err != nil {
 		return fmt.Errorf("release lease %s: %w", l.Subnet, err)
 	}
 	m.setLease(Lease{}, false)

@@ -366,6 +366,27 @@ func TestRelease(t *testing.T) {
 	}
 }
 
+// TestReleaseLeavesAnotherHostsLease: our lease expired and another host
+// took the subnet before we stopped; --release-on-exit must not delete
+// their lease.
+func TestReleaseLeavesAnotherHostsLease(t *testing.T) {
+	cfg := mustConfig(t, net16)
+	reg := subnettest.New(cfg)
+	m := subnet.NewManager(reg, cfg, opts(1))
+	l, err := m.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.Expire(l.Subnet)
+	reg.Put(subnet.Lease{Subnet: l.Subnet, Attrs: subnet.LeaseAttrs{PublicIP: pub(2)}})
+	if err := m.Release(context.Background()); !errors.Is(err, subnet.ErrLeaseTaken) {
+		t.Errorf("Release: %v, want ErrLeaseTaken", err)
+	}
+	if back, ok := find(reg, l.Subnet); !ok || back.Attrs.PublicIP != pub(2) {
+		t.Error("Release deleted the other host's lease")
+	}
+}
+
 // peerWatch runs WatchPeers and records every set it reports.
 type peerWatch struct {
 	mu    sync.Mutex

@@ -31,12 +31,16 @@ type Registry interface {
 	// RenewLease makes the existing lease for sn carry attrs and live
 	// another ttl, keeping its registry lease (a keep-alive, not a new
 	// grant): peers see a change only when attrs differ. A lease without a
-	// TTL (a reservation) stays one. ErrLeaseNotFound when sn has no lease.
+	// TTL (a reservation) stays one. ErrLeaseNotFound when sn has no lease,
+	// ErrLeaseTaken when it carries another PublicIP than attrs (left as
+	// it is); one whose value cannot be read is rewritten with attrs.
 	RenewLease(ctx context.Context, sn netip.Prefix, attrs LeaseAttrs, ttl time.Duration) (Lease, error)
 
-	// DeleteLease removes the lease for sn and frees its registry lease.
+	// DeleteLease removes the lease for sn and frees its registry lease,
+	// only while it carries owner as its PublicIP (ErrLeaseTaken
+	// otherwise), or whatever it holds when owner is the zero Addr.
 	// Deleting a lease that does not exist is not an error.
-	DeleteLease(ctx context.Context, sn netip.Prefix) error
+	DeleteLease(ctx context.Context, sn netip.Prefix, owner netip.Addr) error
 
 	// WatchLeases sends the changes made at revision since and later to
 	// out until ctx is done or the watch breaks, and returns why (ctx.Err()

@@ -83,7 +83,7 @@ func checkPeerBehindRouter(t *testing.T, c *cluster.Cluster) {
 			t.Fatal(err)
 		}
 		defer reg.Close()
-		if err := reg.DeleteLease(ctx, far); err != nil {
+		if err := reg.DeleteLease(ctx, far, netip.Addr{}); err != nil {
 			t.Error(err)
 		}
 	}()

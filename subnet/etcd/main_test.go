@@ -130,6 +130,27 @@ func running(t *testing.T, f func(ctx context.Context) error) <-chan error {
 	return done
 }
 
+// acquireAndRun has m acquire a lease and runs m.Run until the test
+// ends; it returns the lease, its etcd key and Run's result.
+func acquireAndRun(t *testing.T, m *subnet.Manager) (subnet.Lease, string, <-chan error) {
+	t.Helper()
+	l, err := m.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, testPrefix(t) + "/subnets/" + subnet.SubnetKey(l.Subnet), running(t, m.Run)
+}
+
+// stillRunning fails the test if Run has returned.
+func stillRunning(t *testing.T, done <-chan error) {
+	t.Helper()
+	select {
+	case err := <-done:
+		t.Fatalf("Run returned %v", err)
+	default:
+	}
+}
+
 // peerSets records what WatchPeers reports.
 type peerSets struct {
 	mu   sync.Mutex

@@ -28,6 +28,7 @@ import (
 	"syscall"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
@@ -475,6 +476,19 @@ func (r *Registry) RenewLease(ctx context.Context, sn netip.Prefix, attrs subnet
 	kv := get.Kvs[0]
 	l := subnet.Lease{Subnet: sn, Attrs: attrs}
 	id := clientv3.LeaseID(kv.Lease)
+	cur, err := decodeLease(kv.Key, kv.Value)
+	switch {
+	case err != nil:
+		// Our subnet's key, unreadable to every host: write ours back,
+		// with a TTL, as a renewal would have left it.
+		r.log.Warn("our lease holds an unreadable value; rewriting it", "key", key, "error", err)
+		return r.moveLease(ctx, kv.ModRevision, id, l, val, ttl)
+	case cur.Attrs.PublicIP != attrs.PublicIP:
+		// Ours expired or was deleted, and another host leased the subnet
+		// before our watch said so: theirs now, not to be kept alive or
+		// rewritten.
+		return subnet.Lease{}, fmt.Errorf("lease %s: %w: it has PublicIP %s", key, subnet.ErrLeaseTaken, cur.Attrs.PublicIP)
+	}
 	if id != clientv3.NoLease {
 		ka, err := r.cli.KeepAliveOnce(ctx, id)
 		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
@@ -508,7 +522,9 @@ func (r *Registry) moveLease(ctx context.Context, modRev int64, old clientv3.Lea
 		r.revoke(grant.ID)
 		return subnet.Lease{}, err
 	}
-	r.revokeIfUnused(old)
+	if old != clientv3.NoLease {
+		r.revokeIfUnused(old)
+	}
 	l.Expiration = start.Add(time.Duration(grant.TTL) * time.Second)
 	return l, nil
 }
@@ -525,18 +541,44 @@ func (r *Registry) putIfUnchanged(ctx context.Context, key string, modRev int64,
 	return nil
 }
 
-// DeleteLease deletes the key and then revokes its etcd lease, unless other
-// keys are still attached to it.
-func (r *Registry) DeleteLease(ctx context.Context, sn netip.Prefix) error {
+// DeleteLease deletes the key, if it still carries owner as its PublicIP
+// (any value when owner is the zero Addr), and then revokes its etcd
+// lease, unless other keys are still attached to it.
+func (r *Registry) DeleteLease(ctx context.Context, sn netip.Prefix, owner netip.Addr) error {
 	key := r.subnetKey(sn)
 	ctx, cancel := r.request(ctx)
 	defer cancel()
-	resp, err := r.cli.Delete(ctx, key, clientv3.WithPrevKV())
-	if err != nil {
-		return fmt.Errorf("lease %s: delete: %w", key, err)
+	var prev *mvccpb.KeyValue
+	if !owner.IsValid() {
+		resp, err := r.cli.Delete(ctx, key, clientv3.WithPrevKV())
+		if err != nil {
+			return fmt.Errorf("lease %s: delete: %w", key, err)
+		}
+		if resp.Deleted == 1 {
+			prev = resp.PrevKvs[0]
+		}
+	} else {
+		get, err := r.cli.Get(ctx, key)
+		if err != nil {
+			return fmt.Errorf("lease %s: get: %w", key, err)
+		}
+		if len(get.Kvs) == 0 {
+			return nil
+		}
+		prev = get.Kvs[0]
+		cur, err := decodeLease(prev.Key, prev.Value)
+		switch {
+		case err != nil:
+			return fmt.Errorf("lease %s: not deleted: %w", key, err)
+		case cur.Attrs.PublicIP != owner:
+			return fmt.Errorf("lease %s: not deleted: %w: it has PublicIP %s", key, subnet.ErrLeaseTaken, cur.Attrs.PublicIP)
+		}
+		if err := r.putIfUnchanged(ctx, key, prev.ModRevision, clientv3.OpDelete(key)); err != nil {
+			return err
+		}
 	}
-	if resp.Deleted == 1 && resp.PrevKvs[0].Lease != 0 {
-		r.revokeIfUnused(clientv3.LeaseID(resp.PrevKvs[0].Lease))
+	if prev != nil && prev.Lease != 0 {
+		r.revokeIfUnused(clientv3.LeaseID(prev.Lease))
 	}
 	return nil
 }

@@ -400,7 +400,7 @@ func TestWatchPeersRecoversFromCompaction(t *testing.T) {
 	waitFor(t, "two peers", peers.is("100.96.101.0/24@198.18.0.101", "100.96.102.0/24@198.18.0.102"))
 
 	sw.setOff(true)
-	if err := r.DeleteLease(ctx, netip.MustParsePrefix("100.96.101.0/24")); err != nil {
+	if err := r.DeleteLease(ctx, netip.MustParsePrefix("100.96.101.0/24"), netip.Addr{}); err != nil {
 		t.Fatal(err)
 	}
 	put("100.96.103.0/24", 103)
@@ -435,7 +435,7 @@ func TestWatchLeasesFromCompactedRevision(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.DeleteLease(ctx, a); err != nil {
+	if err := r.DeleteLease(ctx, a, netip.Addr{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.CreateLease(ctx, b, subnet.LeaseAttrs{PublicIP: pub(2)}, time.Hour); err != nil {
@@ -455,7 +455,7 @@ func TestWatchLeasesFromCompactedRevision(t *testing.T) {
 	if !first.Resync || len(first.Leases) != 1 || first.Leases[0].Subnet != b || first.Revision < now {
 		t.Fatalf("first result %+v, want a resync holding only %v", first, b)
 	}
-	if err := r.DeleteLease(ctx, b); err != nil {
+	if err := r.DeleteLease(ctx, b, netip.Addr{}); err != nil {
 		t.Fatal(err)
 	}
 	next := <-out
@@ -504,7 +504,7 @@ func TestWatchLeasesFromRevisionAheadOfEtcd(t *testing.T) {
 	if !first.Resync || len(first.Leases) != 1 || first.Leases[0].Subnet != a || first.Revision < now || first.Revision > now+1_000 {
 		t.Fatalf("first result %+v, want a resync at etcd's revision holding only %v", first, a)
 	}
-	if err := r.DeleteLease(ctx, a); err != nil {
+	if err := r.DeleteLease(ctx, a, netip.Addr{}); err != nil {
 		t.Fatal(err)
 	}
 	if res := next("removal"); res.Resync || len(res.Events) != 1 || res.Events[0].Type != subnet.EventRemoved || res.Events[0].Lease.Subnet != a {
@@ -546,12 +546,7 @@ func TestRunTakesDeletedLeaseBack(t *testing.T) {
 	r, cfg := newNetwork(t, net16)
 	ctx := context.Background()
 	m := subnet.NewManager(r, cfg, managerOpts(1))
-	l, err := m.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := running(t, m.Run)
-	key := testPrefix(t) + "/subnets/" + subnet.SubnetKey(l.Subnet)
+	l, key, done := acquireAndRun(t, m)
 	back := func(old clientv3.LeaseID) func() bool {
 		return func() bool {
 			resp, ok := r.get(t, key)
@@ -572,12 +567,7 @@ func TestRunTakesDeletedLeaseBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the revoked lease to come back", back(id))
-
-	select {
-	case err := <-done:
-		t.Fatalf("Run returned %v", err)
-	default:
-	}
+	stillRunning(t, done)
 	if cur, held := m.Lease(); !held || cur.Subnet != l.Subnet {
 		t.Errorf("Lease() = %v, %v; want %v held", cur, held, l.Subnet)
 	}
@@ -593,24 +583,14 @@ func TestRunSurvivesLostConnection(t *testing.T) {
 	})
 	admin := newRegistry(t)
 	ctx := context.Background()
-	m := subnet.NewManager(r, cfg, managerOpts(1))
-	l, err := m.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := running(t, m.Run)
-	key := testPrefix(t) + "/subnets/" + subnet.SubnetKey(l.Subnet)
+	_, key, done := acquireAndRun(t, subnet.NewManager(r, cfg, managerOpts(1)))
 	sw.setOff(true)
 	if _, err := admin.cli.Delete(ctx, key); err != nil {
 		t.Fatal(err)
 	}
 	sw.setOff(false)
 	waitFor(t, "the key to come back after the outage", func() bool { _, ok := admin.get(t, key); return ok })
-	select {
-	case err := <-done:
-		t.Fatalf("Run returned %v", err)
-	default:
-	}
+	stillRunning(t, done)
 }
 
 func TestNewDoesNotBlockOnUnreachableEtcd(t *testing.T) {

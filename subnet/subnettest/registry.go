@@ -217,6 +217,9 @@ func (r *Registry) RenewLease(ctx context.Context, sn netip.Prefix, attrs subnet
 	if !ok {
 		return subnet.Lease{}, fmt.Errorf("lease %s: %w", sn, subnet.ErrLeaseNotFound)
 	}
+	if e.lease.Attrs.PublicIP != attrs.PublicIP {
+		return subnet.Lease{}, fmt.Errorf("lease %s: %w: it has PublicIP %s", sn, subnet.ErrLeaseTaken, e.lease.Attrs.PublicIP)
+	}
 	old := e.lease.Attrs
 	e.lease.Attrs = attrs
 	if e.leaseID != 0 {
@@ -231,11 +234,14 @@ func (r *Registry) RenewLease(ctx context.Context, sn netip.Prefix, attrs subnet
 }
 
 // DeleteLease implements subnet.Registry.
-func (r *Registry) DeleteLease(ctx context.Context, sn netip.Prefix) error {
+func (r *Registry) DeleteLease(ctx context.Context, sn netip.Prefix, owner netip.Addr) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.failure != nil {
 		return r.failure
+	}
+	if e, ok := r.leases[sn]; ok && owner.IsValid() && e.lease.Attrs.PublicIP != owner {
+		return fmt.Errorf("lease %s: not deleted: %w: it has PublicIP %s", sn, subnet.ErrLeaseTaken, e.lease.Attrs.PublicIP)
 	}
 	r.deleteLocked(sn)
 	return nil
