@@ -424,7 +424,8 @@ func ttlSeconds(ttl time.Duration) int64 {
 
 // CreateLease puts the lease key in a transaction that succeeds only if
 // the key does not exist, attached to a new etcd lease (flannel's
-// createSubnet); on failure the etcd lease is revoked again.
+// createSubnet). When the key exists the etcd lease is revoked again;
+// when the transaction's outcome is unknown it is left to expire.
 func (r *Registry) CreateLease(ctx context.Context, sn netip.Prefix, attrs subnet.LeaseAttrs, ttl time.Duration) (subnet.Lease, error) {
 	key := r.subnetKey(sn)
 	val, err := json.Marshal(attrs)
@@ -442,11 +443,14 @@ func (r *Registry) CreateLease(ctx context.Context, sn netip.Prefix, attrs subne
 		If(clientv3.Compare(clientv3.Version(key), "=", 0)).
 		Then(clientv3.OpPut(key, string(val), clientv3.WithLease(grant.ID))).
 		Commit()
-	if err != nil || !resp.Succeeded {
+	if err != nil {
+		// The put may have landed before the reply was lost: revoking
+		// would delete it. The grant expires on its own if it did not;
+		// if it did, the next try finds the lease ours and renews it.
+		return subnet.Lease{}, fmt.Errorf("lease %s: create: %w", key, err)
+	}
+	if !resp.Succeeded {
 		r.revoke(grant.ID)
-		if err != nil {
-			return subnet.Lease{}, fmt.Errorf("lease %s: create: %w", key, err)
-		}
 		return subnet.Lease{}, fmt.Errorf("lease %s: %w", key, subnet.ErrLeaseExists)
 	}
 	return subnet.Lease{Subnet: sn, Attrs: attrs, Expiration: start.Add(time.Duration(grant.TTL) * time.Second)}, nil
