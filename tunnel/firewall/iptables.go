@@ -131,19 +131,47 @@ func (t *IPTables) ensure(c Chain) (int, error) {
 	if err != nil {
 		return changed, err
 	}
-	ok, err := t.ipt.Exists(c.Table, c.From, c.Jump...)
-	if err != nil || ok {
-		return changed, err
-	}
-	if c.First {
-		err = t.ipt.Insert(c.Table, c.From, 1, c.Jump...)
-	} else {
-		err = t.ipt.Append(c.Table, c.From, c.Jump...)
-	}
+	n, err = t.ensureJump(c.Table, c.From, c.First, c.Jump)
+	changed += n
 	if err != nil {
 		return changed, err
 	}
-	return changed + 1, nil
+	for _, from := range c.Ahead {
+		exists, err := t.ipt.ChainExists(c.Table, from)
+		if err != nil {
+			return changed, err
+		}
+		// Made before Docker starts, the chain is the one it then uses.
+		if !exists {
+			if err := t.ipt.NewChain(c.Table, from); err != nil {
+				return changed, err
+			}
+		}
+		n, err := t.ensureJump(c.Table, from, true, c.Jump)
+		changed += n
+		if err != nil {
+			return changed, err
+		}
+	}
+	return changed, nil
+}
+
+// ensureJump adds jump to the chain from, first or last, unless it is
+// there already (wherever it is: a rule the host put before it stays).
+func (t *IPTables) ensureJump(table, from string, first bool, jump []string) (int, error) {
+	ok, err := t.ipt.Exists(table, from, jump...)
+	if err != nil || ok {
+		return 0, err
+	}
+	if first {
+		err = t.ipt.Insert(table, from, 1, jump...)
+	} else {
+		err = t.ipt.Append(table, from, jump...)
+	}
+	if err != nil {
+		return 0, err
+	}
+	return 1, nil
 }
 
 // reconcile turns have into c.Rules in place: at each position a rule
@@ -177,8 +205,17 @@ func (t *IPTables) remove(c Chain) (int, error) {
 	if err != nil || !exists {
 		return 0, err
 	}
-	if err := t.ipt.DeleteIfExists(c.Table, c.From, c.Jump...); err != nil {
-		return 0, err
+	// The chains ahead are the host's: only the jump goes.
+	for _, from := range append([]string{c.From}, c.Ahead...) {
+		if ok, err := t.ipt.ChainExists(c.Table, from); err != nil || !ok {
+			if err != nil {
+				return 0, err
+			}
+			continue
+		}
+		if err := t.ipt.DeleteIfExists(c.Table, from, c.Jump...); err != nil {
+			return 0, err
+		}
 	}
 	if err := t.ipt.ClearAndDeleteChain(c.Table, c.Name); err != nil {
 		return 1, err

@@ -60,17 +60,24 @@ func checkBackend(t *testing.T, b Backend) {
 	if !ipt.opts.RandomFully {
 		t.Logf("%s has no --random-fully", b.Path)
 	}
-	// A Docker-like host: FORWARD DROP and a rule of its own first.
+	// A host with Docker 28's FORWARD: its policy DROP, DOCKER-USER first,
+	// then a chain that drops what enters docker0 from elsewhere.
 	run("-P", "FORWARD", "DROP")
 	run("-A", "FORWARD", "-i", "lo", "-j", "ACCEPT")
-	if n, err := ipt.Ensure(testNetwork, testSubnet); err != nil || n != 9 {
-		t.Fatalf("first Ensure: %d changes, %v; want 9\n%s", n, err, save())
+	run("-N", "DOCKER-USER")
+	run("-N", "DOCKER-FORWARD")
+	run("-A", "FORWARD", "-j", "DOCKER-USER")
+	run("-A", "FORWARD", "-j", "DOCKER-FORWARD")
+	run("-A", "DOCKER-FORWARD", "!", "-i", "docker0", "-o", "docker0", "-j", "DROP")
+	if n, err := ipt.Ensure(testNetwork, testSubnet); err != nil || n != 10 {
+		t.Fatalf("first Ensure: %d changes, %v; want 10\n%s", n, err, save())
 	}
 	first := save()
 	for _, want := range []string{
 		`-A POSTROUTING -m comment --comment "overlayd masq" -j OVERLAYD-POSTRTG`,
 		`-A OVERLAYD-POSTRTG -s 100.96.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "overlayd masq" -j MASQUERADE`,
-		`-A FORWARD -i lo -j ACCEPT` + "\n" + `-A FORWARD -m comment --comment "overlayd forward" -j OVERLAYD-FWD`,
+		`-A FORWARD -j DOCKER-FORWARD` + "\n" + `-A FORWARD -m comment --comment "overlayd forward" -j OVERLAYD-FWD`,
+		`-A DOCKER-USER -m comment --comment "overlayd forward" -j OVERLAYD-FWD`,
 		`-A OVERLAYD-FWD -d 100.96.0.0/16 -m comment --comment "overlayd forward" -j ACCEPT`,
 	} {
 		if !strings.Contains(first, want) {
@@ -94,7 +101,7 @@ func checkBackend(t *testing.T, b Backend) {
 	if err := ipt.Remove(); err != nil {
 		t.Fatal(err)
 	}
-	if got := save(); strings.Contains(got, "OVERLAYD") || !strings.Contains(got, "-A FORWARD -i lo -j ACCEPT") {
+	if got := save(); strings.Contains(got, "OVERLAYD") || !strings.Contains(got, "-A FORWARD -i lo -j ACCEPT") || !strings.Contains(got, ":DOCKER-USER") {
 		t.Errorf("after Remove:\n%s", got)
 	}
 }

@@ -154,6 +154,12 @@ func wantInPlace(t *testing.T, f *fakeTables, network, subnet netip.Prefix, o Op
 		if jumps != 1 {
 			t.Errorf("%s: %d jumps to %s", c.From, jumps, c.Name)
 		}
+		for _, from := range c.Ahead {
+			rules := f.chains[key(c.Table, from)]
+			if len(rules) == 0 || !slices.Equal(rules[0], c.Jump) {
+				t.Errorf("%s: %q, want the jump to %s first", from, rules, c.Name)
+			}
+		}
 	}
 }
 
@@ -161,10 +167,11 @@ func TestEnsureInstallsThenLeavesAlone(t *testing.T) {
 	o := Options{Masquerade: true, Forward: true, RandomFully: true}
 	ipt, f := newFakeIPTables(t, o)
 	f.chains["filter/FORWARD"] = [][]string{{"-j", "DOCKER-USER"}}
+	f.chains["filter/DOCKER-USER"] = [][]string{{"-j", "RETURN"}} // Docker before 28 ends it so
 	f.chains["nat/POSTROUTING"] = [][]string{{"-s", "172.17.0.0/16", "-j", "MASQUERADE"}}
 	n, err := ipt.Ensure(testNetwork, testSubnet)
-	if err != nil || n != 5+2+2 {
-		t.Fatalf("first Ensure: %d changes, %v; want 9 (7 rules, 2 jumps)", n, err)
+	if err != nil || n != 5+2+3 {
+		t.Fatalf("first Ensure: %d changes, %v; want 10 (7 rules, 3 jumps)", n, err)
 	}
 	wantInPlace(t, f, testNetwork, testSubnet, o)
 	if f.chains["filter/FORWARD"][0][1] != "DOCKER-USER" {
@@ -211,6 +218,7 @@ func TestEnsureNewLeaseWithoutGap(t *testing.T) {
 		"filter/" + ForwardChain: old[1].Rules,
 		"nat/POSTROUTING":        {old[0].Jump},
 		"filter/FORWARD":         {old[1].Jump},
+		"filter/DOCKER-USER":     {old[1].Jump},
 	}
 	next := netip.MustParsePrefix("100.96.7.0/24")
 	if _, err := ipt.Ensure(testNetwork, next); err != nil {
@@ -236,7 +244,8 @@ func TestEnsureRemovesDisabledAndRemove(t *testing.T) {
 	if err := ipt.Remove(); err != nil {
 		t.Fatal(err)
 	}
-	if len(f.chains) != 2 || len(f.chains["filter/FORWARD"]) != 0 {
+	// DOCKER-USER stays, as Docker's own, without the jump.
+	if len(f.chains) != 3 || len(f.chains["filter/FORWARD"]) != 0 || len(f.chains["filter/"+DockerUserChain]) != 0 {
 		t.Errorf("after Remove: %q", f.chains)
 	}
 	if err := ipt.Remove(); err != nil {

@@ -17,7 +17,11 @@ import (
 // that iptables-save shows whose rules they are.
 const (
 	MasqChain    = "OVERLAYD-POSTRTG" // nat, jumped to first from POSTROUTING
-	ForwardChain = "OVERLAYD-FWD"     // filter, jumped to from FORWARD
+	ForwardChain = "OVERLAYD-FWD"     // filter, jumped to from FORWARD and DOCKER-USER
+
+	// DockerUserChain is where Docker lets the host's rules go before its
+	// own; it keeps the chain's rules when it starts or restarts.
+	DockerUserChain = "DOCKER-USER"
 
 	masqComment    = "overlayd masq"
 	forwardComment = "overlayd forward"
@@ -52,7 +56,13 @@ type Chain struct {
 	From  string
 	First bool
 	// Jump is the rule in From that enters the chain.
-	Jump  []string
+	Jump []string
+	// Ahead are the chains a host's own firewall manager runs before its
+	// rules: each jumps to Name from its top, created if missing. Docker
+	// keeps DOCKER-USER for this, and from Docker 28 its FORWARD drops
+	// traffic into docker0 from any other interface before an appended
+	// jump is reached.
+	Ahead []string
 	Rules [][]string
 }
 
@@ -68,7 +78,7 @@ func masqChain() Chain {
 }
 
 func forwardChain() Chain {
-	return Chain{Table: "filter", Name: ForwardChain, From: "FORWARD",
+	return Chain{Table: "filter", Name: ForwardChain, From: "FORWARD", Ahead: []string{DockerUserChain},
 		Jump: []string{"-m", "comment", "--comment", forwardComment, "-j", ForwardChain}}
 }
 
