@@ -91,7 +91,7 @@ type groRun struct {
 	gsoSize uint16 // payload length of the head; every segment but the last has it
 	packets uint16 // input packets in the run
 	nextSeq uint32 // TCP: sequence number that continues the run
-	ipID    uint16 // UDP over IPv4: the head's IP ID
+	ipID    uint16 // IPv4: the head's IP ID
 	fixedID bool   // UDP over IPv4: all datagrams carry ipID, rather than ipID+k
 	proto   uint8  // protoTCP or protoUDP
 	open    bool   // more segments may be appended
@@ -130,7 +130,8 @@ type groPacket struct {
 //
 //   - TCP segments must have the same TCP options and acknowledgement
 //     number, sequence numbers that follow on, and only ACK set, or
-//     ACK|PSH on the last. Such a super-packet is marked GSOTCPv4 or
+//     ACK|PSH on the last; over IPv4 without DF, IDs that count up from
+//     the first one's. Such a super-packet is marked GSOTCPv4 or
 //     GSOTCPv6.
 //   - UDP datagrams must carry a checksum and no IPv4 options, be at most
 //     64 (UDP_MAX_SEGMENTS), and have IPv4 IDs that count up from the
@@ -284,9 +285,9 @@ func newRun(pkt []byte, i int, out int32, p *groPacket, merging, plain bool) gro
 		r.open = r.open && p.flags == tcpFlagACK
 	} else {
 		r.open = r.open && (p.v6 || p.l4Off == ipv4MinHeaderLen) && hasUDPChecksum(pkt, p.l4Off)
-		if !p.v6 {
-			r.ipID = binary.BigEndian.Uint16(pkt[ipv4OffID:])
-		}
+	}
+	if !p.v6 {
+		r.ipID = binary.BigEndian.Uint16(pkt[ipv4OffID:])
 	}
 	return r
 }
@@ -326,6 +327,13 @@ func (r *groRun) canAppend(bufs [][]byte, offset int, pkt []byte, p *groPacket, 
 			(p.v6 || r.idFollows(pkt))
 	}
 	if p.seq != r.nextSeq || p.flags != tcpFlagACK && p.flags != tcpFlagACK|tcpFlagPSH {
+		return false
+	}
+	// Without DF the ID is what fragments are reassembled by, and the
+	// kernel's segmentation numbers the segments up from the head's: only
+	// segments already so numbered may merge (the kernel's GRO flushes
+	// on any other non-DF ID).
+	if !p.v6 && pkt[ipv4OffFlags]&ipv4FlagDF == 0 && binary.BigEndian.Uint16(pkt[ipv4OffID:]) != r.ipID+r.packets {
 		return false
 	}
 	th := head[p.l4Off:]
