@@ -24,7 +24,7 @@ func runDockerOpts(_ context.Context, args []string) error {
 	fs := newFlagSet("docker-opts")
 	var (
 		subnetFile, shortFile, out, key string
-		daemonJSON                      string
+		daemonJSON, checkJSON           string
 		individual, combined, noMasq    bool
 		units                           stringList
 	)
@@ -38,6 +38,9 @@ func runDockerOpts(_ context.Context, args []string) error {
 	fs.StringVar(&daemonJSON, "daemon-json", "",
 		"merge bip, mtu and ip-masq into this daemon.json (e.g. /etc/docker/daemon.json) instead; other keys are kept. "+
 			"The -d file is then written only if -d is given, with its variables empty")
+	fs.StringVar(&checkJSON, "check-daemon-json", "",
+		"refuse to write the flags when this daemon.json (e.g. /etc/docker/daemon.json) sets one of them too, "+
+			"which would stop dockerd; a missing file sets none")
 	fs.Var(&units, "dockerd-dropin", "docker.service or a drop-in of it (repeatable, in systemd's order): "+
 		"--daemon-json refuses to set an option its dockerd ExecStart gives as a flag")
 	if err := parseFlags(fs, args); err != nil {
@@ -87,6 +90,11 @@ func runDockerOpts(_ context.Context, args []string) error {
 		}
 		toEnv = nil // dockerd reads them from daemon.json; giving them as flags too would stop it
 	}
+	if toEnv != nil && checkJSON != "" {
+		if err := checkDaemonJSON(checkJSON, opts, out); err != nil {
+			return err
+		}
+	}
 	data := dockeropts.Env(toEnv, individual, combined, key)
 	if out == "-" {
 		_, err := os.Stdout.Write(data)
@@ -94,6 +102,29 @@ func runDockerOpts(_ context.Context, args []string) error {
 	}
 	if err := dockeropts.WriteFile(out, data, 0o644); err != nil {
 		return fmt.Errorf("-d %s: %w", out, err)
+	}
+	return nil
+}
+
+// checkDaemonJSON fails when the daemon.json at path sets an option that
+// the flags written to out set too: dockerd refuses a directive given both
+// ways, and would not start.
+func checkDaemonJSON(path string, opts dockeropts.Options, out string) error {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("--check-daemon-json: %w", err)
+	}
+	keys, err := dockeropts.InDaemonJSON(data, opts)
+	if err != nil {
+		return fmt.Errorf("--check-daemon-json %s: %w", path, err)
+	}
+	if len(keys) > 0 {
+		return fmt.Errorf("%s sets %s, which the flags written to %s set too, and dockerd refuses a directive given both ways: "+
+			"remove %s from %s, or have overlayd merge the options into it (docker-opts --daemon-json %s, as the drop-in's comment shows)",
+			path, strings.Join(keys, ", "), out, strings.Join(keys, ", "), path, path)
 	}
 	return nil
 }

@@ -54,7 +54,7 @@ func TestMakeInstall(t *testing.T) {
 			t.Errorf("overlayd.service lacks %q", want)
 		}
 	}
-	for _, want := range []string{"After=overlayd.service\n", "ExecStartPre=/usr/local/bin/overlayd docker-opts -c -k DOCKER_NETWORK_OPTIONS -d /run/flannel/docker\n",
+	for _, want := range []string{"After=overlayd.service\n", "ExecStartPre=/usr/local/bin/overlayd docker-opts -c -k DOCKER_NETWORK_OPTIONS -d /run/flannel/docker --check-daemon-json /etc/docker/daemon.json\n",
 		"EnvironmentFile=-/run/flannel/docker\n", "ExecStart=\n", "ExecStart=/usr/bin/dockerd -H fd:// "} {
 		if !strings.Contains(dropIn, want) {
 			t.Errorf("docker drop-in lacks %q", want)

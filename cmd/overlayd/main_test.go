@@ -207,3 +207,53 @@ func TestDockerOptsSubnetFile(t *testing.T) {
 		}
 	}
 }
+
+// TestDockerOptsCheckDaemonJSON: flags that daemon.json sets too would
+// stop dockerd, so they are refused, naming the keys and the way out; a
+// daemon.json without them, or none, is no obstacle.
+func TestDockerOptsCheckDaemonJSON(t *testing.T) {
+	dir := t.TempDir()
+	env := filepath.Join(dir, "subnet.env")
+	if err := os.WriteFile(env, []byte("FLANNEL_NETWORK=100.96.0.0/16\nFLANNEL_SUBNET=100.96.7.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, json string
+		extra      []string
+		refused    string // the keys named, or "" for written
+	}{
+		{"bip and mtu set", `{"log-level": "warn", "bip": "172.18.0.1/16", "mtu": 1400}`, nil, "bip, mtu"},
+		{"ip-masq set", `{"ip-masq": true}`, nil, "ip-masq"},
+		{"ip-masq set, -m", `{"ip-masq": true}`, []string{"-m"}, ""},
+		{"other keys", `{"log-level": "warn", "bridge": ""}`, nil, ""},
+		{"empty", ``, nil, ""},
+		{"absent", "-", nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			daemonJSON := filepath.Join(t.TempDir(), "daemon.json")
+			if tc.json != "-" {
+				if err := os.WriteFile(daemonJSON, []byte(tc.json), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			out := filepath.Join(t.TempDir(), "docker")
+			args := append([]string{"docker-opts", "-f", env, "-d", out, "--check-daemon-json", daemonJSON}, tc.extra...)
+			code, _, errOut := help(t, args...)
+			_, statErr := os.Stat(out)
+			if tc.refused == "" {
+				if code != 0 || statErr != nil {
+					t.Fatalf("exit %d, %v: %s; want the file written", code, statErr, errOut)
+				}
+				return
+			}
+			if code == 0 || statErr == nil {
+				t.Fatalf("exit %d, file written: %v; want refused", code, statErr)
+			}
+			for _, want := range []string{daemonJSON + " sets " + tc.refused, "--daemon-json " + daemonJSON} {
+				if !strings.Contains(errOut, want) {
+					t.Errorf("error %q lacks %q", errOut, want)
+				}
+			}
+		})
+	}
+}

@@ -197,6 +197,26 @@ func Conflicts(o Options, args []string) []string {
 	return out
 }
 
+// InDaemonJSON returns the daemon.json keys of o that the daemon.json data
+// sets already: given as flags too, dockerd would refuse to start. Empty
+// data sets none.
+func InDaemonJSON(data []byte, o Options) ([]string, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, nil
+	}
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(data, &top); err != nil {
+		return nil, fmt.Errorf("not a JSON object: %w", err)
+	}
+	var out []string
+	for _, opt := range o.list() {
+		if _, ok := top[opt.jsonKey]; ok {
+			out = append(out, opt.jsonKey)
+		}
+	}
+	return out, nil
+}
+
 // ExecStart returns the words of the command a service runs, from its unit
 // file and drop-ins in the order systemd reads them: the last ExecStart=
 // of the [Service] sections wins, and an empty ExecStart= clears the ones

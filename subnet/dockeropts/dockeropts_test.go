@@ -201,3 +201,21 @@ func TestMergeDaemonJSONFile(t *testing.T) {
 		t.Errorf("missing drop-in: %v", err)
 	}
 }
+
+func TestInDaemonJSON(t *testing.T) {
+	o := Options{BIP: "100.96.1.1/24", MTU: 1450, OmitIPMasq: true}
+	for data, want := range map[string]string{
+		`{"mtu": 1400, "ip-masq": false, "debug": true}`: "mtu",
+		`{"bip": "", "mtu": 0}`:                          "bip,mtu",
+		`{"default-address-pools": [{"base": "x"}]}`:     "",
+		"  \n":                                           "",
+	} {
+		got, err := InDaemonJSON([]byte(data), o)
+		if err != nil || strings.Join(got, ",") != want {
+			t.Errorf("%s: %q, %v; want %q", data, got, err, want)
+		}
+	}
+	if _, err := InDaemonJSON([]byte(`{"bip":`), o); err == nil {
+		t.Error("truncated JSON accepted")
+	}
+}

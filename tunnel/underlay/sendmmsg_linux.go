@@ -233,7 +233,8 @@ func (s *Sender) do(fd uintptr) bool {
 			return false
 		case s.meta[s.next].segs > 1:
 			// NoGSO, or an error that would refuse the whole run,
-			// such as EINVAL for a segment above the path MTU: sent
+			// such as EINVAL or EMSGSIZE (by kernel version) for a segment
+			// above the path MTU: sent
 			// unsegmented, only its oversized datagrams are.
 			s.resend, s.gsoErrno = s.meta[s.next].first, errno
 			return true
