@@ -415,18 +415,24 @@ func TestDockerAcrossHosts(t *testing.T) {
 		checkDockerTraffic(t, hosts, outside)
 	})
 
-	// Docker 28 drops what enters docker0 from another interface in its
-	// own FORWARD chains, ahead of a jump appended to FORWARD; only
-	// DOCKER-USER comes before them. Docker 20.10 with that rule added
-	// after its DOCKER-USER jump is such a host.
+	// Docker 28 accepts replies into docker0 and then drops whatever else
+	// enters it from another interface, in its own FORWARD chains, ahead
+	// of a jump appended to FORWARD; only DOCKER-USER comes before them.
+	// Docker 20.10 with those two rules after its DOCKER-USER jump is such
+	// a host.
 	t.Run("Docker28Forward", func(t *testing.T) {
-		drop := []string{"FORWARD", "!", "-i", "docker0", "-o", "docker0", "-j", "DROP"}
+		docker28 := [][]string{
+			{"-o", "docker0", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"},
+			{"!", "-i", "docker0", "-o", "docker0", "-j", "DROP"},
+		}
 		for _, h := range hosts {
-			if fwd := h.iptables(t, "-S", "FORWARD"); !strings.HasPrefix(strings.SplitN(fwd, "\n", 3)[1], "-A FORWARD -j DOCKER-USER") {
-				t.Fatalf("%s: FORWARD does not start with the jump to DOCKER-USER:\n%s", h.name, fwd)
+			if fwd := strings.Split(h.iptables(t, "-S", "FORWARD"), "\n"); len(fwd) < 2 || fwd[1] != "-A FORWARD -j DOCKER-USER" {
+				t.Fatalf("%s: FORWARD does not start with the jump to DOCKER-USER:\n%s", h.name, strings.Join(fwd, "\n"))
 			}
-			h.iptables(t, append([]string{"-I", drop[0], "2"}, drop[1:]...)...)
-			t.Cleanup(func() { h.iptables(t, append([]string{"-D"}, drop...)...) })
+			for i, r := range docker28 {
+				h.iptables(t, append([]string{"-I", "FORWARD", strconv.Itoa(2 + i)}, r...)...)
+				t.Cleanup(func() { h.iptables(t, append([]string{"-D", "FORWARD"}, r...)...) })
+			}
 		}
 		checkDockerTraffic(t, hosts, outside)
 	})

@@ -17,7 +17,6 @@ type tables interface {
 	NewChain(table, chain string) error
 	List(table, chain string) ([]string, error)
 	Insert(table, chain string, pos int, rulespec ...string) error
-	Append(table, chain string, rulespec ...string) error
 	Exists(table, chain string, rulespec ...string) (bool, error)
 	DeleteById(table, chain string, id int) error
 	DeleteIfExists(table, chain string, rulespec ...string) error
@@ -108,15 +107,8 @@ func (t *IPTables) Remove() error {
 // ensure fills the chain first, then adds the jump, so a new chain is
 // never entered half-filled.
 func (t *IPTables) ensure(c Chain) (int, error) {
-	exists, err := t.ipt.ChainExists(c.Table, c.Name)
-	if err != nil {
+	if err := t.ensureChain(c.Table, c.Name); err != nil {
 		return 0, err
-	}
-	changed := 0
-	if !exists {
-		if err := t.ipt.NewChain(c.Table, c.Name); err != nil {
-			return 0, err
-		}
 	}
 	lines, err := t.ipt.List(c.Table, c.Name)
 	if err != nil {
@@ -126,52 +118,54 @@ func (t *IPTables) ensure(c Chain) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	n, err := t.reconcile(c, have)
-	changed += n
+	changed, err := t.reconcile(c, have)
 	if err != nil {
 		return changed, err
 	}
-	n, err = t.ensureJump(c.Table, c.From, c.First, c.Jump)
-	changed += n
-	if err != nil {
+	if c.FromHost {
+		if err := t.ensureChain(c.Table, c.From); err != nil {
+			return changed, err
+		}
+	}
+	ok, err := t.ipt.Exists(c.Table, c.From, c.Jump...)
+	if err != nil || ok {
 		return changed, err
 	}
-	for _, from := range c.Ahead {
-		exists, err := t.ipt.ChainExists(c.Table, from)
+	pos := 1
+	if !c.First {
+		lines, err := t.ipt.List(c.Table, c.From)
 		if err != nil {
 			return changed, err
 		}
-		// Made before Docker starts, the chain is the one it then uses.
-		if !exists {
-			if err := t.ipt.NewChain(c.Table, from); err != nil {
-				return changed, err
-			}
-		}
-		n, err := t.ensureJump(c.Table, from, true, c.Jump)
-		changed += n
+		from, err := parseRules(c.From, lines)
 		if err != nil {
 			return changed, err
+		}
+		pos = len(from) + 1
+		if n := len(from); n > 0 && slices.Equal(from[n-1], []string{"-j", "RETURN"}) {
+			pos = n // a jump after it would never be reached
 		}
 	}
-	return changed, nil
+	if err := t.ipt.Insert(c.Table, c.From, pos, c.Jump...); err != nil {
+		return changed, err
+	}
+	return changed + 1, nil
 }
 
-// ensureJump adds jump to the chain from, first or last, unless it is
-// there already (wherever it is: a rule the host put before it stays).
-func (t *IPTables) ensureJump(table, from string, first bool, jump []string) (int, error) {
-	ok, err := t.ipt.Exists(table, from, jump...)
-	if err != nil || ok {
-		return 0, err
+// ensureChain creates the chain unless it exists. Another program
+// creating it meanwhile (Docker, DOCKER-USER) is no failure.
+func (t *IPTables) ensureChain(table, chain string) error {
+	exists, err := t.ipt.ChainExists(table, chain)
+	if err != nil || exists {
+		return err
 	}
-	if first {
-		err = t.ipt.Insert(table, from, 1, jump...)
-	} else {
-		err = t.ipt.Append(table, from, jump...)
+	if err := t.ipt.NewChain(table, chain); err != nil {
+		if exists, _ := t.ipt.ChainExists(table, chain); exists {
+			return nil
+		}
+		return err
 	}
-	if err != nil {
-		return 0, err
-	}
-	return 1, nil
+	return nil
 }
 
 // reconcile turns have into c.Rules in place: at each position a rule
@@ -205,15 +199,16 @@ func (t *IPTables) remove(c Chain) (int, error) {
 	if err != nil || !exists {
 		return 0, err
 	}
-	// The chains ahead are the host's: only the jump goes.
-	for _, from := range append([]string{c.From}, c.Ahead...) {
-		if ok, err := t.ipt.ChainExists(c.Table, from); err != nil || !ok {
-			if err != nil {
-				return 0, err
-			}
-			continue
+	// A chain of the host's may be gone (Docker's, flushed by hand); it
+	// stays where it is.
+	fromExists := true
+	if c.FromHost {
+		if fromExists, err = t.ipt.ChainExists(c.Table, c.From); err != nil {
+			return 0, err
 		}
-		if err := t.ipt.DeleteIfExists(c.Table, from, c.Jump...); err != nil {
+	}
+	if fromExists {
+		if err := t.ipt.DeleteIfExists(c.Table, c.From, c.Jump...); err != nil {
 			return 0, err
 		}
 	}

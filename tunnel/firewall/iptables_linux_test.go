@@ -69,15 +69,16 @@ func checkBackend(t *testing.T, b Backend) {
 	run("-A", "FORWARD", "-j", "DOCKER-USER")
 	run("-A", "FORWARD", "-j", "DOCKER-FORWARD")
 	run("-A", "DOCKER-FORWARD", "!", "-i", "docker0", "-o", "docker0", "-j", "DROP")
-	if n, err := ipt.Ensure(testNetwork, testSubnet); err != nil || n != 10 {
-		t.Fatalf("first Ensure: %d changes, %v; want 10\n%s", n, err, save())
+	if n, err := ipt.Ensure(testNetwork, testSubnet); err != nil || n != 12 {
+		t.Fatalf("first Ensure: %d changes, %v; want 12\n%s", n, err, save())
 	}
 	first := save()
 	for _, want := range []string{
 		`-A POSTROUTING -m comment --comment "overlayd masq" -j OVERLAYD-POSTRTG`,
 		`-A OVERLAYD-POSTRTG -s 100.96.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "overlayd masq" -j MASQUERADE`,
 		`-A FORWARD -j DOCKER-FORWARD` + "\n" + `-A FORWARD -m comment --comment "overlayd forward" -j OVERLAYD-FWD`,
-		`-A DOCKER-USER -m comment --comment "overlayd forward" -j OVERLAYD-FWD`,
+		`-A DOCKER-USER -m comment --comment "overlayd forward in" -j OVERLAYD-FWD-IN`,
+		`-A OVERLAYD-FWD-IN -s 100.96.0.0/16 -d 100.96.3.0/24 -m comment --comment "overlayd forward in" -j ACCEPT`,
 		`-A OVERLAYD-FWD -d 100.96.0.0/16 -m comment --comment "overlayd forward" -j ACCEPT`,
 	} {
 		if !strings.Contains(first, want) {

@@ -16,15 +16,17 @@ import (
 // The chains overlayd owns, and the comment on every rule it writes, so
 // that iptables-save shows whose rules they are.
 const (
-	MasqChain    = "OVERLAYD-POSTRTG" // nat, jumped to first from POSTROUTING
-	ForwardChain = "OVERLAYD-FWD"     // filter, jumped to from FORWARD and DOCKER-USER
+	MasqChain      = "OVERLAYD-POSTRTG" // nat, jumped to first from POSTROUTING
+	ForwardChain   = "OVERLAYD-FWD"     // filter, jumped to from FORWARD
+	ForwardInChain = "OVERLAYD-FWD-IN"  // filter, jumped to from DOCKER-USER
 
-	// DockerUserChain is where Docker lets the host's rules go before its
+	// DockerUserChain is where Docker runs the host's rules before its
 	// own; it keeps the chain's rules when it starts or restarts.
 	DockerUserChain = "DOCKER-USER"
 
-	masqComment    = "overlayd masq"
-	forwardComment = "overlayd forward"
+	masqComment      = "overlayd masq"
+	forwardComment   = "overlayd forward"
+	forwardInComment = "overlayd forward in"
 )
 
 // multicast is never masqueraded (flanneld's rule).
@@ -52,24 +54,23 @@ type Chain struct {
 	// From is the built-in chain that jumps to Name. The nat jump goes
 	// first (as flanneld inserts it), so overlayd's RETURNs are seen
 	// before anyone's MASQUERADE; the filter jump is appended (as
-	// flanneld does), after the host's own rules.
+	// flanneld does), after the host's own rules, but before a final
+	// bare RETURN (Docker before 28 ends DOCKER-USER so).
 	From  string
 	First bool
+	// FromHost: From is not built in but kept by the host's firewall
+	// manager (Docker's DOCKER-USER): created when missing, so that the
+	// manager finds it in place and keeps it, and never removed.
+	FromHost bool
 	// Jump is the rule in From that enters the chain.
-	Jump []string
-	// Ahead are the chains a host's own firewall manager runs before its
-	// rules: each jumps to Name from its top, created if missing. Docker
-	// keeps DOCKER-USER for this, and from Docker 28 its FORWARD drops
-	// traffic into docker0 from any other interface before an appended
-	// jump is reached.
-	Ahead []string
+	Jump  []string
 	Rules [][]string
 }
 
 // Owned is every chain overlayd may have created, with no rules: what
 // Remove and a disabled option delete.
 func Owned() []Chain {
-	return []Chain{masqChain(), forwardChain()}
+	return []Chain{masqChain(), forwardChain(), forwardInChain()}
 }
 
 func masqChain() Chain {
@@ -78,8 +79,17 @@ func masqChain() Chain {
 }
 
 func forwardChain() Chain {
-	return Chain{Table: "filter", Name: ForwardChain, From: "FORWARD", Ahead: []string{DockerUserChain},
+	return Chain{Table: "filter", Name: ForwardChain, From: "FORWARD",
 		Jump: []string{"-m", "comment", "--comment", forwardComment, "-j", ForwardChain}}
+}
+
+// forwardInChain is for Docker from version 28: its FORWARD jumps to
+// DOCKER-USER and then to its own chains, which drop whatever enters
+// docker0 from another interface, so FORWARD's appended jump is never
+// reached by traffic from other hosts to the containers.
+func forwardInChain() Chain {
+	return Chain{Table: "filter", Name: ForwardInChain, From: DockerUserChain, FromHost: true,
+		Jump: []string{"-m", "comment", "--comment", forwardInComment, "-j", ForwardInChain}}
 }
 
 // Rules is the rule set of a host whose lease is subnet in network: the
@@ -119,7 +129,16 @@ func Rules(network, subnet netip.Prefix, o Options) []Chain {
 			rule([]string{"-s", n}, forwardComment, "-j", "ACCEPT"),
 			rule([]string{"-d", n}, forwardComment, "-j", "ACCEPT"),
 		}
-		chains = append(chains, c)
+		// Ahead of Docker's rules, only what comes from another host's
+		// containers to ours: traffic between local containers, from
+		// Docker's other networks or from outside the network still
+		// meets Docker's isolation (--icc=false, unpublished ports).
+		in := forwardInChain()
+		in.Rules = [][]string{
+			rule([]string{"-s", subnet.String()}, forwardInComment, "-j", "RETURN"),
+			rule([]string{"-s", n, "-d", subnet.String()}, forwardInComment, "-j", "ACCEPT"),
+		}
+		chains = append(chains, c, in)
 	}
 	return chains
 }

@@ -38,10 +38,10 @@ func joinQuoted(r []string) string {
 func TestRulesMasqueradeAndForward(t *testing.T) {
 	// The lease's host bits (FLANNEL_SUBNET's .1) must not matter.
 	chains := Rules(testNetwork, netip.MustParsePrefix("100.96.3.1/24"), Options{Masquerade: true, Forward: true, RandomFully: true})
-	if len(chains) != 2 {
-		t.Fatalf("%d chains, want nat and filter", len(chains))
+	if len(chains) != 3 {
+		t.Fatalf("%d chains, want nat and two filter", len(chains))
 	}
-	nat, filter := chains[0], chains[1]
+	nat, filter, in := chains[0], chains[1], chains[2]
 	if nat.Table != "nat" || nat.Name != "OVERLAYD-POSTRTG" || nat.From != "POSTROUTING" || !nat.First {
 		t.Errorf("nat chain %+v", nat)
 	}
@@ -65,6 +65,16 @@ func TestRulesMasqueradeAndForward(t *testing.T) {
 	if got := render(filter); !slices.Equal(got, wantFwd) {
 		t.Errorf("filter rules:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantFwd, "\n"))
 	}
+	if in.Table != "filter" || in.Name != "OVERLAYD-FWD-IN" || in.From != "DOCKER-USER" || !in.FromHost || in.First {
+		t.Errorf("filter chain %+v", in)
+	}
+	wantIn := []string{
+		`-A OVERLAYD-FWD-IN -s 100.96.3.0/24 -m comment --comment "overlayd forward in" -j RETURN`,
+		`-A OVERLAYD-FWD-IN -s 100.96.0.0/16 -d 100.96.3.0/24 -m comment --comment "overlayd forward in" -j ACCEPT`,
+	}
+	if got := render(in); !slices.Equal(got, wantIn) {
+		t.Errorf("DOCKER-USER's rules:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantIn, "\n"))
+	}
 }
 
 func TestRulesOptions(t *testing.T) {
@@ -72,7 +82,7 @@ func TestRulesOptions(t *testing.T) {
 		t.Errorf("no options: %d chains", len(c))
 	}
 	fwd := Rules(testNetwork, testSubnet, Options{Forward: true})
-	if len(fwd) != 1 || fwd[0].Name != ForwardChain {
+	if len(fwd) != 2 || fwd[0].Name != ForwardChain || fwd[1].Name != ForwardInChain {
 		t.Errorf("forward only: %+v", fwd)
 	}
 	masq := Rules(testNetwork, testSubnet, Options{Masquerade: true})
@@ -104,15 +114,39 @@ func TestRulesMasqueradeSemantics(t *testing.T) {
 		{"198.18.0.3", "198.18.0.254", false}, // not overlay traffic at all
 	}
 	for _, tc := range cases {
-		if got := walk(t, chain.Rules, netip.MustParseAddr(tc.src), netip.MustParseAddr(tc.dst)); got != tc.masq {
+		if got := walk(t, chain.Rules, netip.MustParseAddr(tc.src), netip.MustParseAddr(tc.dst)) == "MASQUERADE"; got != tc.masq {
 			t.Errorf("%s -> %s: masqueraded %v, want %v", tc.src, tc.dst, got, tc.masq)
 		}
 	}
 }
 
-// walk evaluates rules made of [!] -s/-d matches, a comment and a RETURN
-// or MASQUERADE target.
-func walk(t *testing.T, rules [][]string, src, dst netip.Addr) bool {
+// TestRulesForwardInSemantics walks packets through the chain DOCKER-USER
+// jumps to: only another host's container to a local one is accepted
+// ahead of Docker's own rules.
+func TestRulesForwardInSemantics(t *testing.T) {
+	chain := Rules(testNetwork, testSubnet, Options{Forward: true})[1]
+	cases := []struct {
+		src, dst string
+		accept   bool
+	}{
+		{"100.96.1.2", "100.96.3.2", true},    // remote container to a local one
+		{"100.96.3.2", "100.96.3.3", false},   // on the bridge (--icc=false is Docker's)
+		{"100.96.3.2", "100.96.1.2", false},   // local container out (Docker accepts it)
+		{"172.18.0.2", "100.96.3.2", false},   // another Docker network (its isolation)
+		{"198.18.0.9", "100.96.3.2", false},   // outside to a local container (published ports only)
+		{"100.96.1.2", "100.96.4.2", false},   // between two other hosts: not ours
+		{"100.96.1.2", "198.18.0.254", false}, // not into our containers
+	}
+	for _, tc := range cases {
+		if got := walk(t, chain.Rules, netip.MustParseAddr(tc.src), netip.MustParseAddr(tc.dst)) == "ACCEPT"; got != tc.accept {
+			t.Errorf("%s -> %s: accepted %v, want %v", tc.src, tc.dst, got, tc.accept)
+		}
+	}
+}
+
+// walk evaluates rules made of [!] -s/-d matches, a comment and a target,
+// and returns the target of the first rule that matches ("" for none).
+func walk(t *testing.T, rules [][]string, src, dst netip.Addr) string {
 	t.Helper()
 	for _, r := range rules {
 		match, neg := true, false
@@ -133,11 +167,11 @@ func walk(t *testing.T, rules [][]string, src, dst netip.Addr) bool {
 				i++
 			case "-j":
 				if match {
-					return r[i+1] == "MASQUERADE"
+					return r[i+1]
 				}
 			}
 			neg = false
 		}
 	}
-	return false
+	return ""
 }
