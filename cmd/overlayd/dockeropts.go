@@ -108,23 +108,24 @@ func runDockerOpts(_ context.Context, args []string) error {
 
 // checkDaemonJSON fails when the daemon.json at path sets an option that
 // the flags written to out set too: dockerd refuses a directive given both
-// ways, and would not start.
+// ways, and would not start. A file it cannot read or parse only gets a
+// warning: dockerd is the judge of its own configuration, and the check
+// must not be what keeps it from starting.
 func checkDaemonJSON(path string, opts dockeropts.Options, out string) error {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("--check-daemon-json: %w", err)
+	if err == nil {
+		var keys []string
+		if keys, err = dockeropts.InDaemonJSON(data, opts); err == nil && len(keys) > 0 {
+			return fmt.Errorf("%s sets %s, which the flags written to %s set too, and dockerd refuses a directive given both ways: "+
+				"remove %s from %s, or have overlayd merge the options into it (docker-opts --daemon-json %s, as the drop-in's comment shows)",
+				path, strings.Join(keys, ", "), out, strings.Join(keys, ", "), path, path)
+		}
 	}
-	keys, err := dockeropts.InDaemonJSON(data, opts)
 	if err != nil {
-		return fmt.Errorf("--check-daemon-json %s: %w", path, err)
-	}
-	if len(keys) > 0 {
-		return fmt.Errorf("%s sets %s, which the flags written to %s set too, and dockerd refuses a directive given both ways: "+
-			"remove %s from %s, or have overlayd merge the options into it (docker-opts --daemon-json %s, as the drop-in's comment shows)",
-			path, strings.Join(keys, ", "), out, strings.Join(keys, ", "), path, path)
+		fmt.Fprintf(os.Stderr, "overlayd docker-opts: warning: --check-daemon-json %s not checked: %v\n", path, err)
 	}
 	return nil
 }

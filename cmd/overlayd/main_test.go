@@ -228,6 +228,7 @@ func TestDockerOptsCheckDaemonJSON(t *testing.T) {
 		{"other keys", `{"log-level": "warn", "bridge": ""}`, nil, ""},
 		{"empty", ``, nil, ""},
 		{"absent", "-", nil, ""},
+		{"not JSON: only a warning", `{"bip": `, nil, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			daemonJSON := filepath.Join(t.TempDir(), "daemon.json")

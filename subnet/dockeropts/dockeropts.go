@@ -199,8 +199,10 @@ func Conflicts(o Options, args []string) []string {
 
 // InDaemonJSON returns the daemon.json keys of o that the daemon.json data
 // sets already: given as flags too, dockerd would refuse to start. Empty
-// data sets none.
+// data sets none; a leading UTF-8 byte order mark is skipped, as dockerd
+// does.
 func InDaemonJSON(data []byte, o Options) ([]string, error) {
+	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf")) // a UTF-8 BOM, which dockerd skips
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, nil
 	}

@@ -208,7 +208,8 @@ func TestInDaemonJSON(t *testing.T) {
 		`{"mtu": 1400, "ip-masq": false, "debug": true}`: "mtu",
 		`{"bip": "", "mtu": 0}`:                          "bip,mtu",
 		`{"default-address-pools": [{"base": "x"}]}`:     "",
-		"  \n": "",
+		"  \n":                                  "",
+		"\xef\xbb\xbf{\"bip\": \"1.2.3.1/24\"}": "bip",
 	} {
 		got, err := InDaemonJSON([]byte(data), o)
 		if err != nil || strings.Join(got, ",") != want {
