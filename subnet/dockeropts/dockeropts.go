@@ -116,6 +116,7 @@ func MergeDaemonJSON(data []byte, o Options) ([]byte, error) {
 		val json.RawMessage
 	}
 	var members []member
+	data = bytes.TrimPrefix(data, utf8BOM) // dockerd skips it; the merge drops it
 	if len(bytes.TrimSpace(data)) > 0 {
 		dec := json.NewDecoder(bytes.NewReader(data))
 		tok, err := dec.Token()
@@ -197,12 +198,16 @@ func Conflicts(o Options, args []string) []string {
 	return out
 }
 
+// utf8BOM may start a daemon.json saved by a Windows editor; dockerd
+// skips it.
+var utf8BOM = []byte("\xef\xbb\xbf")
+
 // InDaemonJSON returns the daemon.json keys of o that the daemon.json data
 // sets already: given as flags too, dockerd would refuse to start. Empty
 // data sets none; a leading UTF-8 byte order mark is skipped, as dockerd
 // does.
 func InDaemonJSON(data []byte, o Options) ([]string, error) {
-	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf")) // a UTF-8 BOM, which dockerd skips
+	data = bytes.TrimPrefix(data, utf8BOM)
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, nil
 	}

@@ -91,7 +91,7 @@ func TestMergeDaemonJSONKeepsOtherKeysInOrder(t *testing.T) {
 }
 
 func TestMergeDaemonJSONEmptyAndOmitted(t *testing.T) {
-	for _, in := range []string{"", " \n", "{}"} {
+	for _, in := range []string{"", " \n", "{}", "\xef\xbb\xbf{}"} { // a BOM, as dockerd, skipped
 		got, err := MergeDaemonJSON([]byte(in), FromSubnetEnv(env(false), true))
 		if err != nil {
 			t.Fatalf("%q: %v", in, err)

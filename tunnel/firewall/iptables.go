@@ -141,9 +141,11 @@ func (t *IPTables) ensure(c Chain) (int, error) {
 		if err != nil {
 			return changed, err
 		}
+		// Before the first bare RETURN: a jump after it would never be
+		// reached (rules an operator appended after Docker's are not).
 		pos = len(from) + 1
-		if n := len(from); n > 0 && slices.Equal(from[n-1], []string{"-j", "RETURN"}) {
-			pos = n // a jump after it would never be reached
+		if i := slices.IndexFunc(from, func(r []string) bool { return slices.Equal(r, []string{"-j", "RETURN"}) }); i >= 0 {
+			pos = i + 1
 		}
 	}
 	if err := t.ipt.Insert(c.Table, c.From, pos, c.Jump...); err != nil {

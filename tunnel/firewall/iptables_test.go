@@ -155,7 +155,8 @@ func TestEnsureInstallsThenLeavesAlone(t *testing.T) {
 	o := Options{Masquerade: true, Forward: true, RandomFully: true}
 	ipt, f := newFakeIPTables(t, o)
 	f.chains["filter/FORWARD"] = [][]string{{"-j", "DOCKER-USER"}}
-	f.chains["filter/DOCKER-USER"] = [][]string{{"-j", "RETURN"}} // Docker before 28 ends it so
+	// Docker before 28 ends it so; rules appended after it are never reached.
+	f.chains["filter/DOCKER-USER"] = [][]string{{"-j", "RETURN"}, {"-s", "192.0.2.0/24", "-j", "DROP"}}
 	f.chains["nat/POSTROUTING"] = [][]string{{"-s", "172.17.0.0/16", "-j", "MASQUERADE"}}
 	n, err := ipt.Ensure(testNetwork, testSubnet)
 	if err != nil || n != 5+2+2+3 {
@@ -165,7 +166,7 @@ func TestEnsureInstallsThenLeavesAlone(t *testing.T) {
 	if f.chains["filter/FORWARD"][0][1] != "DOCKER-USER" {
 		t.Errorf("the filter jump went before the host's rules: %q", f.chains["filter/FORWARD"])
 	}
-	if user := f.chains["filter/DOCKER-USER"]; len(user) != 2 || user[0][len(user[0])-1] != ForwardInChain {
+	if user := f.chains["filter/DOCKER-USER"]; len(user) != 3 || user[0][len(user[0])-1] != ForwardInChain {
 		t.Errorf("DOCKER-USER: %q, want the jump before Docker's RETURN", user)
 	}
 	ops := f.ops

@@ -54,8 +54,8 @@ type Chain struct {
 	// From is the built-in chain that jumps to Name. The nat jump goes
 	// first (as flanneld inserts it), so overlayd's RETURNs are seen
 	// before anyone's MASQUERADE; the filter jump is appended (as
-	// flanneld does), after the host's own rules, but before a final
-	// bare RETURN (Docker before 28 ends DOCKER-USER so).
+	// flanneld does), after the host's own rules, but before a bare
+	// RETURN (Docker before 28 ends DOCKER-USER so).
 	From  string
 	First bool
 	// FromHost: From is not built in but kept by the host's firewall
