@@ -88,6 +88,11 @@ func checkBackend(t *testing.T, b Backend) {
 	if n, err := ipt.Ensure(testNetwork, testSubnet); err != nil || n != 0 {
 		t.Errorf("second Ensure: %d changes, %v; want none (does -S read back what was written?)", n, err)
 	}
+	// A resync's check is one iptables-save per table; it must read what
+	// -S reads, or every resync takes the slow path.
+	if !ipt.inPlace(Rules(testNetwork, testSubnet, ipt.opts)) {
+		t.Errorf("%s-save does not show the rules in place:\n%s", b.Path, save())
+	}
 
 	// A firewall reload: the chain flushed, a jump gone.
 	run("-F", ForwardChain)

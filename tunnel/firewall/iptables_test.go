@@ -20,6 +20,9 @@ type fakeTables struct {
 	// keep are the rules that must never be absent, by "table/chain".
 	keep map[string][][]string
 	ops  int
+	// reads counts the commands that read one chain or rule; saves, the
+	// whole-table reads.
+	reads, saves int
 }
 
 func newFakeTables(t *testing.T) *fakeTables {
@@ -45,7 +48,29 @@ func (f *fakeTables) changed() {
 	}
 }
 
+func (f *fakeTables) Save(table string) ([]string, error) {
+	f.saves++
+	out := []string{"*" + table}
+	var names []string
+	for k := range f.chains {
+		if tb, name, _ := strings.Cut(k, "/"); tb == table {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		out = append(out, ":"+name+" - [0:0]")
+	}
+	for _, name := range names {
+		for _, r := range f.chains[key(table, name)] {
+			out = append(out, "-A "+name+" "+joinQuoted(r))
+		}
+	}
+	return append(out, "COMMIT", ""), nil
+}
+
 func (f *fakeTables) ChainExists(table, chain string) (bool, error) {
+	f.reads++
 	_, ok := f.chains[key(table, chain)]
 	return ok, nil
 }
@@ -60,6 +85,7 @@ func (f *fakeTables) NewChain(table, chain string) error {
 }
 
 func (f *fakeTables) List(table, chain string) ([]string, error) {
+	f.reads++
 	rules, ok := f.chains[key(table, chain)]
 	if !ok {
 		return nil, errNoChain
@@ -83,6 +109,7 @@ func (f *fakeTables) Insert(table, chain string, pos int, spec ...string) error 
 }
 
 func (f *fakeTables) Exists(table, chain string, spec ...string) (bool, error) {
+	f.reads++
 	return slices.ContainsFunc(f.chains[key(table, chain)], func(r []string) bool { return slices.Equal(r, spec) }), nil
 }
 
@@ -169,9 +196,13 @@ func TestEnsureInstallsThenLeavesAlone(t *testing.T) {
 	if user := f.chains["filter/DOCKER-USER"]; len(user) != 3 || user[0][len(user[0])-1] != ForwardInChain {
 		t.Errorf("DOCKER-USER: %q, want the jump before Docker's RETURN", user)
 	}
-	ops := f.ops
+	ops, reads, saves := f.ops, f.reads, f.saves
 	if n, err := ipt.Ensure(testNetwork, testSubnet); err != nil || n != 0 || f.ops != ops {
 		t.Errorf("second Ensure: %d changes, %d ops, %v; want none", n, f.ops-ops, err)
+	}
+	// The check of every resync: one save per table, nothing chain by chain.
+	if f.reads != reads || f.saves != saves+2 {
+		t.Errorf("second Ensure read %d chains and saved %d tables; want 0 and 2", f.reads-reads, f.saves-saves)
 	}
 }
 
