@@ -40,7 +40,7 @@ func runDockerOpts(_ context.Context, args []string) error {
 			"The -d file is then written only if -d is given, with its variables empty")
 	fs.StringVar(&checkJSON, "check-daemon-json", "",
 		"refuse to write the flags when this daemon.json (e.g. /etc/docker/daemon.json) sets one of them too, "+
-			"which would stop dockerd; a missing file sets none")
+			"which would stop dockerd; a missing file sets none, one that cannot be read or parsed gets a warning")
 	fs.Var(&units, "dockerd-dropin", "docker.service or a drop-in of it (repeatable, in systemd's order): "+
 		"--daemon-json refuses to set an option its dockerd ExecStart gives as a flag")
 	if err := parseFlags(fs, args); err != nil {
