@@ -12,6 +12,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -111,38 +112,9 @@ func ValidKey(key string) bool {
 // values; whitespace is normalised to two-space indentation. Empty data
 // is an empty object. Data that is not one JSON object is an error.
 func MergeDaemonJSON(data []byte, o Options) ([]byte, error) {
-	type member struct {
-		key string
-		val json.RawMessage
-	}
-	var members []member
-	data = bytes.TrimPrefix(data, utf8BOM) // dockerd skips it; the merge drops it
-	if len(bytes.TrimSpace(data)) > 0 {
-		dec := json.NewDecoder(bytes.NewReader(data))
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, fmt.Errorf("not JSON: %w", err)
-		}
-		if tok != json.Delim('{') {
-			return nil, errors.New("not JSON: not an object")
-		}
-		for dec.More() {
-			tok, err := dec.Token()
-			if err != nil {
-				return nil, fmt.Errorf("not JSON: %w", err)
-			}
-			var val json.RawMessage
-			if err := dec.Decode(&val); err != nil {
-				return nil, fmt.Errorf("not JSON: value of %q: %w", tok, err)
-			}
-			members = append(members, member{tok.(string), val})
-		}
-		if _, err := dec.Token(); err != nil { // the closing brace
-			return nil, fmt.Errorf("not JSON: %w", err)
-		}
-		if _, err := dec.Token(); err != io.EOF {
-			return nil, errors.New("not JSON: data after the object")
-		}
+	members, err := parseDaemonJSON(data) // a BOM is dropped
+	if err != nil {
+		return nil, err
 	}
 	for _, opt := range o.list() {
 		val, err := json.Marshal(opt.value)
@@ -207,21 +179,60 @@ var utf8BOM = []byte("\xef\xbb\xbf")
 // data sets none; a leading UTF-8 byte order mark is skipped, as dockerd
 // does.
 func InDaemonJSON(data []byte, o Options) ([]string, error) {
-	data = bytes.TrimPrefix(data, utf8BOM)
-	if len(bytes.TrimSpace(data)) == 0 {
-		return nil, nil
-	}
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(data, &top); err != nil {
-		return nil, fmt.Errorf("not a JSON object: %w", err)
+	members, err := parseDaemonJSON(data)
+	if err != nil {
+		return nil, err
 	}
 	var out []string
 	for _, opt := range o.list() {
-		if _, ok := top[opt.jsonKey]; ok {
+		if slices.ContainsFunc(members, func(m member) bool { return m.key == opt.jsonKey }) {
 			out = append(out, opt.jsonKey)
 		}
 	}
 	return out, nil
+}
+
+// member is one top-level key of a daemon.json, with its value as written.
+type member struct {
+	key string
+	val json.RawMessage
+}
+
+// parseDaemonJSON returns the members of the JSON object in data, in
+// their order. Empty data is an empty object; a leading UTF-8 byte order
+// mark is skipped, as dockerd does.
+func parseDaemonJSON(data []byte) ([]member, error) {
+	data = bytes.TrimPrefix(data, utf8BOM)
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, fmt.Errorf("not JSON: %w", err)
+	}
+	if tok != json.Delim('{') {
+		return nil, errors.New("not JSON: not an object")
+	}
+	var members []member
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, fmt.Errorf("not JSON: %w", err)
+		}
+		var val json.RawMessage
+		if err := dec.Decode(&val); err != nil {
+			return nil, fmt.Errorf("not JSON: value of %q: %w", tok, err)
+		}
+		members = append(members, member{tok.(string), val})
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, fmt.Errorf("not JSON: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("not JSON: data after the object")
+	}
+	return members, nil
 }
 
 // ExecStart returns the words of the command a service runs, from its unit

@@ -148,7 +148,7 @@ func (t *IPTables) inPlace(want []Chain) bool {
 }
 
 // savedTable is a table as iptables-save prints it: each chain's rules,
-// tokenised as parseRules does; a chain without rules is present, empty.
+// each word unquoted (splitQuoted); a chain without rules is present, empty.
 type savedTable map[string][][]string
 
 func parseSave(lines []string) (savedTable, error) {
@@ -192,11 +192,7 @@ func (t *IPTables) ensure(c Chain) (int, error) {
 	if err := t.ensureChain(c.Table, c.Name); err != nil {
 		return 0, err
 	}
-	lines, err := t.ipt.List(c.Table, c.Name)
-	if err != nil {
-		return 0, err
-	}
-	have, err := parseRules(c.Name, lines)
+	have, err := t.rules(c.Table, c.Name)
 	if err != nil {
 		return 0, err
 	}
@@ -215,11 +211,7 @@ func (t *IPTables) ensure(c Chain) (int, error) {
 	}
 	pos := 1
 	if !c.First {
-		lines, err := t.ipt.List(c.Table, c.From)
-		if err != nil {
-			return changed, err
-		}
-		from, err := parseRules(c.From, lines)
+		from, err := t.rules(c.Table, c.From)
 		if err != nil {
 			return changed, err
 		}
@@ -302,20 +294,14 @@ func (t *IPTables) remove(c Chain) (int, error) {
 	return 1, nil
 }
 
-// parseRules turns `iptables -S chain` output into the rules' tokens,
-// without "-A chain" and with the quoting of iptables undone.
-func parseRules(chain string, lines []string) ([][]string, error) {
-	var rules [][]string
-	for _, l := range lines {
-		tok, err := splitQuoted(l)
-		if err != nil {
-			return nil, fmt.Errorf("rule %q: %w", l, err)
-		}
-		if len(tok) >= 2 && tok[0] == "-A" && tok[1] == chain {
-			rules = append(rules, tok[2:])
-		}
+// rules returns the rules of one chain, as `iptables -S chain` lists them.
+func (t *IPTables) rules(table, chain string) ([][]string, error) {
+	lines, err := t.ipt.List(table, chain)
+	if err != nil {
+		return nil, err
 	}
-	return rules, nil
+	st, err := parseSave(lines) // -S prints the -A lines as iptables-save does
+	return st[chain], err
 }
 
 // splitQuoted splits a line as iptables -S quotes it: words separated by

@@ -100,10 +100,7 @@ func TestRulesOptions(t *testing.T) {
 // kernel would: first match wins, the end of the chain keeps the source.
 func TestRulesMasqueradeSemantics(t *testing.T) {
 	chain := Rules(testNetwork, testSubnet, Options{Masquerade: true})[0]
-	cases := []struct {
-		src, dst string
-		masq     bool
-	}{
+	checkWalks(t, chain.Rules, "MASQUERADE", []walkCase{
 		{"100.96.3.2", "100.96.1.2", false},   // local container to a remote one
 		{"100.96.1.2", "100.96.3.2", false},   // remote container to a local one
 		{"100.96.3.2", "100.96.3.3", false},   // on the bridge
@@ -112,12 +109,7 @@ func TestRulesMasqueradeSemantics(t *testing.T) {
 		{"198.18.0.9", "100.96.3.2", false},   // outside to a local container
 		{"198.18.0.3", "100.96.1.2", true},    // the host itself into the overlay
 		{"198.18.0.3", "198.18.0.254", false}, // not overlay traffic at all
-	}
-	for _, tc := range cases {
-		if got := walk(t, chain.Rules, netip.MustParseAddr(tc.src), netip.MustParseAddr(tc.dst)) == "MASQUERADE"; got != tc.masq {
-			t.Errorf("%s -> %s: masqueraded %v, want %v", tc.src, tc.dst, got, tc.masq)
-		}
-	}
+	})
 }
 
 // TestRulesForwardInSemantics walks packets through the chain DOCKER-USER
@@ -125,10 +117,7 @@ func TestRulesMasqueradeSemantics(t *testing.T) {
 // ahead of Docker's own rules.
 func TestRulesForwardInSemantics(t *testing.T) {
 	chain := Rules(testNetwork, testSubnet, Options{Forward: true})[1]
-	cases := []struct {
-		src, dst string
-		accept   bool
-	}{
+	checkWalks(t, chain.Rules, "ACCEPT", []walkCase{
 		{"100.96.1.2", "100.96.3.2", true},    // remote container to a local one
 		{"100.96.3.2", "100.96.3.3", false},   // on the bridge (--icc=false is Docker's)
 		{"100.96.3.2", "100.96.1.2", false},   // local container out (Docker accepts it)
@@ -136,10 +125,21 @@ func TestRulesForwardInSemantics(t *testing.T) {
 		{"198.18.0.9", "100.96.3.2", false},   // outside to a local container (published ports only)
 		{"100.96.1.2", "100.96.4.2", false},   // between two other hosts: not ours
 		{"100.96.1.2", "198.18.0.254", false}, // not into our containers
-	}
+	})
+}
+
+// walkCase is a packet and whether the chain should send it to the target
+// under test.
+type walkCase struct {
+	src, dst string
+	hit      bool
+}
+
+func checkWalks(t *testing.T, rules [][]string, target string, cases []walkCase) {
+	t.Helper()
 	for _, tc := range cases {
-		if got := walk(t, chain.Rules, netip.MustParseAddr(tc.src), netip.MustParseAddr(tc.dst)) == "ACCEPT"; got != tc.accept {
-			t.Errorf("%s -> %s: accepted %v, want %v", tc.src, tc.dst, got, tc.accept)
+		if got := walk(t, rules, netip.MustParseAddr(tc.src), netip.MustParseAddr(tc.dst)) == target; got != tc.hit {
+			t.Errorf("%s -> %s: %s %v, want %v", tc.src, tc.dst, target, got, tc.hit)
 		}
 	}
 }
