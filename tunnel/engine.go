@@ -313,7 +313,7 @@ func (e *Engine) startFirewall() error {
 	if e.fw == nil {
 		return nil
 	}
-	n, err := e.fw.Ensure(e.network.Network, e.lease.Subnet)
+	n, err := e.fw.Ensure(e.network.Network, e.lease.Subnet, e.ingress())
 	if err != nil {
 		if e.fw.Masquerades() {
 			return fmt.Errorf("--ip-masq: install the packet filter rules: %w", err)
@@ -323,6 +323,16 @@ func (e *Engine) startFirewall() error {
 	}
 	e.log.Info("packet filter rules in place", "masquerade", e.fw.Masquerades(), "changed", n)
 	return nil
+}
+
+// ingress is the device other hosts' traffic to local containers arrives
+// on: the TUN, the kernel's VXLAN device, or with host-gw (no device of
+// its own) the underlay's interface.
+func (e *Engine) ingress() string {
+	if e.cfg.TunName != "" {
+		return e.cfg.TunName
+	}
+	return e.extIface.Name
 }
 
 // routineFirewall checks the rules every FirewallResync and puts back what
@@ -338,7 +348,7 @@ func (e *Engine) routineFirewall(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		n, err := e.fw.Ensure(e.network.Network, e.lease.Subnet)
+		n, err := e.fw.Ensure(e.network.Network, e.lease.Subnet, e.ingress())
 		e.stats.FirewallChecks.Add(1)
 		if n > 0 {
 			e.stats.FirewallRepairs.Add(1)

@@ -22,15 +22,17 @@ type fakeFirewall struct {
 
 	mu      sync.Mutex
 	ensured []netip.Prefix // network, subnet of each Ensure
+	ingress []string       // and its ingress device
 	removed int
 }
 
 func (f *fakeFirewall) Masquerades() bool { return f.masq }
 
-func (f *fakeFirewall) Ensure(network, subnet netip.Prefix) (int, error) {
+func (f *fakeFirewall) Ensure(network, subnet netip.Prefix, ingress string) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.ensured = append(f.ensured, network, subnet)
+	f.ingress = append(f.ingress, ingress)
 	return 0, f.ensureErr
 }
 
@@ -49,9 +51,13 @@ func TestEngineFirewall(t *testing.T) {
 	e := startEngineWith(t, newPairRegistry(t), underlaytest.NewNetwork(), 1, t.TempDir(), fw)
 	fw.mu.Lock()
 	ensured := append([]netip.Prefix(nil), fw.ensured...)
+	ingress := append([]string(nil), fw.ingress...)
 	fw.mu.Unlock()
 	if len(ensured) < 2 || ensured[0] != netip.MustParsePrefix("100.96.0.0/16") || ensured[1] != e.subnet.Masked() {
 		t.Errorf("Ensure calls before ready: %v; want (100.96.0.0/16, %s)", ensured, e.subnet.Masked())
+	}
+	if len(ingress) < 1 || ingress[0] != "flannel0" {
+		t.Errorf("Ensure's ingress devices: %q; want the TUN, flannel0", ingress)
 	}
 	data, err := os.ReadFile(e.subnetFile)
 	if err != nil {

@@ -64,11 +64,12 @@ type Firewall interface {
 	// the network: FLANNEL_IPMASQ in the subnet file.
 	Masquerades() bool
 	// Ensure makes the rules those of network and this host's subnet,
-	// changing only what differs, so traffic never meets a moment without
-	// them. It returns how many rules it added or removed. The engine
-	// calls it before readiness, then every Config.FirewallResync to put
-	// back what something else removed.
-	Ensure(network, subnet netip.Prefix) (changed int, err error)
+	// with other hosts' traffic arriving on the device ingress, changing
+	// only what differs, so traffic never meets a moment without them. It
+	// returns how many rules it added or removed. The engine calls it
+	// before readiness, then every Config.FirewallResync to put back what
+	// something else removed.
+	Ensure(network, subnet netip.Prefix, ingress string) (changed int, err error)
 	// Remove deletes the rules (--release-on-exit).
 	Remove() error
 }

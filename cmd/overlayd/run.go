@@ -73,7 +73,7 @@ func runDaemon(ctx context.Context, args []string) error {
 			"the subnet file then says FLANNEL_IPMASQ=true, and Docker must run with --ip-masq=false")
 	fs.BoolVar(&fwOpts.Forward, "iptables-forward-rules", true,
 		"accept forwarding to and from the overlay network (chain OVERLAYD-FWD), so that a FORWARD DROP policy (Docker's) does not cut traffic between hosts, "+
-			"and, from DOCKER-USER, what other hosts' containers send to local ones (chain OVERLAYD-FWD-IN: Docker 28 drops it before FORWARD's end)")
+			"and, from DOCKER-USER, what other hosts' containers send to local ones through the overlay's device (chain OVERLAYD-FWD-IN: Docker 28 drops it before FORWARD's end)")
 	fs.IntVar(&resyncSecs, "iptables-resync", 5, "seconds between checks that the iptables rules are in place; missing ones are put back")
 	fs.BoolVar(&partial, "partial-checksums", true,
 		"leave the TCP/UDP checksums of packets to peers that advertise they take them so partial, and advertise it; "+

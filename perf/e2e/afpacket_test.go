@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -153,30 +152,5 @@ func checkNoUnreachables(t *testing.T, ds []*cluster.Daemon, before map[*cluster
 
 func outDestUnreachs(t *testing.T, ns *netns.NS) uint64 {
 	t.Helper()
-	snmp, err := ns.Exec(context.Background(), "cat", "/proc/net/snmp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, line := range strings.Split(string(snmp), "\n") {
-		fields := strings.Fields(line)
-		if len(fields) == 0 || fields[0] != "Icmp:" {
-			continue
-		}
-		if names == nil {
-			names = fields
-			continue
-		}
-		for i, name := range names {
-			if name == "OutDestUnreachs" && i < len(fields) {
-				n, err := strconv.ParseUint(fields[i], 10, 64)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return n
-			}
-		}
-	}
-	t.Fatalf("%s: no Icmp OutDestUnreachs in /proc/net/snmp", ns.Name)
-	return 0
+	return snmpCounter(t, ns, "Icmp:", "OutDestUnreachs")
 }

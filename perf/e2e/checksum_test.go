@@ -169,6 +169,13 @@ func snmpCounter(t *testing.T, ns *netns.NS, proto, name string) uint64 {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return snmpValue(t, snmp, ns.Name, proto, name)
+}
+
+// snmpValue finds one counter in /proc/net/snmp's format (of where): for
+// each protocol ("Udp:") a line of names, then a line of values.
+func snmpValue(t *testing.T, snmp []byte, where, proto, name string) uint64 {
+	t.Helper()
 	var names []string
 	for _, line := range strings.Split(string(snmp), "\n") {
 		fields := strings.Fields(line)
@@ -189,6 +196,6 @@ func snmpCounter(t *testing.T, ns *netns.NS, proto, name string) uint64 {
 			}
 		}
 	}
-	t.Fatalf("%s: no %s %s in /proc/net/snmp", ns.Name, proto, name)
+	t.Fatalf("%s: no %s %s in /proc/net/snmp", where, proto, name)
 	return 0
 }

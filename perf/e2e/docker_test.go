@@ -435,6 +435,7 @@ func TestDockerAcrossHosts(t *testing.T) {
 			}
 		}
 		checkDockerTraffic(t, hosts, outside)
+		checkForgedSourceDropped(t, c.Topo.Switch, hosts[0], unleasedAddr(t, c))
 	})
 
 	t.Run("DockerdRestart", func(t *testing.T) {
@@ -467,6 +468,109 @@ func TestDockerAcrossHosts(t *testing.T) {
 			t.Errorf("rules left after --release-on-exit:\n%s", strings.Join(left, "\n"))
 		}
 	})
+}
+
+// checkForgedSourceDropped: a sender on the underlay that forges a source
+// inside the network (here the switch, with an address no host leased)
+// does not reach h's container on a Docker 28 host. OVERLAYD-FWD-IN
+// accepts the network's sources only from the overlay's device, so
+// Docker's drop of what enters docker0 from elsewhere stands. The
+// datagrams go to a closed UDP port: a container that got one would count
+// it in its Udp NoPorts.
+func checkForgedSourceDropped(t *testing.T, sw *netns.NS, h *dockerHost, forged netip.Addr) {
+	t.Helper()
+	const n = 5
+	ctx := context.Background()
+	for _, key := range []string{"net.ipv4.conf.all.rp_filter", "net/ipv4/conf/" + h.d.Host.Iface + "/rp_filter"} {
+		if err := h.ns.Sysctl(key, "0"); err != nil { // so that the packets reach FORWARD at all
+			t.Fatal(err)
+		}
+	}
+	steps := [][]string{
+		{"addr", "add", forged.String() + "/32", "dev", "lo"},
+		{"route", "add", h.d.Env.Subnet.Masked().String(), "via", h.d.Host.Underlay.Addr().String()},
+	}
+	for _, args := range steps {
+		if err := sw.IP(ctx, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		sw.IP(ctx, "route", "del", h.d.Env.Subnet.Masked().String())
+		sw.IP(ctx, "addr", "del", forged.String()+"/32", "dev", "lo")
+	})
+	dropsBefore, noPortsBefore := dockerDrops(t, h), h.udpNoPorts(t)
+	err := sw.Do(func() error {
+		conn, err := net.DialUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(forged, 0)),
+			net.UDPAddrFromAddrPort(netip.AddrPortFrom(h.addr, 9)))
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		for range n {
+			if _, err := conn.Write([]byte("forged")); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The datagrams end either in Docker's drop (its counter shows they
+	// reached FORWARD) or in the container; both are read until one has
+	// them all (the switch's bridge and the host's stack are
+	// asynchronous).
+	var drops, got int
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		drops, got = dockerDrops(t, h)-dropsBefore, h.udpNoPorts(t)-noPortsBefore
+		if drops >= n || got >= n || time.Now().After(deadline) {
+			break
+		}
+	}
+	if got != 0 {
+		t.Fatalf("%s: container %s counted %d datagrams from the forged source %s (Udp NoPorts); want 0:\n%s",
+			h.name, h.addr, got, forged, h.iptables(t, "-S", "OVERLAYD-FWD-IN"))
+	}
+	if drops < n {
+		t.Fatalf("%s: Docker's drop into docker0 counted %d of %d forged datagrams from %s, the container none; the check proves nothing:\n%s",
+			h.name, drops, n, forged, h.iptables(t, "-L", "FORWARD", "-v", "-x", "-n"))
+	}
+	t.Logf("%s: %d datagrams from %s on the underlay with a forged overlay source: dropped by Docker's rule, none reached the container", h.name, n, forged)
+}
+
+// dockerDrops is the packet count of Docker 28's drop of what enters
+// docker0 from another interface.
+func dockerDrops(t *testing.T, h *dockerHost) int {
+	t.Helper()
+	out, err := h.ns.Exec(context.Background(), "iptables-save", "-c", "-t", "filter")
+	if err != nil {
+		t.Fatalf("%s: %v", h.name, err)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if counters, rule, ok := strings.Cut(l, " "); ok && rule == "-A FORWARD ! -i docker0 -o docker0 -j DROP" {
+			pkts, _, _ := strings.Cut(strings.Trim(counters, "[]"), ":")
+			n, err := strconv.Atoi(pkts)
+			if err != nil {
+				t.Fatalf("%s: counters %q: %v", h.name, counters, err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("%s: no Docker 28 drop rule in FORWARD:\n%s", h.name, out)
+	return 0
+}
+
+// udpNoPorts is the container's Udp NoPorts: datagrams it received for a
+// port nobody listens on.
+func (h *dockerHost) udpNoPorts(t *testing.T) int {
+	t.Helper()
+	pid := h.must(t, "inspect", "-f", "{{.State.Pid}}", h.ctr)
+	snmp, err := os.ReadFile("/proc/" + pid + "/net/snmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int(snmpValue(t, snmp, h.name+" container "+h.ctr, "Udp:", "NoPorts"))
 }
 
 func equalLines(a, b []string) bool {

@@ -83,10 +83,10 @@ func (t *IPTables) Masquerades() bool { return t.opts.Masquerade }
 // goes out, so traffic never meets a moment without them (an overlayd
 // restart, a new lease). Chains of options turned off are removed. It
 // returns how many rules it added or removed: 0 when all was in place.
-func (t *IPTables) Ensure(network, subnet netip.Prefix) (int, error) {
+func (t *IPTables) Ensure(network, subnet netip.Prefix, ingress string) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	want := Rules(network, subnet, t.opts)
+	want := Rules(network, subnet, ingress, t.opts)
 	if t.inPlace(want) {
 		return 0, nil
 	}

@@ -69,7 +69,7 @@ func checkBackend(t *testing.T, b Backend) {
 	run("-A", "FORWARD", "-j", "DOCKER-USER")
 	run("-A", "FORWARD", "-j", "DOCKER-FORWARD")
 	run("-A", "DOCKER-FORWARD", "!", "-i", "docker0", "-o", "docker0", "-j", "DROP")
-	if n, err := ipt.Ensure(testNetwork, testSubnet); err != nil || n != 12 {
+	if n, err := ipt.Ensure(testNetwork, testSubnet, testIngress); err != nil || n != 12 {
 		t.Fatalf("first Ensure: %d changes, %v; want 12\n%s", n, err, save())
 	}
 	first := save()
@@ -78,30 +78,42 @@ func checkBackend(t *testing.T, b Backend) {
 		`-A OVERLAYD-POSTRTG -s 100.96.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "overlayd masq" -j MASQUERADE`,
 		`-A FORWARD -j DOCKER-FORWARD` + "\n" + `-A FORWARD -m comment --comment "overlayd forward" -j OVERLAYD-FWD`,
 		`-A DOCKER-USER -m comment --comment "overlayd forward in" -j OVERLAYD-FWD-IN`,
-		`-A OVERLAYD-FWD-IN -s 100.96.0.0/16 -d 100.96.3.0/24 -m comment --comment "overlayd forward in" -j ACCEPT`,
+		`-A OVERLAYD-FWD-IN -s 100.96.0.0/16 -d 100.96.3.0/24 -i flannel0 -m comment --comment "overlayd forward in" -j ACCEPT`,
 		`-A OVERLAYD-FWD -d 100.96.0.0/16 -m comment --comment "overlayd forward" -j ACCEPT`,
 	} {
 		if !strings.Contains(first, want) {
 			t.Errorf("missing %q in\n%s", want, first)
 		}
 	}
-	if n, err := ipt.Ensure(testNetwork, testSubnet); err != nil || n != 0 {
+	if n, err := ipt.Ensure(testNetwork, testSubnet, testIngress); err != nil || n != 0 {
 		t.Errorf("second Ensure: %d changes, %v; want none (does -S read back what was written?)", n, err)
 	}
 	// A resync's check is one iptables-save per table; it must read what
 	// -S reads, or every resync takes the slow path.
-	if !ipt.inPlace(Rules(testNetwork, testSubnet, ipt.opts)) {
+	if !ipt.inPlace(Rules(testNetwork, testSubnet, testIngress, ipt.opts)) {
 		t.Errorf("%s-save does not show the rules in place:\n%s", b.Path, save())
 	}
 
 	// A firewall reload: the chain flushed, a jump gone.
 	run("-F", ForwardChain)
 	run("-t", "nat", "-D", "POSTROUTING", "-m", "comment", "--comment", masqComment, "-j", MasqChain)
-	if n, err := ipt.Ensure(testNetwork, testSubnet); err != nil || n != 3 {
+	if n, err := ipt.Ensure(testNetwork, testSubnet, testIngress); err != nil || n != 3 {
 		t.Errorf("repair: %d changes, %v; want 3", n, err)
 	}
 	if got := save(); stripCounters(got) != stripCounters(first) {
 		t.Errorf("after repair:\n%s\nwant:\n%s", got, first)
+	}
+
+	// From rules without the device match (overlayd before it had one):
+	// the accept is replaced, new one in before the old one goes.
+	if n, err := ipt.Ensure(testNetwork, testSubnet, ""); err != nil || n != 2 {
+		t.Errorf("rules without a device: %d changes, %v; want 2", n, err)
+	}
+	if n, err := ipt.Ensure(testNetwork, testSubnet, testIngress); err != nil || n != 2 {
+		t.Errorf("back to the device match: %d changes, %v; want 2", n, err)
+	}
+	if got := save(); stripCounters(got) != stripCounters(first) {
+		t.Errorf("after the device match came back:\n%s\nwant:\n%s", got, first)
 	}
 
 	if err := ipt.Remove(); err != nil {

@@ -155,7 +155,7 @@ func newFakeIPTables(t *testing.T, o Options) (*IPTables, *fakeTables) {
 // with one jump each.
 func wantInPlace(t *testing.T, f *fakeTables, network, subnet netip.Prefix, o Options) {
 	t.Helper()
-	for _, c := range Rules(network, subnet, o) {
+	for _, c := range Rules(network, subnet, testIngress, o) {
 		if got := f.chains[key(c.Table, c.Name)]; !slices.EqualFunc(got, c.Rules, slices.Equal) {
 			t.Errorf("%s: %q, want %q", c.Name, got, c.Rules)
 		}
@@ -185,7 +185,7 @@ func TestEnsureInstallsThenLeavesAlone(t *testing.T) {
 	// Docker before 28 ends it so; rules appended after it are never reached.
 	f.chains["filter/DOCKER-USER"] = [][]string{{"-j", "RETURN"}, {"-s", "192.0.2.0/24", "-j", "DROP"}}
 	f.chains["nat/POSTROUTING"] = [][]string{{"-s", "172.17.0.0/16", "-j", "MASQUERADE"}}
-	n, err := ipt.Ensure(testNetwork, testSubnet)
+	n, err := ipt.Ensure(testNetwork, testSubnet, testIngress)
 	if err != nil || n != 5+2+2+3 {
 		t.Fatalf("first Ensure: %d changes, %v; want 12 (9 rules, 3 jumps)", n, err)
 	}
@@ -197,7 +197,7 @@ func TestEnsureInstallsThenLeavesAlone(t *testing.T) {
 		t.Errorf("DOCKER-USER: %q, want the jump before Docker's RETURN", user)
 	}
 	ops, reads, saves := f.ops, f.reads, f.saves
-	if n, err := ipt.Ensure(testNetwork, testSubnet); err != nil || n != 0 || f.ops != ops {
+	if n, err := ipt.Ensure(testNetwork, testSubnet, testIngress); err != nil || n != 0 || f.ops != ops {
 		t.Errorf("second Ensure: %d changes, %d ops, %v; want none", n, f.ops-ops, err)
 	}
 	// The check of every resync: one save per table, nothing chain by chain.
@@ -211,16 +211,16 @@ func TestEnsureInstallsThenLeavesAlone(t *testing.T) {
 func TestEnsureRepairs(t *testing.T) {
 	o := Options{Masquerade: true, Forward: true}
 	ipt, f := newFakeIPTables(t, o)
-	if _, err := ipt.Ensure(testNetwork, testSubnet); err != nil {
+	if _, err := ipt.Ensure(testNetwork, testSubnet, testIngress); err != nil {
 		t.Fatal(err)
 	}
-	want := Rules(testNetwork, testSubnet, o)
+	want := Rules(testNetwork, testSubnet, testIngress, o)
 	nat := want[0]
 	f.chains["nat/"+MasqChain] = [][]string{nat.Rules[0], nat.Rules[3], {"-j", "ACCEPT"}, nat.Rules[4]} // 1 and 2 lost, junk added
 	f.chains["filter/"+ForwardChain] = [][]string{}                                                     // flushed
 	f.chains["filter/FORWARD"] = nil                                                                    // jump deleted
 	f.keep = map[string][][]string{"nat/" + MasqChain: {nat.Rules[0], nat.Rules[3], nat.Rules[4]}}
-	n, err := ipt.Ensure(testNetwork, testSubnet)
+	n, err := ipt.Ensure(testNetwork, testSubnet, testIngress)
 	if err != nil || n == 0 {
 		t.Fatalf("Ensure: %d changes, %v", n, err)
 	}
@@ -232,10 +232,10 @@ func TestEnsureRepairs(t *testing.T) {
 func TestEnsureNewLeaseWithoutGap(t *testing.T) {
 	o := Options{Masquerade: true, Forward: true}
 	ipt, f := newFakeIPTables(t, o)
-	if _, err := ipt.Ensure(testNetwork, testSubnet); err != nil {
+	if _, err := ipt.Ensure(testNetwork, testSubnet, testIngress); err != nil {
 		t.Fatal(err)
 	}
-	old := Rules(testNetwork, testSubnet, o)
+	old := Rules(testNetwork, testSubnet, testIngress, o)
 	f.keep = map[string][][]string{
 		"nat/" + MasqChain:       {old[0].Rules[3], old[0].Rules[4]},
 		"filter/" + ForwardChain: old[1].Rules,
@@ -244,7 +244,7 @@ func TestEnsureNewLeaseWithoutGap(t *testing.T) {
 		"filter/DOCKER-USER":     {old[2].Jump},
 	}
 	next := netip.MustParsePrefix("100.96.7.0/24")
-	if _, err := ipt.Ensure(testNetwork, next); err != nil {
+	if _, err := ipt.Ensure(testNetwork, next, testIngress); err != nil {
 		t.Fatal(err)
 	}
 	wantInPlace(t, f, testNetwork, next, o)
@@ -253,11 +253,11 @@ func TestEnsureNewLeaseWithoutGap(t *testing.T) {
 func TestEnsureRemovesDisabledAndRemove(t *testing.T) {
 	both := Options{Masquerade: true, Forward: true}
 	ipt, f := newFakeIPTables(t, both)
-	if _, err := ipt.Ensure(testNetwork, testSubnet); err != nil {
+	if _, err := ipt.Ensure(testNetwork, testSubnet, testIngress); err != nil {
 		t.Fatal(err)
 	}
 	ipt.opts.Masquerade = false // a restart without --ip-masq
-	if _, err := ipt.Ensure(testNetwork, testSubnet); err != nil {
+	if _, err := ipt.Ensure(testNetwork, testSubnet, testIngress); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := f.chains["nat/"+MasqChain]; ok || len(f.chains["nat/POSTROUTING"]) != 0 {

@@ -92,11 +92,13 @@ func forwardInChain() Chain {
 		Jump: []string{"-m", "comment", "--comment", forwardInComment, "-j", ForwardInChain}}
 }
 
-// Rules is the rule set of a host whose lease is subnet in network: the
-// chains the options ask for, each with its rules in order. The rules are
-// written as `iptables -S` prints them, so that what is in place can be
-// compared with them token by token.
-func Rules(network, subnet netip.Prefix, o Options) []Chain {
+// Rules is the rule set of a host whose lease is subnet in network, and
+// whose traffic from other hosts arrives on the device ingress (the TUN,
+// flannel.<VNI>, or the underlay's interface with host-gw; "" for any):
+// the chains the options ask for, each with its rules in order. The rules
+// are written as `iptables -S` prints them, so that what is in place can
+// be compared with them token by token.
+func Rules(network, subnet netip.Prefix, ingress string, o Options) []Chain {
 	network, subnet = network.Masked(), subnet.Masked()
 	var chains []Chain
 	if o.Masquerade {
@@ -132,11 +134,17 @@ func Rules(network, subnet netip.Prefix, o Options) []Chain {
 		// Ahead of Docker's rules, only what comes from another host's
 		// containers to ours: traffic between local containers, from
 		// Docker's other networks or from outside the network still
-		// meets Docker's isolation (--icc=false, unpublished ports).
+		// meets Docker's isolation (--icc=false, unpublished ports). The
+		// device match keeps a sender on another interface that forges a
+		// source inside the network out, as Docker would.
+		fromPeers := []string{"-s", n, "-d", subnet.String()}
+		if ingress != "" {
+			fromPeers = append(fromPeers, "-i", ingress)
+		}
 		in := forwardInChain()
 		in.Rules = [][]string{
 			rule([]string{"-s", subnet.String()}, forwardInComment, "-j", "RETURN"),
-			rule([]string{"-s", n, "-d", subnet.String()}, forwardInComment, "-j", "ACCEPT"),
+			rule(fromPeers, forwardInComment, "-j", "ACCEPT"),
 		}
 		chains = append(chains, c, in)
 	}
