@@ -123,8 +123,8 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--healthz-ip %q: not an IP address", c.HealthzIP))
 		}
 	}
-	if c.TunName == "" || len(c.TunName) > 15 {
-		errs = append(errs, fmt.Errorf("--tun-name %q: must be 1 to 15 characters (an interface name)", c.TunName))
+	if !validDeviceName(c.TunName) {
+		errs = append(errs, fmt.Errorf("--tun-name %q: must be 1 to 15 letters, digits, '.', '-' or '_' (an interface name)", c.TunName))
 	}
 	if c.Queues < 1 || c.Queues > 256 {
 		errs = append(errs, fmt.Errorf("--queues %d: must be between 1 and 256 (or 0, overlayd run's default: one per CPU)", c.Queues))
@@ -154,4 +154,20 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--busy-poll %s: must be 0 (off) to %s, such as %s", c.BusyPoll, MaxBusyPoll, DefaultBusyPoll))
 	}
 	return errors.Join(errs...)
+}
+
+// validDeviceName: an interface name the kernel takes as it is (no "%d"
+// template) and iptables matches exactly ("+" would be a wildcard in
+// -i) and prints unquoted.
+func validDeviceName(name string) bool {
+	if name == "" || len(name) > 15 || name == "." || name == ".." {
+		return false
+	}
+	for _, r := range name {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_'
+		if !ok {
+			return false
+		}
+	}
+	return true
 }

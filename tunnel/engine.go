@@ -326,14 +326,10 @@ func (e *Engine) startFirewall() error {
 }
 
 // ingress is the device other hosts' traffic to local containers arrives
-// on: the TUN, the kernel's VXLAN device, or with host-gw (no device of
-// its own) the underlay's interface.
-func (e *Engine) ingress() string {
-	if e.cfg.TunName != "" {
-		return e.cfg.TunName
-	}
-	return e.extIface.Name
-}
+// on: the TUN, or the kernel's VXLAN device. host-gw has none of its own
+// ("": any): its overlay is the LAN, which may reach this host on another
+// interface than --iface (a public IP on a second NIC).
+func (e *Engine) ingress() string { return e.cfg.TunName }
 
 // routineFirewall checks the rules every FirewallResync and puts back what
 // something else removed (a firewall reload, Docker restarting), as

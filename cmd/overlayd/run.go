@@ -35,7 +35,7 @@ func runDaemon(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.LeaseTTL, "subnet-lease-ttl", 24*time.Hour, "lifetime of the subnet lease in etcd")
 	fs.StringVar(&cfg.HealthzIP, "healthz-ip", "0.0.0.0", "address of the /healthz, /readyz and /metrics server")
 	fs.IntVar(&cfg.HealthzPort, "healthz-port", 0, "port of the /healthz, /readyz and /metrics server (0: off)")
-	fs.StringVar(&cfg.TunName, "tun-name", "flannel0", "name of the TUN device")
+	fs.StringVar(&cfg.TunName, "tun-name", "flannel0", "name of the TUN device: up to 15 letters, digits, '.', '-' or '_'")
 	fs.IntVar(&cfg.Queues, "queues", 0, "TUN queues, one forwarding worker each (default: one per CPU)")
 	fs.StringVar(&cfg.ControlSocket, "control-socket", "", "unix socket of 'overlayd status' and /metrics: a path, or @name for an abstract socket "+
 		"(default @overlayd/<tun-name>: abstract, so one per network namespace)")
@@ -73,7 +73,7 @@ func runDaemon(ctx context.Context, args []string) error {
 			"the subnet file then says FLANNEL_IPMASQ=true, and Docker must run with --ip-masq=false")
 	fs.BoolVar(&fwOpts.Forward, "iptables-forward-rules", true,
 		"accept forwarding to and from the overlay network (chain OVERLAYD-FWD), so that a FORWARD DROP policy (Docker's) does not cut traffic between hosts, "+
-			"and, from DOCKER-USER, what other hosts' containers send to local ones through the overlay's device (chain OVERLAYD-FWD-IN: Docker 28 drops it before FORWARD's end)")
+			"and, from DOCKER-USER, what other hosts' containers send to local ones through the overlay's device, any with host-gw (chain OVERLAYD-FWD-IN: Docker 28 drops it before FORWARD's end)")
 	fs.IntVar(&resyncSecs, "iptables-resync", 5, "seconds between checks that the iptables rules are in place; missing ones are put back")
 	fs.BoolVar(&partial, "partial-checksums", true,
 		"leave the TCP/UDP checksums of packets to peers that advertise they take them so partial, and advertise it; "+

@@ -481,24 +481,30 @@ func checkForgedSourceDropped(t *testing.T, sw *netns.NS, h *dockerHost, forged 
 	t.Helper()
 	const n = 5
 	ctx := context.Background()
-	for _, key := range []string{"net.ipv4.conf.all.rp_filter", "net/ipv4/conf/" + h.d.Host.Iface + "/rp_filter"} {
-		if err := h.ns.Sysctl(key, "0"); err != nil { // so that the packets reach FORWARD at all
+	// rp_filter off, so that the packets reach FORWARD at all; as it was
+	// when the check ends.
+	for _, key := range []string{"net/ipv4/conf/all/rp_filter", "net/ipv4/conf/" + h.d.Host.Iface + "/rp_filter"} {
+		old, err := h.ns.Exec(ctx, "cat", "/proc/sys/"+key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { h.ns.Sysctl(key, strings.TrimSpace(string(old))) })
+		if err := h.ns.Sysctl(key, "0"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	steps := [][]string{
+	t.Cleanup(func() { // what was added of the two
+		sw.IP(ctx, "route", "del", h.d.Env.Subnet.Masked().String())
+		sw.IP(ctx, "addr", "del", forged.String()+"/32", "dev", "lo")
+	})
+	for _, args := range [][]string{
 		{"addr", "add", forged.String() + "/32", "dev", "lo"},
 		{"route", "add", h.d.Env.Subnet.Masked().String(), "via", h.d.Host.Underlay.Addr().String()},
-	}
-	for _, args := range steps {
+	} {
 		if err := sw.IP(ctx, args...); err != nil {
 			t.Fatal(err)
 		}
 	}
-	t.Cleanup(func() {
-		sw.IP(ctx, "route", "del", h.d.Env.Subnet.Masked().String())
-		sw.IP(ctx, "addr", "del", forged.String()+"/32", "dev", "lo")
-	})
 	dropsBefore, noPortsBefore := dockerDrops(t, h), h.udpNoPorts(t)
 	err := sw.Do(func() error {
 		conn, err := net.DialUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(forged, 0)),
