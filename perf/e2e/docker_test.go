@@ -493,13 +493,15 @@ func checkForgedSourceDropped(t *testing.T, sw *netns.NS, h *dockerHost, forged 
 			t.Fatal(err)
 		}
 	}
-	t.Cleanup(func() { // what was added of the two
-		sw.IP(ctx, "route", "del", h.d.Env.Subnet.Masked().String())
-		sw.IP(ctx, "addr", "del", forged.String()+"/32", "dev", "lo")
+	// The switch sends from the forged address, routed to h.
+	src, subnet := forged.String()+"/32", h.d.Env.Subnet.Masked().String()
+	t.Cleanup(func() { // whichever of the two got added
+		sw.IP(ctx, "route", "del", subnet)
+		sw.IP(ctx, "addr", "del", src, "dev", "lo")
 	})
 	for _, args := range [][]string{
-		{"addr", "add", forged.String() + "/32", "dev", "lo"},
-		{"route", "add", h.d.Env.Subnet.Masked().String(), "via", h.d.Host.Underlay.Addr().String()},
+		{"addr", "add", src, "dev", "lo"},
+		{"route", "add", subnet, "via", h.d.Host.Underlay.Addr().String()},
 	} {
 		if err := sw.IP(ctx, args...); err != nil {
 			t.Fatal(err)

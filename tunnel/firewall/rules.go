@@ -93,8 +93,8 @@ func forwardInChain() Chain {
 }
 
 // Rules is the rule set of a host whose lease is subnet in network, and
-// whose traffic from other hosts arrives on the device ingress (the TUN,
-// flannel.<VNI>, or the underlay's interface with host-gw; "" for any):
+// whose traffic from other hosts arrives on the device ingress (the TUN or
+// flannel.<VNI>; "" for any, as with host-gw):
 // the chains the options ask for, each with its rules in order. The rules
 // are written as `iptables -S` prints them, so that what is in place can
 // be compared with them token by token.
